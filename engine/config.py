@@ -1,0 +1,552 @@
+"""Profiles and mixes: TOML files validated into typed dataclasses.
+
+Pure Python (no torch): the control panel imports this module to validate
+what the user types. Every mistake raises ConfigError with one line naming
+the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from engine import SparkNetError
+
+
+class ConfigError(SparkNetError):
+    pass
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def profiles_dir() -> Path:
+    return Path(os.environ.get("SPARKNET_PROFILES", PROJECT_ROOT / "profiles"))
+
+
+def mixes_dir() -> Path:
+    return profiles_dir() / "mixes"
+
+
+# ---------------------------------------------------------------- profiles
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "gpt2"  # gpt2 | modern
+    n_layer: int = 12
+    n_embd: int = 512
+    n_head: int = 8
+    context: int = 1024
+    vocab_size: int = 50257
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    bias: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    min_lr: float = 5e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    fused: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    warmup: float = 0.02  # < 1: fraction of steps; >= 1: steps
+    decay: str = "cosine"  # cosine | linear | constant
+
+
+@dataclass
+class BatchConfig:
+    micro_batch: int = 24
+    grad_accum: int = 5
+
+
+@dataclass
+class RunConfig:
+    tokens: int = 1_000_000_000
+    precision: str = "bf16"  # bf16 | fp32
+    compile: bool = True
+    log_every: int = 10
+    eval_every: int = 250
+    eval_tokens: int = 262_144
+    wikitext_every: int = 0  # 0 = off; in-training WikiText-2 perplexity every N steps
+    wikitext_tokens: int = 50_000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 1337
+    device: str = "auto"  # auto | cuda | cpu
+    spike_factor: float = 3.0  # loss above factor x recent mean (after warm-up) stops the run
+    final_eval: bool = True
+
+
+@dataclass
+class ThermalConfig:
+    warn_c: float = 85.0
+    pause_above_c: float = 0.0  # 0 = no thermal guard
+    resume_below_c: float = 0.0
+
+
+@dataclass
+class DistConfig:
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+
+@dataclass
+class Profile:
+    name: str = ""
+    source: str = ""  # where it came from, for messages
+    description: str = ""
+    mix: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    @property
+    def processes(self) -> int:
+        return self.dist.nproc_per_node * self.dist.nnodes
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch.micro_batch * self.batch.grad_accum * self.model.context * self.processes
+
+    @property
+    def steps(self) -> int:
+        return max(1, math.ceil(self.run.tokens / self.tokens_per_step))
+
+    @property
+    def warmup_steps(self) -> int:
+        w = self.schedule.warmup
+        return int(w * self.steps) if w < 1 else int(w)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("name")
+        d.pop("source")
+        return d
+
+
+PROFILE_SECTIONS = {
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "batch": BatchConfig,
+    "run": RunConfig,
+    "thermal": ThermalConfig,
+    "dist": DistConfig,
+}
+PROFILE_TOP_KEYS = {"description": str, "mix": str}
+
+
+# ---------------------------------------------------------------- mixes
+
+
+@dataclass
+class SourceConfig:
+    name: str = ""
+    weight: float = 0.0
+    hf: str = ""
+    config: str = ""
+    split: str = "train"
+    text_field: str = "text"
+    streaming: bool = True
+    path: str = ""
+    repeat: bool = False
+
+
+@dataclass
+class MixConfig:
+    name: str = ""
+    source: str = ""
+    description: str = ""
+    tokenizer: str = "gpt2"
+    validation_share: float = 0.005
+    seed: int = 42
+    sources: list[SourceConfig] = field(default_factory=list)
+
+    @property
+    def shares(self) -> dict[str, float]:
+        total = sum(s.weight for s in self.sources)
+        return {s.name: s.weight / total for s in self.sources}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+MIX_TOP_KEYS = {"description": str, "tokenizer": str, "validation_share": float, "seed": int}
+
+
+# ---------------------------------------------------------------- loading helpers
+
+
+def _type_name(t: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        t, "a list of numbers"
+    )
+
+
+def _check_type(value: Any, t: Any, where: str, key: str) -> Any:
+    """Return value converted to t, or raise ConfigError naming where/key."""
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+    elif t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+    elif t is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+            return float(value)
+    elif t is str:
+        if isinstance(value, str):
+            return value
+    elif get_origin(t) is list:
+        if isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return [float(v) for v in value]
+    raise ConfigError(f"{where}: {key} must be {_type_name(t)}, got {value!r}")
+
+
+def _unknown_key(where: str, key: str, known: list[str]) -> ConfigError:
+    guess = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f" (did you mean '{guess[0]}'?)" if guess else f" (known keys: {', '.join(sorted(known))})"
+    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _fill(obj: Any, table: dict, where: str, prefix: str) -> None:
+    hints = get_type_hints(type(obj))
+    known = [f.name for f in fields(obj)]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table of keys")
+    for key, value in table.items():
+        if key not in known:
+            raise _unknown_key(where, prefix + key, known)
+        setattr(obj, key, _check_type(value, hints[key], where, prefix + key))
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    p = Path(os.path.expanduser(name_or_path))
+    if p.suffix == ".toml" or os.sep in name_or_path or p.exists():
+        return p
+    candidate = profiles_dir() / f"{name_or_path}.toml"
+    if not candidate.exists():
+        names = ", ".join(list_profiles()) or "none"
+        raise ConfigError(f"profile '{name_or_path}' not found in {profiles_dir()} (available: {names})")
+    return candidate
+
+
+def resolve_mix_path(name_or_path: str) -> Path:
+    p = Path(os.path.expanduser(name_or_path))
+    if p.suffix == ".toml" or os.sep in name_or_path or p.exists():
+        return p
+    candidate = mixes_dir() / f"{name_or_path}.toml"
+    if not candidate.exists():
+        names = ", ".join(list_mixes()) or "none"
+        raise ConfigError(f"mix '{name_or_path}' not found in {mixes_dir()} (available: {names})")
+    return candidate
+
+
+def list_profiles() -> list[str]:
+    d = profiles_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def list_mixes() -> list[str]:
+    d = mixes_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optim.lr=3e-4' -> ('optim.lr', 0.0003). Values are read as TOML, else as strings."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key=value, for example --set optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    if not key:
+        raise ConfigError(f"--set {text}: missing key before '='")
+    try:
+        value = tomllib.loads(f"v = {raw.replace('_', '') if re.fullmatch(r'[0-9_]+', raw) else raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+# ---------------------------------------------------------------- profile validation
+
+
+def profile_from_dict(data: dict, where: str, name: str = "") -> Profile:
+    prof = Profile(name=name, source=where)
+    for key, value in data.items():
+        if key in PROFILE_SECTIONS:
+            _fill(getattr(prof, key), value, where, key + ".")
+        elif key in PROFILE_TOP_KEYS:
+            setattr(prof, key, _check_type(value, PROFILE_TOP_KEYS[key], where, key))
+        else:
+            raise _unknown_key(where, key, list(PROFILE_SECTIONS) + list(PROFILE_TOP_KEYS))
+    validate_profile(prof)
+    return prof
+
+
+def validate_profile(p: Profile) -> None:
+    w = p.source
+    m, o, s, b, r, t, d = p.model, p.optim, p.schedule, p.batch, p.run, p.thermal, p.dist
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{w}: {msg}")
+
+    need(m.arch in ("gpt2", "modern"), f"model.arch must be 'gpt2' or 'modern', got {m.arch!r}")
+    for key in ("n_layer", "n_embd", "n_head", "context", "vocab_size"):
+        need(getattr(m, key) > 0, f"model.{key} must be a positive integer, got {getattr(m, key)}")
+    need(m.n_embd % m.n_head == 0,
+         f"model.n_head ({m.n_head}) must divide model.n_embd ({m.n_embd}); pick a head count such as "
+         f"{', '.join(str(h) for h in (4, 8, 16) if m.n_embd % h == 0) or 'one that divides it'}")
+    if m.arch == "modern":
+        need((m.n_embd // m.n_head) % 2 == 0, "model.n_embd / model.n_head must be even for rotary embeddings")
+    need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(o.min_lr >= 0, f"optim.min_lr must be >= 0, got {o.min_lr}")
+    need(o.min_lr <= o.lr, f"optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr}); lower min_lr or raise lr")
+    need(len(o.betas) == 2 and all(0.0 <= x < 1.0 for x in o.betas),
+         f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+    need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    need(o.eps > 0, f"optim.eps must be > 0, got {o.eps}")
+    need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = no clipping), got {o.grad_clip}")
+    need(s.warmup >= 0, f"schedule.warmup must be >= 0 (a fraction < 1 or a step count), got {s.warmup}")
+    need(s.warmup < 1 or float(s.warmup).is_integer(),
+         f"schedule.warmup >= 1 counts steps and must be whole, got {s.warmup}")
+    need(s.decay in ("cosine", "linear", "constant"),
+         f"schedule.decay must be cosine, linear or constant, got {s.decay!r}")
+    need(b.micro_batch > 0, f"batch.micro_batch must be a positive integer, got {b.micro_batch}")
+    need(b.grad_accum > 0, f"batch.grad_accum must be a positive integer, got {b.grad_accum}")
+    need(r.tokens > 0, f"run.tokens must be a positive integer, got {r.tokens}")
+    need(r.precision in ("bf16", "fp32"), f"run.precision must be 'bf16' or 'fp32', got {r.precision!r}")
+    need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
+    for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
+        need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")
+    need(r.wikitext_every >= 0, f"run.wikitext_every must be >= 0 (0 = off), got {r.wikitext_every}")
+    need(r.wikitext_tokens > 0, f"run.wikitext_tokens must be positive, got {r.wikitext_tokens}")
+    need(r.spike_factor > 1, f"run.spike_factor must be > 1, got {r.spike_factor}")
+    need(p.warmup_steps <= p.steps,
+         f"schedule.warmup ({p.warmup_steps} steps) is longer than the run ({p.steps} steps); lower it")
+    need(t.warn_c > 0, f"thermal.warn_c must be > 0, got {t.warn_c}")
+    if t.pause_above_c > 0:
+        need(0 < t.resume_below_c < t.pause_above_c,
+             f"thermal.resume_below_c ({t.resume_below_c}) must be above 0 and below thermal.pause_above_c "
+             f"({t.pause_above_c})")
+    need(d.nproc_per_node >= 1, f"dist.nproc_per_node must be >= 1, got {d.nproc_per_node}")
+    need(d.nnodes >= 1, f"dist.nnodes must be >= 1, got {d.nnodes}")
+    need(0 <= d.node_rank < d.nnodes, f"dist.node_rank must be in [0, nnodes), got {d.node_rank}")
+    need(0 < d.master_port < 65536, f"dist.master_port must be a port number, got {d.master_port}")
+
+
+def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
+    path = resolve_profile_path(name_or_path)
+    data = read_toml(path)
+    where = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        where = f"{path} with --set {' '.join(overrides)}"
+    return profile_from_dict(data, where, name=path.stem)
+
+
+# ---------------------------------------------------------------- mix validation
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand(text: str, where: str, key: str) -> str:
+    def sub(m: re.Match) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            if m.group(2) is not None:
+                return m.group(2)
+            raise ConfigError(f"{where}: {key} uses ${{{m.group(1)}}}, which is not set; set it or write the path")
+        return value
+
+    return os.path.expanduser(_VAR.sub(sub, text))
+
+
+def mix_from_dict(data: dict, where: str, base_dir: Path, name: str = "") -> MixConfig:
+    mix = MixConfig(name=name, source=where)
+    raw_sources = None
+    for key, value in data.items():
+        if key == "sources":
+            raw_sources = value
+        elif key in MIX_TOP_KEYS:
+            setattr(mix, key, _check_type(value, MIX_TOP_KEYS[key], where, key))
+        else:
+            raise _unknown_key(where, key, list(MIX_TOP_KEYS) + ["sources"])
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise ConfigError(f"{where}: needs at least one [[sources]] table with name, weight and hf or path")
+    seen = set()
+    for i, table in enumerate(raw_sources):
+        src = SourceConfig()
+        label = f"sources[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {label} must be a table")
+        if "name" in table and isinstance(table["name"], str) and table["name"]:
+            label = f"sources.{table['name']}"
+        _fill(src, table, where, f"{label}.")
+        if not src.name:
+            raise ConfigError(f"{where}: {label} needs a name")
+        if src.name in seen:
+            raise ConfigError(f"{where}: two sources are named '{src.name}'; give each a unique name")
+        seen.add(src.name)
+        if "weight" not in table:
+            raise ConfigError(f"{where}: {label} needs a weight (a number > 0)")
+        if not src.weight > 0:
+            raise ConfigError(f"{where}: {label}.weight must be a number > 0, got {src.weight}")
+        if bool(src.hf) == bool(src.path):
+            raise ConfigError(f"{where}: {label} needs exactly one of hf = \"dataset id\" or path = \"file or folder\"")
+        if src.path:
+            p = Path(expand(src.path, where, f"{label}.path"))
+            src.path = str(p if p.is_absolute() else (base_dir / p).resolve())
+        mix.sources.append(src)
+    if not 0 <= mix.validation_share < 0.5:
+        raise ConfigError(f"{where}: validation_share must be in [0, 0.5), got {mix.validation_share}")
+    tok = expand(mix.tokenizer, where, "tokenizer")
+    if tok.startswith((".", "/")) or os.sep in tok and Path(base_dir / tok).exists():
+        tp = Path(tok)
+        tok = str(tp if tp.is_absolute() else (base_dir / tp).resolve())
+    mix.tokenizer = tok
+    return mix
+
+
+def load_mix(name_or_path: str) -> MixConfig:
+    path = resolve_mix_path(name_or_path)
+    data = read_toml(path)
+    return mix_from_dict(data, str(path), path.resolve().parent, name=path.stem)
+
+
+def dump_toml(data: dict) -> str:
+    """Write plain nested dicts/lists/scalars as TOML (enough for profiles, mixes and run.toml)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    out: list[str] = []
+
+    def table(d: dict, prefix: str) -> None:
+        simple = {k: v for k, v in d.items() if not isinstance(v, dict) and not _is_table_list(v)}
+        for k, v in simple.items():
+            if v is None:
+                continue
+            out.append(f"{k} = {scalar(v)}")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.append("")
+                out.append(f"[{prefix}{k}]")
+                table(v, f"{prefix}{k}.")
+            elif _is_table_list(v):
+                for item in v:
+                    out.append("")
+                    out.append(f"[[{prefix}{k}]]")
+                    table(item, f"{prefix}{k}.")
+
+    table(data, "")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _is_table_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def model_parameter_count(m: ModelConfig) -> int:
+    """Parameters of the GPT-2 shape, computed without torch (the panel shows it before a run)."""
+    d, L, V, T = m.n_embd, m.n_layer, m.vocab_size, m.context
+    if m.arch == "gpt2":
+        bias = 1 if m.bias else 0
+        per_layer = (
+            2 * (d + d * bias)  # two LayerNorms
+            + d * 3 * d + 3 * d * bias  # qkv
+            + d * d + d * bias  # attention projection
+            + d * 4 * d + 4 * d * bias  # mlp up
+            + 4 * d * d + d * bias  # mlp down
+        )
+        total = V * d + T * d + L * per_layer + (d + d * bias)
+        if not m.tie_embeddings:
+            total += V * d
+        return total
+    # modern: RMSNorm weights, no biases, no position embeddings, 4d ReLU^2 MLP
+    per_layer = 2 * d + 4 * d * d + 8 * d * d + 2 * (d // m.n_head)  # + QK-norm weights
+    total = V * d + L * per_layer + d
+    if not m.tie_embeddings:
+        total += V * d
+    return total
+
+
+def flops_per_token(m: ModelConfig) -> int:
+    """Training FLOPs per token, 6N + 12 L d T, N without position embeddings (BASELINES.md)."""
+    n = model_parameter_count(m)
+    if m.arch == "gpt2":
+        n -= m.context * m.n_embd
+    return 6 * n + 12 * m.n_layer * m.n_embd * m.context
