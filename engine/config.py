@@ -94,6 +94,8 @@ class RunConfig:
     device: str = "auto"  # auto | cuda | cpu
     spike_factor: float = 3.0  # loss above factor x recent mean (after warm-up) stops the run
     final_eval: bool = True
+    final_eval_tokens: int = 0  # 0 = the whole WikiText-2 test split
+    peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
 
 
 @dataclass
@@ -132,7 +134,9 @@ class Profile:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.batch.micro_batch * self.batch.grad_accum * self.model.context * self.processes
+        # the effective batch is the profile's whatever the process count: each process
+        # accumulates grad_accum / processes micro-batches
+        return self.batch.micro_batch * self.batch.grad_accum * self.model.context
 
     @property
     def steps(self) -> int:
@@ -393,6 +397,11 @@ def validate_profile(p: Profile) -> None:
         need(0 < t.resume_below_c < t.pause_above_c,
              f"thermal.resume_below_c ({t.resume_below_c}) must be above 0 and below thermal.pause_above_c "
              f"({t.pause_above_c})")
+    need(b.grad_accum % p.processes == 0,
+         f"batch.grad_accum ({b.grad_accum}) must be divisible by the {p.processes} processes so the effective "
+         f"batch stays {p.tokens_per_step} tokens; pick a grad_accum that is a multiple of {p.processes}")
+    need(r.final_eval_tokens >= 0, f"run.final_eval_tokens must be >= 0 (0 = whole split), got {r.final_eval_tokens}")
+    need(r.peak_tflops >= 0, f"run.peak_tflops must be >= 0 (0 = from the device table), got {r.peak_tflops}")
     need(d.nproc_per_node >= 1, f"dist.nproc_per_node must be >= 1, got {d.nproc_per_node}")
     need(d.nnodes >= 1, f"dist.nnodes must be >= 1, got {d.nnodes}")
     need(0 <= d.node_rank < d.nnodes, f"dist.node_rank must be in [0, nnodes), got {d.node_rank}")

@@ -1,0 +1,300 @@
+"""The `sparknet` command. Every verb exits non-zero with one line on a user error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import SparkNetError, __version__
+from engine.config import dump_toml, load_mix, load_profile
+from engine.rundir import (
+    LIVE_STATES,
+    RunDir,
+    effective_status,
+    list_runs,
+    logs_dir,
+    new_run_id,
+    request_stop,
+    resolve_run,
+    utc_now,
+    wait_for,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sparknet", description="Pretrain a GPT-2-style model and watch it learn.")
+    ap.add_argument("--version", action="version", version=f"sparknet {__version__}")
+    sub = ap.add_subparsers(dest="verb")
+
+    p = sub.add_parser("prepare", help="tokenize and cache a mix's sources")
+    p.add_argument("--mix", required=True)
+    p.add_argument("--tokens", type=int, default=None, help="training tokens to prepare (default: see docs)")
+
+    p = sub.add_parser("train", help="start a training run")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--mix", default=None, help="overrides the profile's mix")
+    p.add_argument("--name", default=None, help="a name for the run id")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--detach", action="store_true", help="print the run id and return; the run lives on")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="processes (GPUs) on this node")
+    p.add_argument("--nnodes", type=int, default=None)
+    p.add_argument("--node-rank", type=int, default=None)
+    p.add_argument("--master-addr", default=None)
+    p.add_argument("--master-port", type=int, default=None)
+
+    sub.add_parser("runs", help="table of runs and their state")
+
+    p = sub.add_parser("stop", help="checkpoint, then stop a run")
+    p.add_argument("run")
+    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the checkpoint (0: do not wait)")
+
+    p = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
+    p.add_argument("run")
+    p.add_argument("--detach", action="store_true")
+
+    p = sub.add_parser("eval", help="WikiText-2 evaluation against the baselines")
+    p.add_argument("target", help="run id, run directory or model folder")
+    p.add_argument("--protocol", choices=["standard", "sparknet-2000"], default="standard")
+    p.add_argument("--stride", type=int, default=512)
+    p.add_argument("--wikitext", default=None, help="folder with wiki.test.raw and wiki.valid.raw")
+    p.add_argument("--baselines", action="store_true", help="evaluate GPT-2 and CodeLion 70M live when they load")
+    p.add_argument("--baseline-dir", action="append", default=[], metavar="NAME=DIR")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-samples", action="store_true")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens")
+
+    p = sub.add_parser("bench", help="measure training throughput")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--mix", default=None)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--baseline", choices=["hf-trainer"], default=None)
+    p.add_argument("--json-out", default=None)
+
+    p = sub.add_parser("export", help="write a run's model in Hugging Face format")
+    p.add_argument("run")
+    p.add_argument("dir")
+
+    p = sub.add_parser("_run", help=argparse.SUPPRESS)
+    p.add_argument("run_dir")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--log-to-file", action="store_true")
+    return ap
+
+
+# ------------------------------------------------------------------ launching
+
+
+def _dist_overrides(args) -> list[str]:
+    out = []
+    for opt, key in (("nproc_per_node", "dist.nproc_per_node"), ("nnodes", "dist.nnodes"),
+                     ("node_rank", "dist.node_rank"), ("master_port", "dist.master_port")):
+        if getattr(args, opt, None) is not None:
+            out.append(f"{key}={getattr(args, opt)}")
+    if getattr(args, "master_addr", None):
+        out.append(f'dist.master_addr="{args.master_addr}"')
+    return out
+
+
+def worker_command(run_dir: Path, resume: bool, dist: dict, log_to_file: bool) -> list[str]:
+    tail = ["_run", str(run_dir)] + (["--resume"] if resume else []) + (["--log-to-file"] if log_to_file else [])
+    if dist["nproc_per_node"] * dist["nnodes"] <= 1:
+        return [sys.executable, "-m", "engine.cli", *tail]
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nproc_per_node={dist['nproc_per_node']}", f"--nnodes={dist['nnodes']}",
+        f"--node_rank={dist['node_rank']}", f"--master_addr={dist['master_addr']}",
+        f"--master_port={dist['master_port']}",
+        "-m", "engine.cli", *tail,
+    ]
+
+
+def launch(run_dir: Path, resume: bool, detach: bool) -> int:
+    from engine.config import read_toml
+
+    dist = read_toml(run_dir / "run.toml")["profile"].get("dist", {})
+    dist = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "master_addr": "127.0.0.1", "master_port": 29500,
+            **dist}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = project_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if detach:
+        log = open(run_dir / "train.log", "ab")
+        proc = subprocess.Popen(worker_command(run_dir, resume, dist, log_to_file=False), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                cwd=project_root)
+        log.close()
+        rd = RunDir(run_dir)
+        if rd.status().get("state") not in ("running",):
+            rd.update_status(pid=proc.pid)
+        print(run_dir.name)
+        return 0
+    if dist["nproc_per_node"] * dist["nnodes"] <= 1:
+        from engine.train import run_training
+
+        return run_training(run_dir, resume=resume, log_to_file=True)
+    return subprocess.call(worker_command(run_dir, resume, dist, log_to_file=True), env=env, cwd=project_root)
+
+
+def cmd_train(args) -> int:
+    overrides = list(args.overrides) + _dist_overrides(args)
+    profile = load_profile(args.profile, overrides)
+    mix_name = args.mix or profile.mix
+    if not mix_name:
+        raise SparkNetError(f"{profile.source}: no mix given; add mix = \"NAME\" to the profile or pass --mix NAME")
+    mix = load_mix(mix_name)
+    run_id = new_run_id(profile.name, args.name)
+    run_dir = logs_dir() / run_id
+    mix_data = mix.to_dict()
+    run_toml = dump_toml({
+        "run_id": run_id, "profile_name": profile.name, "mix_name": mix.name, "engine_version": __version__,
+        "created_at": utc_now(), "overrides": overrides,
+        "profile": profile.to_dict(), "mix": mix_data,
+    })
+    rd = RunDir(run_dir)
+    rd.create(run_toml)
+    rd.update_status(state="preparing", run_id=run_id, pid=os.getpid(), started_at=utc_now(), step=0,
+                     steps=profile.steps, tokens=0, total_tokens=profile.steps * profile.tokens_per_step)
+    rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")
+    return launch(run_dir, resume=False, detach=args.detach)
+
+
+def cmd_resume(args) -> int:
+    run_dir = resolve_run(args.run)
+    status = effective_status(run_dir)
+    state = status.get("state")
+    if state in LIVE_STATES:
+        raise SparkNetError(f"run {run_dir.name} is {state} (pid {status.get('pid')}); nothing to resume")
+    if state == "finished":
+        raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")
+    rd = RunDir(run_dir)
+    rd.update_status(state="preparing", pid=os.getpid(), error=None)
+    rd.clear_stop()
+    return launch(run_dir, resume=True, detach=args.detach)
+
+
+def cmd_stop(args) -> int:
+    run_dir = resolve_run(args.run)
+    status = effective_status(run_dir)
+    if status.get("state") not in LIVE_STATES:
+        raise SparkNetError(f"run {run_dir.name} is {status.get('state')}, not running; nothing to stop")
+    request_stop(run_dir)
+    if args.wait <= 0:
+        print(f"stop requested for {run_dir.name}")
+        return 0
+    done = wait_for(lambda: effective_status(run_dir).get("state") not in LIVE_STATES, args.wait, 0.2)
+    final = effective_status(run_dir)
+    if not done:
+        raise SparkNetError(f"run {run_dir.name} did not stop within {args.wait:.0f} s; it will stop at its next step")
+    print(f"{run_dir.name}: {final.get('state')} at step {final.get('step')}")
+    return 0 if final.get("state") in ("stopped", "finished") else 1
+
+
+def _fmt_tokens(n) -> str:
+    if n is None:
+        return "—"
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def cmd_runs(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    runs = list_runs()
+    if not runs:
+        print(f"no runs in {logs_dir()}")
+        return 0
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "state", "profile", "mix", "progress", "tokens/s", "loss", "val loss", "started"):
+        table.add_column(col)
+    for r in runs:
+        s = r.status
+        steps = s.get("steps") or 0
+        progress = f"{s.get('step', 0)}/{steps}" + (f" {100 * s.get('step', 0) / steps:.0f}%" if steps else "")
+        state = s.get("state", "?") + (" (thermal pause)" if s.get("paused") else "")
+        table.add_row(r.run_id, state, r.config.get("profile_name", "?"), r.config.get("mix_name", "?"), progress,
+                      _fmt_tokens(s.get("tokens_per_s")), f"{s['loss']:.3f}" if s.get("loss") is not None else "—",
+                      f"{s['val_loss']:.3f}" if s.get("val_loss") is not None else "—", s.get("started_at", "—"))
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from engine.checkpoint import load_latest_model
+    from engine.export import export_hf
+    from engine.tokenizer import load_tokenizer
+
+    run_dir = resolve_run(args.run)
+    model, tok_spec = load_latest_model(run_dir)
+    out = Path(args.dir)
+    export_hf(model, out, load_tokenizer(tok_spec))
+    print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from engine.evaluate import eval_command
+
+    dirs = {}
+    for item in args.baseline_dir:
+        if "=" not in item:
+            raise SparkNetError(f"--baseline-dir {item}: expected NAME=DIR, for example gpt2=~/models/gpt2")
+        k, v = item.split("=", 1)
+        dirs[k.strip()] = os.path.expanduser(v.strip())
+    return eval_command(args.target, protocol=args.protocol, stride=args.stride, wikitext=args.wikitext,
+                        baselines=args.baselines, baseline_dirs=dirs, device=args.device,
+                        samples=not args.no_samples, temperature=args.temperature, top_k=args.top_k,
+                        max_tokens=args.max_tokens)
+
+
+def cmd_prepare(args) -> int:
+    from engine.data import prepare_command
+
+    return prepare_command(args.mix, args.tokens)
+
+
+def cmd_bench(args) -> int:
+    from engine.bench import bench_command
+
+    return bench_command(args)
+
+
+def cmd_worker(args) -> int:
+    from engine.train import run_training
+
+    return run_training(Path(args.run_dir), resume=args.resume, log_to_file=args.log_to_file)
+
+
+VERBS = {
+    "prepare": cmd_prepare, "train": cmd_train, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume,
+    "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export, "_run": cmd_worker,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verb is None:
+        from sparknet_tui.app import main as panel_main
+
+        return panel_main([])
+    try:
+        return VERBS[args.verb](args)
+    except SparkNetError as e:
+        print(f"sparknet {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""The training process: one run directory in, checkpoints, metrics and a model out.
+
+Started by `sparknet train` (in the foreground or detached) or `sparknet resume`,
+directly for one process or through torchrun for several (rank 0 writes the
+run directory). The loop never synchronises with the device except on log,
+eval and checkpoint steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine import SparkNetError, __version__
+from engine.checkpoint import load_checkpoint, newest_good_checkpoint, save_checkpoint
+from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
+from engine.model import build_model
+from engine.rundir import RunDir, utc_now
+
+log = logging.getLogger("sparknet")
+
+# Dense bf16 tensor-core peaks by device name (published datasheet figures). A GPU
+# missing here (the DGX Spark's GB10 has no published dense figure) gets mfu = null
+# unless run.peak_tflops is set.
+PEAK_BF16_TFLOPS = [
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10G", 125.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+]
+
+
+def peak_flops(device: torch.device, override_tflops: float = 0.0) -> float | None:
+    if override_tflops > 0:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+def lr_at(step: int, profile: Profile) -> float:
+    """Linear warm-up to lr, then decay to min_lr at the last step."""
+    o, total, warm = profile.optim, profile.steps, profile.warmup_steps
+    if warm > 0 and step < warm:
+        return o.lr * (step + 1) / warm
+    if profile.schedule.decay == "constant" or total <= warm:
+        return o.lr
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    if profile.schedule.decay == "linear":
+        factor = 1.0 - progress
+    else:
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return o.min_lr + factor * (o.lr - o.min_lr)
+
+
+def load_run(run_dir: Path) -> tuple[Profile, MixConfig, dict]:
+    data = read_toml(run_dir / "run.toml")
+    where = str(run_dir / "run.toml")
+    profile = profile_from_dict(data["profile"], where, name=data.get("profile_name", ""))
+    mix_data = dict(data["mix"])
+    mix_name = mix_data.pop("name", data.get("mix_name", ""))
+    # paths in run.toml are already absolute
+    mix = mix_from_dict(mix_data, where, run_dir, name=mix_name)
+    return profile, mix, data
+
+
+def pick_device(profile: Profile, local_rank: int) -> torch.device:
+    want = profile.run.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise SparkNetError("run.device is 'cuda' but no CUDA GPU is visible; set run.device = \"auto\" or \"cpu\"")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, run_dir: Path, resume: bool):
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.is_main = self.rank == 0
+        self.rd = RunDir(self.run_dir)
+        self.stop_signal = False
+        self.sampler = None
+        self.thermal = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def status(self, **fields) -> None:
+        if self.is_main:
+            self.rd.update_status(**fields)
+
+    def event(self, kind: str, message: str = "", **extra) -> None:
+        if self.is_main:
+            self.rd.event(kind, message, **extra)
+            log.info("%s: %s", kind, message)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = True
+
+    def stop_requested(self) -> bool:
+        return self.stop_signal or self.rd.stop_requested()
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        from engine.data import MixLoader, prepare_mix
+
+        self.profile, self.mix, self.run_data = load_run(self.run_dir)
+        p = self.profile
+        if self.world > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if torch.cuda.is_available() and p.run.device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend)
+        self.device = pick_device(p, self.local_rank)
+        torch.manual_seed(p.run.seed)
+        self.use_bf16 = p.run.precision == "bf16" and self.device.type == "cuda"
+        if p.run.precision == "bf16" and not self.use_bf16:
+            self.event("warning", "precision bf16 falls back to fp32 on CPU")
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.status(state="preparing", phase="preparing data")
+        needed = p.steps * p.tokens_per_step
+        if self.is_main:
+            progress_path = self.run_dir / "prepare.json"
+            prepare_mix(self.mix, needed, progress_path=progress_path)
+        self._barrier()
+
+        self.grad_accum = p.batch.grad_accum // self.world
+        self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
+                                seed=p.run.seed, rank=self.rank, world=self.world)
+
+        self.raw_model = build_model(p.model).to(self.device)
+        fused = p.optim.fused and self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.raw_model.optimizer_groups(p.optim.weight_decay), lr=p.optim.lr,
+            betas=tuple(p.optim.betas), eps=p.optim.eps, fused=fused or None,
+        )
+        self.step = 0
+        self.tokens = 0
+        if self.resume:
+            self._restore()
+        model = self.raw_model
+        if p.run.compile:
+            model = torch.compile(model)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+        self.model = model
+        self.flops_per_token = flops_per_token(p.model)
+        self.peak = peak_flops(self.device, p.run.peak_tflops)
+        self.wikitext_ids = None
+        if p.run.wikitext_every and self.is_main:
+            self.wikitext_ids = self._load_wikitext()
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _restore(self) -> None:
+        def skipped(path, err):
+            self.event("warning", f"checkpoint {path.name} skipped: {err}; falling back to the one before")
+
+        found = newest_good_checkpoint(self.run_dir, on_skip=skipped)
+        if found is None:
+            self.event("warning", "no complete checkpoint found; starting from step 0")
+            return
+        path, _ = found
+        state = load_checkpoint(path, self.raw_model, self.optimizer, self.device)
+        self.step = state["step"]
+        self.tokens = state["tokens"]
+        self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
+        self.elapsed_before = state.get("elapsed_s", 0.0)
+        self.event("resumed", f"resumed from {path.name} at step {self.step}", step=self.step)
+
+    def _load_wikitext(self):
+        try:
+            from engine.evaluate import load_wikitext_ids
+            from engine.tokenizer import load_tokenizer
+
+            ids, _ = load_wikitext_ids(load_tokenizer(self.mix.tokenizer), split="test")
+            return ids
+        except SparkNetError as e:
+            self.event("warning", f"in-training WikiText-2 evaluation off: {e}")
+            return None
+
+    # ------------------------------------------------------------ the loop
+
+    def next_batch(self):
+        arr = self.loader.next_batch()
+        batch = torch.from_numpy(arr)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        return batch[:, :-1], batch[:, 1:]
+
+    def autocast(self):
+        if self.use_bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.grad_accum):
+            x, y = self.next_batch()
+            sync = micro == self.grad_accum - 1
+            ctx = self.model.no_sync() if self.world > 1 and not sync else nullcontext()
+            with ctx, self.autocast():
+                loss = self.model(x, y)
+            (loss / self.grad_accum).backward()
+            loss_sum += loss.detach()
+        clip = self.profile.optim.grad_clip
+        if clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        else:
+            grad_norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in self.model.parameters()
+                                       if p.grad is not None))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / self.grad_accum, grad_norm
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        from engine.data import validation_batches
+
+        p = self.profile
+        model = self.raw_model
+        model.eval()
+        total, count = 0.0, 0
+        for arr in validation_batches(self.mix, p.run.eval_tokens, batch=p.batch.micro_batch,
+                                      context=p.model.context):
+            batch = torch.from_numpy(arr).to(self.device)
+            with self.autocast():
+                loss = model(batch[:, :-1], batch[:, 1:])
+            total += loss.item() * batch.size(0)
+            count += batch.size(0)
+        model.train()
+        return total / max(1, count)
+
+    def wikitext_ppl(self) -> float | None:
+        from engine.evaluate import capped_wikitext_eval
+
+        p = self.profile
+        result = capped_wikitext_eval(self.raw_model, self.wikitext_ids, p.run.wikitext_tokens, p.model.context,
+                                      min(512, p.model.context), self.device,
+                                      autocast_dtype=torch.bfloat16 if self.use_bf16 else None)
+        return result["ppl"]
+
+    def checkpoint(self, reason: str) -> None:
+        if self.is_main:
+            loader_states = {str(self.rank): self.loader.state_dict()}
+            if self.world > 1:
+                import torch.distributed as dist
+
+                gathered = [None] * self.world
+                dist.all_gather_object(gathered, self.loader.state_dict())
+                loader_states = {str(r): s for r, s in enumerate(gathered)}
+            path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
+                "tokens": self.tokens, "loader": loader_states, "tokenizer": self.mix.tokenizer,
+                "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
+            }, keep=self.profile.run.keep_checkpoints)
+            self.event("checkpoint", f"saved {path.name} ({reason})", step=self.step)
+        elif self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_gather_object([None] * self.world, self.loader.state_dict())
+        self._barrier()
+
+    def elapsed(self) -> float:
+        return getattr(self, "elapsed_before", 0.0) + (time.monotonic() - self.t_start)
+
+    def fail(self, message: str) -> None:
+        self.status(state="failed", error=message, phase="")
+        self.event("error", message, step=self.step)
+
+    def run(self) -> int:
+        p = self.profile
+        self.t_start = time.monotonic()
+        if self.is_main:
+            self._start_telemetry()
+        self.status(state="running", phase="training", step=self.step, steps=p.steps, tokens=self.tokens,
+                    total_tokens=p.steps * p.tokens_per_step, error=None)
+        self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
+                   step=self.step, device=str(self.device), world=self.world)
+        self.model.train()
+        t_log, tokens_log = time.monotonic(), self.tokens
+        recent_losses: list[float] = []
+        last_good_loss = None
+        try:
+            while self.step < p.steps:
+                if self._check_stop():
+                    return 0
+                lr = lr_at(self.step, p)
+                loss_t, gnorm_t = self.train_step(lr)
+                self.step += 1
+                self.tokens += p.tokens_per_step
+                last = self.step == p.steps
+                log_now = self.step % p.run.log_every == 0 or last
+                ck_now = self.step % p.run.checkpoint_every == 0 or last
+                eval_now = self.step % p.run.eval_every == 0 or last
+                wiki_now = bool(self.wikitext_ids) and (self.step % p.run.wikitext_every == 0 or last)
+                if not (log_now or ck_now or eval_now or wiki_now):
+                    continue
+                if self.world > 1:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(loss_t)
+                    loss_t = loss_t / self.world
+                loss, gnorm = loss_t.item(), gnorm_t.item()  # the only host sync in the loop
+                if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                    self.fail(f"loss became {loss} (grad norm {gnorm}) at step {self.step}; the last good "
+                              f"checkpoint is kept: lower optim.lr or check the data, then resume")
+                    return 1
+                if (self.step > p.warmup_steps and len(recent_losses) >= 5
+                        and loss > p.run.spike_factor * (sum(recent_losses) / len(recent_losses))):
+                    self.fail(f"loss spiked to {loss:.3f} at step {self.step} (recent mean "
+                              f"{sum(recent_losses) / len(recent_losses):.3f}); the last good checkpoint is "
+                              f"kept: lower optim.lr or raise run.spike_factor, then resume")
+                    return 1
+                recent_losses = (recent_losses + [loss])[-20:]
+                last_good_loss = loss
+                now = time.monotonic()
+                tps = (self.tokens - tokens_log) / max(1e-9, now - t_log)
+                t_log, tokens_log = now, self.tokens
+                row = {"step": self.step, "tokens": self.tokens, "loss": round(loss, 5), "lr": lr,
+                       "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1),
+                       "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak else None,
+                       "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs()}
+                if eval_now:
+                    row["val_loss"] = round(self.validation_loss(), 5)
+                if wiki_now:
+                    ppl = self.wikitext_ppl()
+                    row["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
+                if self.is_main:
+                    self.rd.metric(row)
+                    log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %.0f tok/s%s", self.step, p.steps, loss, lr,
+                             gnorm, tps, f" val {row['val_loss']:.4f}" if "val_loss" in row else "")
+                remaining = (p.steps - self.step) * p.tokens_per_step
+                fields = dict(step=self.step, tokens=self.tokens, loss=row["loss"], tokens_per_s=row["tokens_per_s"],
+                              eta_s=round(remaining / tps, 1) if tps > 0 else None, mfu=row["mfu"])
+                if "val_loss" in row:
+                    fields["val_loss"] = row["val_loss"]
+                self.status(**fields)
+                self._thermal_check()
+                if ck_now and not last:
+                    self.checkpoint("interval")
+            self.checkpoint("final")
+        except SparkNetError as e:
+            self.fail(str(e))
+            return 1
+        finally:
+            if self.sampler:
+                self.sampler.stop()
+        self.finish(last_good_loss)
+        return 0
+
+    def _check_stop(self) -> bool:
+        stop = self.stop_requested()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1 if stop else 0], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if not stop:
+            return False
+        self.status(state="stopping", phase="checkpointing")
+        self.checkpoint("stop")
+        if self.is_main:
+            self.rd.clear_stop()
+        self.status(state="stopped", phase="", eta_s=None)
+        self.event("stopped", f"stopped at step {self.step}; `sparknet resume {self.run_dir.name}` continues",
+                   step=self.step)
+        return True
+
+    def finish(self, loss: float | None) -> None:
+        if not self.is_main:
+            return
+        from engine.export import export_hf
+
+        self.status(phase="exporting model")
+        tokenizer = None
+        try:
+            from engine.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(self.mix.tokenizer)
+        except SparkNetError as e:
+            self.event("warning", f"tokenizer not saved with the model: {e}")
+        export_hf(self.raw_model, self.run_dir / "model", tokenizer)
+        if self.profile.run.final_eval:
+            self.status(phase="evaluating")
+            try:
+                from engine.evaluate import eval_command
+
+                eval_command(str(self.run_dir), device=str(self.device.type),
+                             max_tokens=self.profile.run.final_eval_tokens or None)
+                self.event("eval", "final evaluation written to eval.json")
+            except SparkNetError as e:
+                self.event("warning", f"final evaluation skipped: {e}")
+        self.status(state="finished", phase="", eta_s=0, finished_at=utc_now())
+        self.event("finished", f"finished {self.step} steps, final loss {loss}", step=self.step)
+
+    # ------------------------------------------------------------ telemetry and thermals
+
+    def _start_telemetry(self) -> None:
+        try:
+            from engine.telemetry import TelemetrySampler, ThermalWatch
+        except ImportError:
+            return
+        torch_memory = None
+        if self.device.type == "cuda":
+            def torch_memory(index: int) -> int | None:
+                return torch.cuda.memory_reserved(index) if index == self.device.index else None
+
+        interval = float(os.environ.get("SPARKNET_TELEMETRY_INTERVAL", "5"))
+        self.sampler = TelemetrySampler(self.rd.system, interval=interval, torch_memory=torch_memory)
+        self.sampler.start()
+        t = self.profile.thermal
+        self.thermal = ThermalWatch(t.warn_c, t.pause_above_c, t.resume_below_c)
+
+    def _thermal_check(self) -> None:
+        if not (self.is_main and self.sampler and self.thermal):
+            return
+        row = self.sampler.latest()
+        if row is None:
+            return
+        for ev in self.thermal.update(row):
+            self.event(ev.pop("event"), ev.pop("message", ""), **ev)
+        if self.thermal.should_pause:
+            from engine.telemetry import wait_while_hot
+
+            self.status(paused="thermal")
+            wait_while_hot(self.thermal, self.sampler,
+                           lambda ev: self.event(ev.pop("event"), ev.pop("message", ""), **ev),
+                           self.stop_requested)
+            self.status(paused=None)
+
+
+def setup_logging(run_dir: Path, rank: int, log_to_file: bool) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_to_file and rank == 0:  # detached runs already have stdout in train.log
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+
+
+def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False) -> int:
+    """Entry of the training process. Returns the exit code."""
+    trainer = Trainer(run_dir, resume)
+    setup_logging(run_dir, trainer.rank, log_to_file)
+    signal.signal(signal.SIGTERM, trainer._on_signal)
+    signal.signal(signal.SIGINT, trainer._on_signal)
+    try:
+        if trainer.is_main:
+            trainer.rd.update_status(state="preparing", pid=os.getpid(), started_at=trainer.rd.status().get(
+                "started_at") or utc_now(), error=None, paused=None)
+        trainer.setup()
+        return trainer.run()
+    except SparkNetError as e:
+        trainer.fail(str(e))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug, not a user mistake: keep the traceback in train.log
+        traceback.print_exc()
+        message = f"{e.__class__.__name__}: {e}".splitlines()[0][:300]
+        trainer.fail(message)
+        return 1
+    finally:
+        if trainer.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()

@@ -1,0 +1,53 @@
+"""Session-wide settings: local data from ../shared/data, a private token cache, private run logs."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+TOKENIZER_DIR = SHARED_DATA / "gpt2-tokenizer" / "hf"
+WIKITEXT_DIR = SHARED_DATA / "wikitext-2-raw"
+CORPORA_DIR = SHARED_DATA / "corpora"
+
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+
+def pytest_configure(config):
+    if not TOKENIZER_DIR.is_dir():
+        raise pytest.UsageError(f"test data not found at {SHARED_DATA}: the tests need ../shared/data beside the project")
+    os.environ["SPARKNET_TOKENIZER"] = str(TOKENIZER_DIR)
+    os.environ["SPARKNET_WIKITEXT"] = str(WIKITEXT_DIR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cache = Path(config.rootpath) / ".pytest_cache" / "sparknet-token-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["SPARKNET_CACHE"] = str(cache)
+
+
+@pytest.fixture
+def logs(tmp_path, monkeypatch):
+    """A private logs/ folder for runs started by the test."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    monkeypatch.setenv("SPARKNET_LOGS", str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
+def corpora_mix(tmp_path_factory) -> Path:
+    """A 50/30/20 mix of the three stand-in corpora, written as a mix file with absolute paths."""
+    d = tmp_path_factory.mktemp("mixes")
+    path = d / "standin.toml"
+    path.write_text(
+        'description = "stand-in corpora 50/30/20"\n'
+        'tokenizer = "gpt2"\nvalidation_share = 0.005\nseed = 42\n'
+        f'[[sources]]\nname = "textbooks"\nweight = 0.5\npath = "{CORPORA_DIR / "textbooks.jsonl.gz"}"\n'
+        f'[[sources]]\nname = "web"\nweight = 0.3\npath = "{CORPORA_DIR / "web.jsonl.gz"}"\n'
+        f'[[sources]]\nname = "educational"\nweight = 0.2\npath = "{CORPORA_DIR / "educational.jsonl.gz"}"\n'
+    )
+    return path
