@@ -10,17 +10,17 @@ import time
 from pathlib import Path
 
 from engine import SparkNetError, __version__
-from engine.config import dump_toml, load_mix, load_profile
+from engine.config import load_mix, load_profile
 from engine.rundir import (
     LIVE_STATES,
     RunDir,
+    create_run,
     effective_status,
     list_runs,
     logs_dir,
     new_run_id,
     request_stop,
     resolve_run,
-    utc_now,
     wait_for,
 )
 
@@ -150,19 +150,7 @@ def cmd_train(args) -> int:
     if not mix_name:
         raise SparkNetError(f"{profile.source}: no mix given; add mix = \"NAME\" to the profile or pass --mix NAME")
     mix = load_mix(mix_name)
-    run_id = new_run_id(profile.name, args.name)
-    run_dir = logs_dir() / run_id
-    mix_data = mix.to_dict()
-    run_toml = dump_toml({
-        "run_id": run_id, "profile_name": profile.name, "mix_name": mix.name, "engine_version": __version__,
-        "created_at": utc_now(), "overrides": overrides,
-        "profile": profile.to_dict(), "mix": mix_data,
-    })
-    rd = RunDir(run_dir)
-    rd.create(run_toml)
-    rd.update_status(state="preparing", run_id=run_id, pid=os.getpid(), started_at=utc_now(), step=0,
-                     steps=profile.steps, tokens=0, total_tokens=profile.steps * profile.tokens_per_step)
-    rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")
+    run_dir = create_run(profile, mix, overrides, logs_dir() / new_run_id(profile.name, args.name))
     return launch(run_dir, resume=False, detach=args.detach)
 
 

@@ -229,8 +229,8 @@ class RunDir:
         self._status["updated_at"] = utc_now()
         write_json_atomic(self.status_path, self._status)
 
-    def event(self, kind: str, message: str = "", **extra: Any) -> None:
-        append_jsonl(self.events_path, {"t": utc_now(), "event": kind, "message": message, **extra})
+    def event(self, event_name: str, message: str = "", **extra: Any) -> None:
+        append_jsonl(self.events_path, {"t": utc_now(), "event": event_name, "message": message, **extra})
 
     def metric(self, row: dict) -> None:
         append_jsonl(self.metrics_path, row)
@@ -274,3 +274,21 @@ def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def create_run(profile, mix, overrides: list[str], run_dir: Path) -> Path:
+    """A new run directory holding the resolved profile and mix; state preparing."""
+    from engine import __version__
+    from engine.config import dump_toml
+
+    run_toml = dump_toml({
+        "run_id": run_dir.name, "profile_name": profile.name, "mix_name": mix.name, "engine_version": __version__,
+        "created_at": utc_now(), "overrides": list(overrides),
+        "profile": profile.to_dict(), "mix": mix.to_dict(),
+    })
+    rd = RunDir(run_dir)
+    rd.create(run_toml)
+    rd.update_status(state="preparing", run_id=run_dir.name, pid=os.getpid(), started_at=utc_now(), step=0,
+                     steps=profile.steps, tokens=0, total_tokens=profile.steps * profile.tokens_per_step)
+    rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")
+    return run_dir

@@ -113,10 +113,10 @@ class Trainer:
         if self.is_main:
             self.rd.update_status(**fields)
 
-    def event(self, kind: str, message: str = "", **extra) -> None:
+    def event(self, event_name: str, message: str = "", **extra) -> None:
         if self.is_main:
-            self.rd.event(kind, message, **extra)
-            log.info("%s: %s", kind, message)
+            self.rd.event(event_name, message, **extra)
+            log.info("%s: %s", event_name, message)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = True
@@ -276,7 +276,13 @@ class Trainer:
                                       autocast_dtype=torch.bfloat16 if self.use_bf16 else None)
         return result["ppl"]
 
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters())
+
     def checkpoint(self, reason: str) -> None:
+        if not self.weights_finite():
+            raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written and the last "
+                                f"good one is kept: lower optim.lr or check the data, then resume")
         if self.is_main:
             loader_states = {str(self.rank): self.loader.state_dict()}
             if self.world > 1:
@@ -445,6 +451,8 @@ class Trainer:
         interval = float(os.environ.get("SPARKNET_TELEMETRY_INTERVAL", "5"))
         self.sampler = TelemetrySampler(self.rd.system, interval=interval, torch_memory=torch_memory)
         self.sampler.start()
+        if self.sampler.nvml_error:
+            log.info("GPU telemetry: %s", self.sampler.nvml_error)
         t = self.profile.thermal
         self.thermal = ThermalWatch(t.warn_c, t.pause_above_c, t.resume_below_c)
 

@@ -1,0 +1,213 @@
+"""`sparknet bench`: steady-state training throughput of a profile, optionally against transformers' Trainer.
+
+Both trainers see the same tokens: the bench draws its batches from the profile's
+mix (or --mix) through the engine's own loader. Figures come only from real runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from engine import SparkNetError
+from engine.config import Profile, flops_per_token, load_mix, load_profile, model_parameter_count
+from engine.rundir import create_run
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: int) -> list[float]:
+    """tokens/s over consecutive intervals of `interval` steps after `warmup` steps."""
+    rates = []
+    for start in range(warmup, len(times) - interval + 1, interval):
+        dt = times[start + interval - 1] - (times[start - 1] if start > 0 else 0.0)
+        rates.append(interval * tokens_per_step / dt)
+    return rates
+
+
+def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int) -> dict:
+    from engine.train import Trainer
+
+    with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
+        run_dir = create_run(profile, mix, [], Path(tmp) / "bench")
+        trainer = Trainer(run_dir, resume=False)
+        trainer.setup()
+        device = trainer.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        data_time = 0.0
+        original_next = trainer.loader.next_batch
+
+        def timed_next():
+            nonlocal data_time
+            t = time.perf_counter()
+            out = original_next()
+            data_time += time.perf_counter() - t
+            return out
+
+        trainer.loader.next_batch = timed_next
+        trainer.model.train()
+        times, losses = [], []
+        data_after_warmup = 0.0
+        _sync(device)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            if step == warmup:
+                data_after_warmup = data_time
+            loss, _ = trainer.train_step(trainer.profile.optim.lr)
+            if (step + 1) % interval == 0 or step + 1 == warmup or step + 1 == steps:
+                _sync(device)  # interval boundaries only
+                losses.append((step + 1, loss.item()))
+            times.append(time.perf_counter() - t0)
+        _sync(device)
+        rates = _intervals(times, profile.tokens_per_step, warmup, interval)
+        steady_time = times[-1] - (times[warmup - 1] if warmup > 0 else 0.0)
+        out = {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "tokens_per_s": statistics.median(rates) if rates else None,
+            "tokens_per_s_intervals": [round(r, 1) for r in rates],
+            "peak_memory_b": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "data_wait_share": (data_time - data_after_warmup) / steady_time if steady_time > 0 else None,
+            "final_loss": losses[-1][1] if losses else None,
+            "peak_flops": trainer.peak,
+            "compile": profile.run.compile,
+            "precision": "bf16" if trainer.use_bf16 else "fp32",
+        }
+        return out
+
+
+def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int) -> dict:
+    """transformers Trainer + GPT2LMHeadModel (sdpa, bf16, fused AdamW, eager) on the same tokens."""
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+
+    from engine.data import MixLoader, prepare_mix
+
+    p = profile
+    cuda = torch.cuda.is_available() and p.run.device != "cpu"
+    device = torch.device("cuda" if cuda else "cpu")
+    prepare_mix(mix, steps * p.tokens_per_step)
+    loader = MixLoader(mix, split="train", batch=p.batch.micro_batch, context=p.model.context, seed=p.run.seed)
+    rows = [loader.next_batch() for _ in range(steps * p.batch.grad_accum)]
+
+    class Windows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(rows) * p.batch.micro_batch
+
+        def __getitem__(self, i):
+            arr = rows[i // p.batch.micro_batch][i % p.batch.micro_batch]
+            ids = torch.from_numpy(arr[:-1].copy())
+            return {"input_ids": ids, "labels": ids}  # GPT2LMHeadModel shifts labels itself
+
+    m = p.model
+    config = GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.n_embd, n_layer=m.n_layer,
+                        n_head=m.n_head, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
+                        tie_word_embeddings=m.tie_embeddings)
+    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+    times: list[float] = []
+    losses: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if not times and state.global_step == 0:
+                _sync(device)
+                self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step % interval == 0 or state.global_step == warmup or state.global_step == steps:
+                _sync(device)
+            times.append(time.perf_counter() - self.t0)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    with tempfile.TemporaryDirectory(prefix="sparknet-hf-") as out_dir:
+        args = TrainingArguments(
+            output_dir=out_dir, per_device_train_batch_size=p.batch.micro_batch,
+            gradient_accumulation_steps=p.batch.grad_accum, max_steps=steps, learning_rate=p.optim.lr,
+            weight_decay=p.optim.weight_decay, adam_beta1=p.optim.betas[0], adam_beta2=p.optim.betas[1],
+            adam_epsilon=p.optim.eps, max_grad_norm=p.optim.grad_clip, lr_scheduler_type="cosine",
+            warmup_steps=min(p.warmup_steps, steps), bf16=cuda and p.run.precision == "bf16",
+            optim="adamw_torch_fused" if cuda else "adamw_torch", logging_steps=interval, report_to=[],
+            save_strategy="no", dataloader_num_workers=0, seed=p.run.seed, use_cpu=not cuda,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=Windows())
+        trainer.add_callback(Timer())
+        trainer.train()
+    rates = _intervals(times, p.tokens_per_step, warmup, interval)
+    return {"trainer": f"transformers {transformers.__version__} Trainer + GPT2LMHeadModel (sdpa, eager)",
+            "tokens_per_s": statistics.median(rates) if rates else None,
+            "tokens_per_s_intervals": [round(r, 1) for r in rates],
+            "final_loss": losses[-1] if losses else None}
+
+
+def bench_command(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    profile = load_profile(args.profile, list(args.overrides))
+    mix_name = args.mix or profile.mix
+    if not mix_name:
+        raise SparkNetError(f"{profile.source}: no mix given; pass --mix NAME")
+    mix = load_mix(mix_name)
+    steps = args.steps
+    if steps < 2:
+        raise SparkNetError(f"--steps must be at least 2, got {steps}")
+    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, min(10, steps // 3))
+    if not 0 < warmup < steps:
+        raise SparkNetError(f"--warmup-steps must be between 1 and {steps - 1}, got {warmup}")
+    interval = max(1, min(10, (steps - warmup) // 3 or 1))
+    # the bench's schedule: the same lr for every step, no decay, so steps are comparable
+    result = {"profile": profile.name, "mix": mix.name, "steps": steps, "warmup_steps": warmup,
+              "interval_steps": interval, "tokens_per_step": profile.tokens_per_step,
+              "parameters": model_parameter_count(profile.model), "flops_per_token": flops_per_token(profile.model)}
+    result.update(bench_sparknet(profile, mix, steps, warmup, interval))
+    tps = result["tokens_per_s"]
+    result["achieved_tflops"] = round(tps * result["flops_per_token"] / 1e12, 3) if tps else None
+    result["mfu"] = round(tps * result["flops_per_token"] / result["peak_flops"], 4) if tps and result["peak_flops"] else None
+    if args.baseline == "hf-trainer":
+        base = bench_hf_trainer(profile, mix, steps, warmup, interval)
+        result["baseline"] = base
+        if base["tokens_per_s"] and tps:
+            result["speedup_vs_baseline"] = round(tps / base["tokens_per_s"], 3)
+    line = json.dumps(result)
+    print(line)
+    if args.json_out:
+        Path(args.json_out).write_text(line + "\n")
+    table = Table(title=f"sparknet bench: {profile.name} on {result['device']}", box=None)
+    table.add_column("figure")
+    table.add_column("SparkNet", justify="right")
+    if "baseline" in result:
+        table.add_column("HF Trainer", justify="right")
+
+    def fmt(v, spec="{:,.0f}"):
+        return "—" if v is None else spec.format(v)
+
+    base = result.get("baseline", {})
+    rows = [
+        ("tokens/s (median)", fmt(tps), fmt(base.get("tokens_per_s"))),
+        ("MFU", fmt(result["mfu"], "{:.1%}"),
+         fmt(base["tokens_per_s"] * result["flops_per_token"] / result["peak_flops"], "{:.1%}")
+         if base.get("tokens_per_s") and result["peak_flops"] else "—"),
+        ("achieved TFLOP/s", fmt(result["achieved_tflops"], "{:.1f}"), ""),
+        ("peak GPU memory", fmt(result["peak_memory_b"] / 2**30, "{:.1f} GiB") if result["peak_memory_b"] else "—", ""),
+        ("data wait / step time", fmt(result["data_wait_share"], "{:.1%}"), ""),
+        ("final loss", fmt(result["final_loss"], "{:.4f}"), fmt(base.get("final_loss"), "{:.4f}")),
+    ]
+    if "speedup_vs_baseline" in result:
+        rows.append(("speed-up vs Trainer", f"{result['speedup_vs_baseline']:.2f}x", ""))
+    for r in rows:
+        table.add_row(*(r if "baseline" in result else r[:2]))
+    Console(file=sys.stderr).print(table)
+    return 0

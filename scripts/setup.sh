@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv and install SparkNet into it (idempotent: a second run only checks).
+#   SPARKNET_TORCH="torch==2.13.0"   what to install for torch (default: see below)
+# On a machine without an NVIDIA GPU the CPU build of torch 2.13.0 is installed, never
+# a multi-GB CUDA download. With a GPU, install the CUDA build of torch for your
+# platform first (see README, "Installing on a GPU machine"), or set SPARKNET_TORCH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if [ -n "${SPARKNET_TORCH:-}" ]; then
+    spec="$SPARKNET_TORCH"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    spec="torch"
+  else
+    spec="torch==2.13.0"
+  fi
+  echo "installing $spec"
+  .venv/bin/python -m pip install -q "$spec"
+fi
+# the torch already installed satisfies the project's range, so nothing is upgraded here
+.venv/bin/python -m pip install -q -e ".[dev]"

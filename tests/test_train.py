@@ -1,0 +1,176 @@
+"""The training engine end to end on CPU: real runs of the tiny-cpu profile through the real CLI."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.rundir import effective_status, read_json, read_jsonl, request_stop, wait_for
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# a small, fast variant of tiny-cpu: 16 micro-batches of 8 x 128 tokens per step
+FAST = ["--set", "batch.grad_accum=1", "--set", "run.log_every=1", "--set", "run.eval_every=10",
+        "--set", "run.eval_tokens=8192", "--set", "run.final_eval=false"]
+
+
+def sparknet(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sparknet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def only_run(logs: Path) -> Path:
+    runs = [d for d in logs.iterdir() if d.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl")}
+
+
+def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
+    sparknet("train", "--profile", "tiny-cpu", "--mix", str(corpora_mix), *FAST, "--set", "run.tokens=122_880",
+             "--set", "batch.grad_accum=2", "--set", "run.eval_every=30")
+    run = only_run(logs)
+    status = read_json(run / "status.json")
+    assert status["state"] == "finished", status
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert rows[0]["loss"] > 10.0  # starts near ln(50257) = 10.8
+    assert val[-1] < 7.5, val  # far below a uniform guess
+    for r in rows:
+        assert r["tokens"] == r["step"] * 2048 and r["lr"] > 0 and r["grad_norm"] > 0 and r["tokens_per_s"] > 0
+        assert r["mfu"] is None  # no published peak for a CPU
+    events = [e["event"] for e in read_jsonl(run / "events.jsonl")]
+    assert events[0] == "created" and "started" in events and events[-1] == "finished"
+    # the final model loads in transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    assert model.config.n_layer == 2
+    assert AutoTokenizer.from_pretrained(run / "model")("Hello world")["input_ids"] == [15496, 995]
+    run_toml = (run / "run.toml").read_text()
+    assert 'profile_name = "tiny-cpu"' in run_toml and "run.tokens=122_880" in run_toml
+
+
+def test_detached_run_survives_parent_and_reports_in_runs(logs):
+    # the parent shell exits as soon as train --detach returns
+    parent = subprocess.run(["bash", "-c", f"{sys.executable} -m engine.cli train --profile tiny-cpu "
+                             f"--set run.tokens=40_960 {' '.join(FAST)} --detach"], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=60)
+    assert parent.returncode == 0, parent.stderr
+    run_id = parent.stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert run.is_dir()
+    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running", 120)
+    pid = read_json(run / "status.json")["pid"]
+    assert os.getsid(pid) != os.getsid(0)  # its own process session, not the terminal's
+    table = sparknet("runs").stdout
+    assert run_id in table and "running" in table
+    assert wait_for(lambda: effective_status(run)["state"] == "finished", 240, 0.5), effective_status(run)
+    assert "step 20/20" in (run / "train.log").read_text()
+
+
+def test_stale_pid_shows_as_failed(logs):
+    run = logs / "20260101-000000-ghost"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "ghost"\nprofile_name = "tiny-cpu"\n')
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": dead.pid, "step": 3}))
+    assert effective_status(run)["state"] == "failed"
+    assert "stale pid" in effective_status(run)["error"]
+    assert "failed" in sparknet("runs").stdout
+
+
+def test_stop_and_resume_match_straight_run(logs):
+    common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=61_440", "--set", "run.checkpoint_every=4"]
+    sparknet("train", "--name", "straight", *common)
+    straight = losses(next(logs.glob("*-straight")))
+    assert len(straight) == 30
+
+    run_id = sparknet("train", "--name", "stopped", *common, "--detach").stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) >= 9, 180, 0.05)
+    out = sparknet("stop", run_id).stdout
+    assert "stopped" in out
+    status = read_json(run / "status.json")
+    stopped_at = status["step"]
+    assert status["state"] == "stopped" and 9 <= stopped_at < 30
+    assert (run / "checkpoints" / f"step-{stopped_at:08d}").is_dir()
+    with pytest.raises(AssertionError, match="is stopped, not running"):
+        sparknet("stop", run_id)
+    sparknet("resume", run_id)
+    assert read_json(run / "status.json")["state"] == "finished"
+    resumed = losses(run)
+    assert sorted(resumed) == list(range(1, 31))
+    # same data order, optimizer state and schedule: the same losses, up to float32 summation noise
+    for step in range(1, 31):
+        assert resumed[step] == pytest.approx(straight[step], abs=2e-3), (step, resumed[step], straight[step])
+    with pytest.raises(AssertionError, match="already finished"):
+        sparknet("resume", run_id)
+
+
+def test_corrupt_newest_checkpoint_falls_back(logs):
+    common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=40_960", "--set", "run.checkpoint_every=3",
+              "--set", "run.keep_checkpoints=5"]
+    run_id = sparknet("train", *common, "--detach").stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) >= 7, 180, 0.05)
+    sparknet("stop", run_id)
+    cks = sorted((run / "checkpoints").glob("step-*"))
+    assert len(cks) >= 2
+    newest, previous = cks[-1], cks[-2]
+    data = (newest / "model.safetensors").read_bytes()
+    (newest / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated
+    sparknet("resume", run_id)
+    events = read_jsonl(run / "events.jsonl")
+    skipped = [e for e in events if e["event"] == "warning" and newest.name in e["message"]]
+    assert skipped and "truncated or corrupt" in skipped[0]["message"]
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert resumed[-1]["step"] == int(previous.name.split("-")[1])
+    assert read_json(run / "status.json")["state"] == "finished"
+
+
+def test_nan_guard_fails_run_and_keeps_good_checkpoint(logs):
+    proc = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=40_960", "--set",
+                    "run.checkpoint_every=2", "--set", "optim.lr=1e30", "--set", "optim.min_lr=0", "--set",
+                    "schedule.warmup=0", "--set", "optim.grad_clip=0", check=False)
+    assert proc.returncode != 0
+    run = only_run(logs)
+    status = read_json(run / "status.json")
+    assert status["state"] == "failed"
+    assert "\n" not in status["error"] and ("loss became" in status["error"] or "non-finite" in status["error"])
+    assert any(e["event"] == "error" for e in read_jsonl(run / "events.jsonl"))
+    from safetensors.torch import load_file
+
+    for ck in (run / "checkpoints").glob("step-*"):
+        assert all(torch.isfinite(t).all() for t in load_file(ck / "model.safetensors").values())
+
+
+def test_cli_user_errors_are_one_line(logs):
+    for args, expected in [
+        (["train", "--profile", "nope"], "profile 'nope' not found"),
+        (["train", "--profile", "tiny-cpu", "--set", "model.n_head=5"], "must divide model.n_embd"),
+        (["train", "--profile", "tiny-cpu", "--mix", "nope"], "mix 'nope' not found"),
+        (["stop", "no-such-run"], "run 'no-such-run' not found"),
+        (["resume", "no-such-run"], "run 'no-such-run' not found"),
+        (["export", "no-such-run", "/tmp/x"], "run 'no-such-run' not found"),
+    ]:
+        proc = sparknet(*args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        err = proc.stderr.strip()
+        assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
+    assert list(logs.iterdir()) == []  # nothing half-written
