@@ -57,6 +57,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw | muon (Muon for hidden matrices, AdamW for embeddings and norms)
     lr: float = 5e-4
     min_lr: float = 5e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -64,6 +65,9 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     fused: bool = True
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
 
 
 @dataclass
@@ -367,6 +371,10 @@ def validate_profile(p: Profile) -> None:
     if m.arch == "modern":
         need((m.n_embd // m.n_head) % 2 == 0, "model.n_embd / model.n_head must be even for rotary embeddings")
     need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+    need(o.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon', got {o.name!r}")
+    need(o.name != "muon" or m.arch == "modern", "optim.name = 'muon' needs model.arch = 'modern'")
+    need(o.muon_lr > 0, f"optim.muon_lr must be > 0, got {o.muon_lr}")
+    need(0 <= o.muon_momentum < 1, f"optim.muon_momentum must be in [0, 1), got {o.muon_momentum}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.min_lr >= 0, f"optim.min_lr must be >= 0, got {o.min_lr}")
     need(o.min_lr <= o.lr, f"optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr}); lower min_lr or raise lr")
@@ -545,12 +553,19 @@ def model_parameter_count(m: ModelConfig) -> int:
         if not m.tie_embeddings:
             total += V * d
         return total
-    # modern: RMSNorm weights, no biases, no position embeddings, 4d ReLU^2 MLP
-    per_layer = 2 * d + 4 * d * d + 8 * d * d + 2 * (d // m.n_head)  # + QK-norm weights
-    total = V * d + L * per_layer + d
-    if not m.tie_embeddings:
-        total += V * d
-    return total
+    return modern_parameter_count(m)
+
+
+def modern_mlp_hidden(n_embd: int) -> int:
+    """SwiGLU width with the parameter count of a 4x GELU MLP, rounded up to a multiple of 128."""
+    return 128 * math.ceil(8 * n_embd / 3 / 128)
+
+
+def modern_parameter_count(m: ModelConfig) -> int:
+    d, h, hd = m.n_embd, modern_mlp_hidden(m.n_embd), m.n_embd // m.n_head
+    per_layer = 4 * d * d + 3 * d * h + 2 * d + 2 * hd  # attention, SwiGLU, two RMSNorms, QK-norms
+    total = m.vocab_size * d + m.n_layer * per_layer + d
+    return total + (0 if m.tie_embeddings else m.vocab_size * d)
 
 
 def flops_per_token(m: ModelConfig) -> int:

@@ -26,6 +26,7 @@ from engine import SparkNetError, __version__
 from engine.checkpoint import load_checkpoint, newest_good_checkpoint, save_checkpoint
 from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
 from engine.model import build_model
+from engine.optim import build_optimizer
 from engine.rundir import RunDir, utc_now
 
 log = logging.getLogger("sparknet")
@@ -157,11 +158,7 @@ class Trainer:
                                 seed=p.run.seed, rank=self.rank, world=self.world)
 
         self.raw_model = build_model(p.model).to(self.device)
-        fused = p.optim.fused and self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            self.raw_model.optimizer_groups(p.optim.weight_decay), lr=p.optim.lr,
-            betas=tuple(p.optim.betas), eps=p.optim.eps, fused=fused or None,
-        )
+        self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
         self.tokens = 0
         if self.resume:
@@ -228,8 +225,7 @@ class Trainer:
         return nullcontext()
 
     def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.set_lr_factor(lr / self.profile.optim.lr)
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
             x, y = self.next_batch()

@@ -1,0 +1,98 @@
+"""Optimizers: AdamW, or Muon for hidden matrices with AdamW for the rest.
+
+Muon (momentum orthogonalised by a Newton-Schulz iteration) follows the public
+reference implementation by Keller Jordan et al. used in modded-nanogpt.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.config import Profile
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """An approximately orthogonal matrix with g's singular vectors (quintic iteration, bf16)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        m = x @ x.T
+        x = a * x + (b * m + c * m @ m) @ x
+    if transposed:
+        x = x.T
+    return x.to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
+                 nesterov: bool = True, ns_steps: int = 5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+                                      ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = newton_schulz(g, group["ns_steps"])
+                # scale so the update's RMS does not depend on the matrix's aspect ratio
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+class CombinedOptimizer:
+    """Several optimizers stepped together, with one learning-rate factor applied to all of them."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+
+    @property
+    def param_groups(self):
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def set_lr_factor(self, factor: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, opt in enumerate(self.optimizers):
+            opt.load_state_dict(state[str(i)])
+
+
+def build_optimizer(model: torch.nn.Module, profile: Profile, device: torch.device) -> CombinedOptimizer:
+    o = profile.optim
+    fused = (o.fused and device.type == "cuda") or None
+    adamw_groups = model.optimizer_groups(o.weight_decay)
+    optimizers = []
+    if o.name == "muon":
+        matrices = model.matrix_parameters()
+        optimizers.append(Muon(matrices, lr=o.muon_lr, momentum=o.muon_momentum, weight_decay=o.muon_weight_decay))
+    optimizers.insert(0, torch.optim.AdamW(adamw_groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused))
+    return CombinedOptimizer(optimizers)
