@@ -45,7 +45,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         data_time = 0.0
-        original_next = trainer.loader.next_batch
+        original_next = trainer.feeder.next
 
         def timed_next():
             nonlocal data_time
@@ -54,7 +54,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
             data_time += time.perf_counter() - t
             return out
 
-        trainer.loader.next_batch = timed_next
+        trainer.feeder.next = timed_next
         trainer.model.train()
         times, losses = [], []
         data_after_warmup = 0.0

@@ -53,6 +53,9 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     bias: bool = True
+    # the embedding and output matrices are padded internally to a multiple of this
+    # (fast matrix shapes); parameter counts, FLOPs and exports use the true vocab_size
+    pad_vocab_multiple: int = 64
 
 
 @dataclass
@@ -370,6 +373,7 @@ def validate_profile(p: Profile) -> None:
          f"{', '.join(str(h) for h in (4, 8, 16) if m.n_embd % h == 0) or 'one that divides it'}")
     if m.arch == "modern":
         need((m.n_embd // m.n_head) % 2 == 0, "model.n_embd / model.n_head must be even for rotary embeddings")
+    need(m.pad_vocab_multiple >= 1, f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {m.pad_vocab_multiple}")
     need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(o.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon', got {o.name!r}")
     need(o.name != "muon" or m.arch == "modern", "optim.name = 'muon' needs model.arch = 'modern'")
@@ -535,6 +539,11 @@ def dump_toml(data: dict) -> str:
 
 def _is_table_list(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def padded_vocab(m: ModelConfig) -> int:
+    k = m.pad_vocab_multiple
+    return -(-m.vocab_size // k) * k
 
 
 def model_parameter_count(m: ModelConfig) -> int:

@@ -18,10 +18,12 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 def gpt2_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in model.state_dict().items():
+        if name in ("wte.weight", "lm_head.weight"):
+            t = t[: model.vocab_size]  # drop the internal padding rows
         if name == "lm_head.weight":
             if model.cfg.tie_embeddings:
                 continue
-            out[name] = t
+            out[name] = t.contiguous()
             continue
         if name.endswith(_CONV1D):
             t = t.t()
@@ -39,6 +41,12 @@ def hf_to_gpt2_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
         if name.endswith(_CONV1D):
             t = t.t()
         out[name] = t.contiguous()
+    from engine.config import padded_vocab
+    from engine.model_modern import pad_rows
+
+    for name in ("wte.weight", "lm_head.weight"):
+        if name in out:
+            out[name] = pad_rows(out[name], padded_vocab(cfg))
     if "lm_head.weight" not in out:
         out["lm_head.weight"] = out["wte.weight"]
     return out

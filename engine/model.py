@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.config import ModelConfig
+from engine.config import ModelConfig, padded_vocab
 
 
 class CausalSelfAttention(nn.Module):
@@ -67,12 +67,14 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.vocab_size = cfg.vocab_size
+        self.padded_vocab = padded_vocab(cfg)
+        self.wte = nn.Embedding(self.padded_vocab, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.context, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias, eps=1e-5)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
@@ -91,7 +93,8 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+        """Parameters of the true-vocabulary model (padding rows excluded; tied weights once)."""
+        return num_parameters(self)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
@@ -105,10 +108,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, V) without targets; the mean cross-entropy loss with them."""
-        logits = self.lm_head(self.hidden(idx))
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Decay matrices (2-D weights incl. embeddings); never biases or norm gains."""
@@ -139,6 +139,19 @@ class GPT(nn.Module):
                 nxt = torch.multinomial(probs, num_samples=1, generator=generator)
             idx = torch.cat((idx, nxt), dim=1)
         return idx
+
+
+def num_parameters(model: nn.Module) -> int:
+    total = sum(p.numel() for p in model.parameters())
+    padding = (model.padded_vocab - model.vocab_size) * model.cfg.n_embd
+    return total - padding * (1 if model.cfg.tie_embeddings else 2)
+
+
+def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor | None):
+    logits = logits[..., :vocab_size]  # drop the padding columns
+    if targets is None:
+        return logits
+    return F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1), ignore_index=-100)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

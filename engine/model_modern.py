@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.config import ModelConfig, modern_mlp_hidden as mlp_hidden
+from engine.config import ModelConfig, modern_mlp_hidden as mlp_hidden, padded_vocab
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-6
@@ -88,10 +88,12 @@ class ModernGPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.vocab_size = cfg.vocab_size
+        self.padded_vocab = padded_vocab(cfg)
+        self.embed_tokens = nn.Embedding(self.padded_vocab, cfg.n_embd)
         self.layers = nn.ModuleList(ModernBlock(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         cos, sin = rotary_tables(cfg.context, cfg.n_embd // cfg.n_head)
@@ -103,7 +105,7 @@ class ModernGPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return num_parameters(self)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
@@ -116,10 +118,7 @@ class ModernGPT(nn.Module):
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        logits = self.lm_head(self.hidden(idx))
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
 
     def matrix_parameters(self) -> list[nn.Parameter]:
         """Hidden 2-D weights (the ones Muon orthogonalises); embeddings and norms are left to AdamW."""
@@ -134,7 +133,7 @@ class ModernGPT(nn.Module):
     generate = None  # set below: the same sampling loop as GPT-2
 
 
-from engine.model import GPT  # noqa: E402  (shared sampling loop)
+from engine.model import GPT, logits_or_loss, num_parameters  # noqa: E402  (shared pieces)
 
 ModernGPT.generate = GPT.generate
 
@@ -168,6 +167,8 @@ def modern_hf_config(cfg: ModelConfig) -> dict:
 def modern_to_hf_state(model: ModernGPT) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in model.state_dict().items():
+        if name in ("embed_tokens.weight", "lm_head.weight"):
+            t = t[: model.vocab_size]
         if name == "lm_head.weight":
             if model.cfg.tie_embeddings:
                 continue
@@ -179,6 +180,15 @@ def modern_to_hf_state(model: ModernGPT) -> dict[str, torch.Tensor]:
 
 def hf_to_modern_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     out = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
+    for name in ("embed_tokens.weight", "lm_head.weight"):
+        if name in out:
+            out[name] = pad_rows(out[name], padded_vocab(cfg))
     if "lm_head.weight" not in out:
         out["lm_head.weight"] = out["embed_tokens.weight"]
     return out
+
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    if t.size(0) >= rows:
+        return t
+    return torch.cat([t, t.new_zeros(rows - t.size(0), *t.shape[1:])])

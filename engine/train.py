@@ -95,6 +95,41 @@ def pick_device(profile: Profile, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+class BatchFeeder:
+    """Moves batches to the GPU through a ring of pinned host buffers, so copies overlap compute.
+
+    A buffer is refilled only after the copy that last read it has finished, which the
+    CUDA event recorded after that copy tells without stalling the whole device.
+    """
+
+    RING = 4
+
+    def __init__(self, next_array, device: torch.device):
+        self.next_array = next_array
+        self.device = device
+        self.host: list[torch.Tensor] = []
+        self.events: list[torch.cuda.Event | None] = []
+        self.slot = 0
+
+    def next(self) -> torch.Tensor:
+        arr = self.next_array()
+        if self.device.type != "cuda":
+            return torch.from_numpy(arr)
+        if not self.host:
+            self.host = [torch.empty(arr.shape, dtype=torch.int64).pin_memory() for _ in range(self.RING)]
+            self.events = [None] * self.RING
+        i = self.slot
+        self.slot = (i + 1) % self.RING
+        if self.events[i] is not None:
+            self.events[i].synchronize()
+        self.host[i].copy_(torch.from_numpy(arr))
+        batch = self.host[i].to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.events[i] = event
+        return batch
+
+
 class Trainer:
     def __init__(self, run_dir: Path, resume: bool):
         self.run_dir = Path(run_dir)
@@ -157,6 +192,7 @@ class Trainer:
         self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
                                 seed=p.run.seed, rank=self.rank, world=self.world)
 
+        self.feeder = BatchFeeder(lambda: self.loader.next_batch(), self.device)
         self.raw_model = build_model(p.model).to(self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
@@ -213,10 +249,7 @@ class Trainer:
     # ------------------------------------------------------------ the loop
 
     def next_batch(self):
-        arr = self.loader.next_batch()
-        batch = torch.from_numpy(arr)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        batch = self.feeder.next()
         return batch[:, :-1], batch[:, 1:]
 
     def autocast(self):
@@ -400,7 +433,7 @@ class Trainer:
         self.checkpoint("stop")
         if self.is_main:
             self.rd.clear_stop()
-        self.status(state="stopped", phase="", eta_s=None)
+        self.status(state="stopped", phase="", eta_s=None, step=self.step, tokens=self.tokens)
         self.event("stopped", f"stopped at step {self.step}; `sparknet resume {self.run_dir.name}` continues",
                    step=self.step)
         return True
