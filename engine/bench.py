@@ -6,6 +6,7 @@ mix (or --mix) through the engine's own loader. Figures come only from real runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import sys
@@ -144,7 +145,8 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
         )
         trainer = Trainer(model=model, args=args, train_dataset=Windows())
         trainer.add_callback(Timer())
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the bench's JSON line
+            trainer.train()
     rates = _intervals(times, p.tokens_per_step, warmup, interval)
     return {"trainer": f"transformers {transformers.__version__} Trainer + GPT2LMHeadModel (sdpa, eager)",
             "tokens_per_s": statistics.median(rates) if rates else None,
