@@ -46,7 +46,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         data_time = 0.0
-        original_next = trainer.feeder.next
+        original_next = trainer.loader.next_batch
 
         def timed_next():
             nonlocal data_time
@@ -55,7 +55,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
             data_time += time.perf_counter() - t
             return out
 
-        trainer.feeder.next = timed_next
+        trainer.loader.next_batch = timed_next
         trainer.model.train()
         times, losses = [], []
         data_after_warmup = 0.0

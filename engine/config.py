@@ -103,6 +103,8 @@ class RunConfig:
     final_eval: bool = True
     final_eval_tokens: int = 0  # 0 = the whole WikiText-2 test split
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
+    fused_loss: bool = False  # chunked output layer + cross-entropy that never holds the full logits
+    attention: str = "auto"  # scaled_dot_product_attention backend: auto | flash | cudnn | efficient | math
 
 
 @dataclass
@@ -396,6 +398,8 @@ def validate_profile(p: Profile) -> None:
     need(b.grad_accum > 0, f"batch.grad_accum must be a positive integer, got {b.grad_accum}")
     need(r.tokens > 0, f"run.tokens must be a positive integer, got {r.tokens}")
     need(r.precision in ("bf16", "fp32"), f"run.precision must be 'bf16' or 'fp32', got {r.precision!r}")
+    need(r.attention in ("auto", "flash", "cudnn", "efficient", "math"),
+         f"run.attention must be auto, flash, cudnn, efficient or math, got {r.attention!r}")
     need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig, padded_vocab
+from engine.losses import fused_linear_cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
@@ -67,6 +68,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.fused_loss = False  # set by the trainer from run.fused_loss
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.wte = nn.Embedding(self.padded_vocab, cfg.n_embd)
@@ -108,6 +110,8 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, V) without targets; the mean cross-entropy loss with them."""
+        if targets is not None and self.fused_loss:
+            return fused_linear_cross_entropy(self.hidden(idx), self.lm_head.weight, targets, self.vocab_size)
         return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:

@@ -88,6 +88,7 @@ class ModernGPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.fused_loss = False  # set by the trainer from run.fused_loss
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.embed_tokens = nn.Embedding(self.padded_vocab, cfg.n_embd)
@@ -118,6 +119,8 @@ class ModernGPT(nn.Module):
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        if targets is not None and self.fused_loss:
+            return fused_linear_cross_entropy(self.hidden(idx), self.lm_head.weight, targets, self.vocab_size)
         return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
 
     def matrix_parameters(self) -> list[nn.Parameter]:
@@ -133,6 +136,7 @@ class ModernGPT(nn.Module):
     generate = None  # set below: the same sampling loop as GPT-2
 
 
+from engine.losses import fused_linear_cross_entropy  # noqa: E402
 from engine.model import GPT, logits_or_loss, num_parameters  # noqa: E402  (shared pieces)
 
 ModernGPT.generate = GPT.generate

@@ -95,6 +95,18 @@ def pick_device(profile: Profile, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def select_attention(backend: str, device: torch.device) -> None:
+    """Restrict scaled_dot_product_attention to one backend (auto: PyTorch's own choice)."""
+    if device.type != "cuda" or backend == "auto":
+        return
+    b = torch.backends.cuda
+    b.enable_flash_sdp(backend == "flash")
+    b.enable_mem_efficient_sdp(backend == "efficient")
+    b.enable_math_sdp(backend == "math")
+    if hasattr(b, "enable_cudnn_sdp"):
+        b.enable_cudnn_sdp(backend == "cudnn")
+
+
 class BatchFeeder:
     """Moves batches to the GPU through a ring of pinned host buffers, so copies overlap compute.
 
@@ -194,6 +206,8 @@ class Trainer:
 
         self.feeder = BatchFeeder(lambda: self.loader.next_batch(), self.device)
         self.raw_model = build_model(p.model).to(self.device)
+        self.raw_model.fused_loss = p.run.fused_loss
+        select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
         self.tokens = 0
@@ -363,7 +377,7 @@ class Trainer:
                 log_now = self.step % p.run.log_every == 0 or last
                 ck_now = self.step % p.run.checkpoint_every == 0 or last
                 eval_now = self.step % p.run.eval_every == 0 or last
-                wiki_now = bool(self.wikitext_ids) and (self.step % p.run.wikitext_every == 0 or last)
+                wiki_now = self.wikitext_ids is not None and (self.step % p.run.wikitext_every == 0 or last)
                 if not (log_now or ck_now or eval_now or wiki_now):
                     continue
                 if self.world > 1:
