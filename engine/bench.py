@@ -35,8 +35,8 @@ def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: 
     return rates
 
 
-def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int) -> dict:
-    from engine.train import Trainer
+def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
+    from engine.train import Trainer, lr_at
 
     with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
         run_dir = create_run(profile, mix, [], Path(tmp) / "bench")
@@ -64,7 +64,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         for step in range(steps):
             if step == warmup:
                 data_after_warmup = data_time
-            loss, _ = trainer.train_step(trainer.profile.optim.lr)
+            loss, _ = trainer.train_step(lr_at(step, profile))
             if (step + 1) % interval == 0 or step + 1 == warmup or step + 1 == steps:
                 _sync(device)  # interval boundaries only
                 losses.append((step + 1, loss.item()))
@@ -83,10 +83,40 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
             "compile": profile.run.compile,
             "precision": "bf16" if trainer.use_bf16 else "fp32",
         }
+        if evaluate:
+            out.update(evaluate_model(trainer.raw_model, profile, mix, device))
         return out
 
 
-def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int) -> dict:
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.device) -> dict:
+    """Held-out loss on the mix's validation tokens and WikiText-2 perplexity (standard protocol, whole test split)."""
+    from engine.data import validation_batches
+    from engine.evaluate import capped_wikitext_eval, load_wikitext_ids
+    from engine.tokenizer import load_tokenizer
+
+    model.eval()
+    dtype = torch.bfloat16 if device.type == "cuda" and profile.run.precision == "bf16" else None
+    total, count = 0.0, 0
+    for arr in validation_batches(mix, profile.run.eval_tokens, batch=profile.batch.micro_batch,
+                                  context=profile.model.context):
+        batch = torch.from_numpy(arr).to(device)
+        with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+            out = model(batch[:, :-1])
+            logits = (out.logits if hasattr(out, "logits") else out)[..., :profile.model.vocab_size]
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                     batch[:, 1:].reshape(-1))
+        total += loss.item() * batch.size(0)
+        count += batch.size(0)
+    ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test")
+    wiki = capped_wikitext_eval(model, ids, len(ids), profile.model.context, min(512, profile.model.context), device,
+                                autocast_dtype=dtype, n_bytes=n_bytes)
+    model.train()
+    return {"val_loss": total / max(1, count), "wikitext_loss": wiki["loss"], "wikitext_ppl": wiki["ppl"],
+            "wikitext_bits_per_byte": wiki.get("bits_per_byte")}
+
+
+def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
     """transformers Trainer + GPT2LMHeadModel (sdpa, bf16, fused AdamW, eager) on the same tokens."""
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
@@ -148,10 +178,13 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the bench's JSON line
             trainer.train()
     rates = _intervals(times, p.tokens_per_step, warmup, interval)
-    return {"trainer": f"transformers {transformers.__version__} Trainer + GPT2LMHeadModel (sdpa, eager)",
-            "tokens_per_s": statistics.median(rates) if rates else None,
-            "tokens_per_s_intervals": [round(r, 1) for r in rates],
-            "final_loss": losses[-1] if losses else None}
+    out = {"trainer": f"transformers {transformers.__version__} Trainer + GPT2LMHeadModel (sdpa, eager)",
+           "tokens_per_s": statistics.median(rates) if rates else None,
+           "tokens_per_s_intervals": [round(r, 1) for r in rates],
+           "final_loss": losses[-1] if losses else None}
+    if evaluate:
+        out.update(evaluate_model(model.to(device), p, mix, device))
+    return out
 
 
 def bench_command(args) -> int:
@@ -174,12 +207,12 @@ def bench_command(args) -> int:
     result = {"profile": profile.name, "mix": mix.name, "steps": steps, "warmup_steps": warmup,
               "interval_steps": interval, "tokens_per_step": profile.tokens_per_step,
               "parameters": model_parameter_count(profile.model), "flops_per_token": flops_per_token(profile.model)}
-    result.update(bench_sparknet(profile, mix, steps, warmup, interval))
+    result.update(bench_sparknet(profile, mix, steps, warmup, interval, args.eval))
     tps = result["tokens_per_s"]
     result["achieved_tflops"] = round(tps * result["flops_per_token"] / 1e12, 3) if tps else None
     result["mfu"] = round(tps * result["flops_per_token"] / result["peak_flops"], 4) if tps and result["peak_flops"] else None
     if args.baseline == "hf-trainer":
-        base = bench_hf_trainer(profile, mix, steps, warmup, interval)
+        base = bench_hf_trainer(profile, mix, steps, warmup, interval, args.eval)
         result["baseline"] = base
         if base["tokens_per_s"] and tps:
             result["speedup_vs_baseline"] = round(tps / base["tokens_per_s"], 3)
@@ -207,6 +240,11 @@ def bench_command(args) -> int:
         ("data wait / step time", fmt(result["data_wait_share"], "{:.1%}"), ""),
         ("final loss", fmt(result["final_loss"], "{:.4f}"), fmt(base.get("final_loss"), "{:.4f}")),
     ]
+    if args.eval:
+        rows += [("validation loss", fmt(result["val_loss"], "{:.4f}"), fmt(base.get("val_loss"), "{:.4f}")),
+                 ("WikiText-2 perplexity", fmt(result["wikitext_ppl"], "{:.2f}"), fmt(base.get("wikitext_ppl"), "{:.2f}")),
+                 ("WikiText-2 bits/byte", fmt(result["wikitext_bits_per_byte"], "{:.4f}"),
+                  fmt(base.get("wikitext_bits_per_byte"), "{:.4f}"))]
     if "speedup_vs_baseline" in result:
         rows.append(("speed-up vs Trainer", f"{result['speedup_vs_baseline']:.2f}x", ""))
     for r in rows:

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--baseline", choices=["hf-trainer"], default=None)
+    p.add_argument("--eval", action="store_true", help="also report validation loss and WikiText-2 perplexity")
     p.add_argument("--json-out", default=None)
 
     p = sub.add_parser("export", help="write a run's model in Hugging Face format")
