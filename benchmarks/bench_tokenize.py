@@ -130,7 +130,8 @@ def main() -> int:
           "(a Spark core assumed as fast as a core here):")
     print(f"  from one-process speed x {SPARK_CORES} (capped by reading at {read_rate:,.0f} tokens/s): "
           f"{by_cores:,.0f} tokens/s, {need / by_cores / 60:.0f} min")
-    print(f"  from this machine's best total ({best_workers} processes) x {SPARK_CORES}/{min(cores, best_workers)}: "
+    processes = f"{best_workers} process" + ("es" if best_workers > 1 else "")
+    print(f"  from this machine's best total ({processes}) x {SPARK_CORES}/{min(cores, best_workers)}: "
           f"{by_total:,.0f} tokens/s, {need / by_total / 60:.0f} min")
     print("  (hub sources also stream over the network: at ~4 bytes per token, 1B tokens is ~4 GB of text)")
     return 0

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="WikiText-2 evaluation against the baselines")
     p.add_argument("target", help="run id, run directory or model folder")
     p.add_argument("--protocol", choices=["standard", "sparknet-2000"], default="standard")
-    p.add_argument("--stride", type=int, default=512)
+    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: half the context, at most 512)")
     p.add_argument("--wikitext", default=None, help="folder with wiki.test.raw and wiki.valid.raw")
     p.add_argument("--baselines", action="store_true", help="evaluate GPT-2 and CodeLion 70M live when they load")
     p.add_argument("--baseline-dir", action="append", default=[], metavar="NAME=DIR")

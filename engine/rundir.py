@@ -47,13 +47,14 @@ def new_run_id(profile: str, name: str | None = None) -> str:
 def resolve_run(run: str) -> Path:
     """A run id (under logs/) or a run directory path."""
     p = Path(os.path.expanduser(run))
-    if p.is_dir() and (p / "run.toml").exists():
-        return p
-    q = logs_dir() / run
-    if q.is_dir():
-        return q
     if p.is_dir():
-        raise SparkNetError(f"{p}: not a run directory (no run.toml)")
+        if (p / "run.toml").exists():
+            return p
+        if p.is_absolute() or os.sep in run:
+            raise SparkNetError(f"{p}: not a run directory (no run.toml)")
+    q = logs_dir() / run
+    if q.is_dir() and (q / "run.toml").exists():
+        return q
     raise SparkNetError(f"run '{run}' not found: give a run id from `sparknet runs` or a run directory path")
 
 

@@ -471,7 +471,7 @@ class Trainer:
             try:
                 from engine.evaluate import eval_command
 
-                eval_command(str(self.run_dir), device=str(self.device.type),
+                eval_command(str(self.run_dir), stride=None, device=str(self.device.type),
                              max_tokens=self.profile.run.final_eval_tokens or None)
                 self.event("eval", "final evaluation written to eval.json")
             except SparkNetError as e:

@@ -80,7 +80,7 @@ def test_detached_run_survives_parent_and_reports_in_runs(logs):
     table = sparknet("runs").stdout
     assert run_id in table and "running" in table
     assert wait_for(lambda: effective_status(run)["state"] == "finished", 240, 0.5), effective_status(run)
-    assert "step 20/20" in (run / "train.log").read_text()
+    assert "step 40/40" in (run / "train.log").read_text()
 
 
 def test_stale_pid_shows_as_failed(logs):

@@ -1,0 +1,608 @@
+"""The data mix: mix validation, preparing the token cache, drawing batches, and every bad input."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine.data as data
+from engine import SparkNetError
+from engine.config import ConfigError, load_mix
+from engine.data import DataError, MixLoader, prepare_command, prepare_mix, read_manifest, validation_batches
+from engine.demo_text import generate as generate_demo_text
+from engine.tokenizer import load_tokenizer
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+CORPORA = SHARED_DATA / "corpora"
+HF_TOKENIZER = SHARED_DATA / "gpt2-tokenizer" / "hf"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def write_mix(path: Path, sources: list[dict], **top) -> Path:
+    """A mix file; values are written as TOML literals."""
+    top = {"tokenizer": "gpt2", "validation_share": 0.005, "seed": 42, **top}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
+    for src in sources:
+        lines.append("[[sources]]")
+        lines += [f"{k} = {'true' if v is True else 'false' if v is False else json.dumps(v)}" for k, v in src.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({field: t}) + "\n" for t in texts))
+    return path
+
+
+def stream(folder: Path, split: str) -> np.ndarray:
+    m = read_manifest(folder)
+    parts = [np.fromfile(folder / s["file"], dtype=m["dtype"]) for s in m["shards"][split]]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=m["dtype"])
+
+
+def documents_of(tokens: np.ndarray, eos: int) -> list[tuple]:
+    """Split a cached stream at EOS; every document must end with one."""
+    ends = np.flatnonzero(tokens == eos)
+    assert len(tokens) == 0 or ends[-1] == len(tokens) - 1, "stream does not end with EOS"
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [tuple(tokens[a:b].tolist()) for a, b in zip(starts, ends)]
+
+
+def unique_docs(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = "river stone apple lantern quiet orbit maple cobalt thunder violet meadow signal harbor".split()
+    return [f"Document {i}. " + " ".join(rng.choice(words, size=int(rng.integers(20, 200)))) for i in range(n)]
+
+
+class EncodeCounter:
+    """Counts texts handed to the real encoder (prepare in-process: workers=1)."""
+
+    def __init__(self, monkeypatch):
+        self.texts = 0
+        real = data.encode_documents
+
+        def counting(tok, texts):
+            self.texts += len(texts)
+            return real(tok, texts)
+
+        monkeypatch.setattr(data, "encode_documents", counting)
+
+
+# ---------------------------------------------------------------- the stand-in corpora, 50/30/20
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    """The three stand-in corpora at 50/30/20, prepared for a 3M-token run into a private cache."""
+    d = tmp_path_factory.mktemp("corpora")
+    mix_path = write_mix(d / "standin.toml", [
+        {"name": "textbooks", "weight": 0.5, "path": str(CORPORA / "textbooks.jsonl.gz")},
+        {"name": "web", "weight": 0.3, "path": str(CORPORA / "web.jsonl.gz")},
+        {"name": "educational", "weight": 0.2, "path": str(CORPORA / "educational.jsonl.gz")},
+    ], validation_share=0.01)
+    mix = load_mix(str(mix_path))
+    cache = d / "cache"
+    report = prepare_mix(mix, 3_000_000, cache_dir=cache, workers=1)
+    return mix, cache, report
+
+
+def test_prepare_covers_every_share_plus_validation(corpora):
+    mix, cache, report = corpora
+    for name, share in mix.shares.items():
+        r = report[name]
+        assert r["train_tokens"] >= data.required_train_tokens(share, 3_000_000)
+        assert r["val_tokens"] == pytest.approx(0.01 * (r["train_tokens"] + r["val_tokens"]), rel=0.5)
+        assert not r["complete"]  # each corpus holds more than its share: read only what is needed
+        assert r["epochs_needed"] < 1
+        m = read_manifest(Path(r["cache"]))
+        assert m["tokenizer"]["fingerprint"] == load_tokenizer("gpt2").fingerprint
+        assert m["dtype"] == "uint16"
+        assert m["tokens"]["train"] == len(stream(Path(r["cache"]), "train"))
+    progress = json.loads((cache / f"progress-{mix.name}.json").read_text())
+    assert progress["state"] == "done" and {s["name"] for s in progress["sources"]} == set(mix.shares)
+
+
+def test_shares_within_half_a_percent_over_3m_tokens(corpora):
+    mix, cache, _ = corpora
+    loader = MixLoader(mix, batch=16, context=1024, seed=7, cache_dir=cache, total_tokens=3_000_000)
+    streams = {name: stream(Path(corpora[2][name]["cache"]), "train").tobytes() for name in mix.shares}
+    drawn = 0
+    sampled: list[np.ndarray] = []
+    while drawn < 3_000_000:
+        batch = loader.next_batch()
+        assert batch.shape == (16, 1025) and batch.dtype == np.int64
+        drawn += batch.shape[0] * 1024
+        sampled.append(batch[0])
+    by_source = loader.tokens_by_source()
+    assert sum(by_source.values()) == drawn
+    for name, share in mix.shares.items():
+        assert abs(by_source[name] / drawn - share) < 0.005, (name, by_source[name] / drawn)
+    # The accounting is the truth: every sampled window is a slice of the source stream it came from.
+    found = {name: 0 for name in streams}
+    for window in sampled:
+        raw = window.astype(np.uint16).tobytes()
+        hits = [name for name, s in streams.items() if s.find(raw) >= 0]
+        assert len(hits) == 1
+        found[hits[0]] += 1
+    assert all(found[name] > 0 for name in streams)
+
+
+def test_every_document_ends_with_eos_and_train_val_are_disjoint(corpora):
+    mix, cache, report = corpora
+    eos = load_tokenizer("gpt2").eos_id
+    for name in mix.shares:
+        folder = Path(report[name]["cache"])
+        m = read_manifest(folder)
+        train = documents_of(stream(folder, "train"), eos)
+        val = documents_of(stream(folder, "val"), eos)
+        assert len(train) == m["documents"]["train"] and len(val) == m["documents"]["val"] > 0
+        assert not set(train) & set(val)  # whole documents: none straddles the two splits
+        assert all(len(doc) > 0 for doc in train + val)
+
+
+def test_cached_documents_are_exactly_the_tokenized_source(tmp_path):
+    texts = unique_docs(60) + ["   ", "has a literal <|endoftext|> inside", ""]
+    src = write_jsonl(tmp_path / "docs.jsonl", texts)
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],
+                                 validation_share=0.1)))
+    report = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    tok = load_tokenizer("gpt2")
+    folder = Path(report["docs"]["cache"])
+    train = documents_of(stream(folder, "train"), tok.eos_id)
+    val = documents_of(stream(folder, "val"), tok.eos_id)
+    expected = [tuple(tok.encode(t)) for t in texts if t.strip()]
+    assert sorted(train + val) == sorted(expected)
+    assert [d for d in expected if d in set(train)] == train  # order kept within a split
+    assert len(val) >= 3 and not set(train) & set(val)
+    m = read_manifest(folder)
+    assert m["complete"] and m["empty_documents"] == 2 and m["documents_read"] == len(texts)
+
+
+# ---------------------------------------------------------------- drawing batches
+
+
+def test_same_seed_same_batches_other_seed_other_batches(corpora):
+    mix, cache, _ = corpora
+    a = MixLoader(mix, batch=8, context=256, seed=1, cache_dir=cache)
+    b = MixLoader(mix, batch=8, context=256, seed=1, cache_dir=cache)
+    c = MixLoader(mix, batch=8, context=256, seed=2, cache_dir=cache)
+    first = [a.next_batch() for _ in range(5)]
+    assert all(np.array_equal(x, b.next_batch()) for x in first)
+    assert not all(np.array_equal(x, c.next_batch()) for x in first)
+
+
+def test_resume_mid_stream_gives_the_same_next_batches(corpora):
+    mix, cache, _ = corpora
+    run = MixLoader(mix, batch=8, context=512, seed=3, cache_dir=cache)
+    for _ in range(7):
+        run.next_batch()
+    saved = json.loads(json.dumps(run.state_dict()))  # goes through a checkpoint as JSON
+    expected = [run.next_batch() for _ in range(5)]
+    resumed = MixLoader(mix, batch=8, context=512, seed=999, cache_dir=cache)
+    resumed.load_state_dict(saved)
+    assert all(np.array_equal(x, resumed.next_batch()) for x in expected)
+    assert resumed.tokens_by_source() == run.tokens_by_source()
+
+
+def test_ranks_take_disjoint_windows_of_one_global_order(corpora):
+    mix, cache, _ = corpora
+    single = MixLoader(mix, batch=8, context=256, seed=5, cache_dir=cache)
+    ranks = [MixLoader(mix, batch=4, context=256, seed=5, rank=r, world=2, cache_dir=cache) for r in range(2)]
+    for _ in range(6):
+        both = single.next_batch()
+        assert np.array_equal(ranks[0].next_batch(), both[0::2])
+        assert np.array_equal(ranks[1].next_batch(), both[1::2])
+    assert ranks[0].tokens_by_source() == single.tokens_by_source()
+
+
+def test_windows_cross_shard_boundaries_unchanged(tmp_path):
+    src = write_jsonl(tmp_path / "docs.jsonl", unique_docs(200, seed=1))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}])))
+    prepare_mix(mix, None, cache_dir=tmp_path / "big", workers=1)
+    report = prepare_mix(mix, None, cache_dir=tmp_path / "small", workers=1, shard_tokens=1000)
+    assert len(read_manifest(Path(report["docs"]["cache"]))["shards"]["train"]) > 5
+    big = MixLoader(mix, batch=8, context=200, seed=0, cache_dir=tmp_path / "big")
+    small = MixLoader(mix, batch=8, context=200, seed=0, cache_dir=tmp_path / "small")
+    for _ in range(12):
+        assert np.array_equal(big.next_batch(), small.next_batch())
+
+
+def test_validation_batches_are_held_out_and_fixed(corpora):
+    mix, cache, report = corpora
+    first = list(validation_batches(mix, 20_000, batch=8, context=256, cache_dir=cache))
+    again = list(validation_batches(mix, 20_000, batch=8, context=256, cache_dir=cache))
+    assert len(first) == len(again) and all(np.array_equal(a, b) for a, b in zip(first, again))
+    windows = np.concatenate(first)
+    assert windows.shape[1] == 257 and 0.9 * 20_000 <= windows.shape[0] * 256 <= 1.1 * 20_000
+    val_streams = [stream(Path(report[n]["cache"]), "val").tobytes() for n in mix.shares]
+    train_streams = [stream(Path(report[n]["cache"]), "train").tobytes() for n in mix.shares]
+    for w in windows:
+        raw = w.astype(np.uint16).tobytes()
+        assert any(s.find(raw) >= 0 for s in val_streams)
+        assert not any(s.find(raw) >= 0 for s in train_streams)
+
+
+def test_loader_is_fast_enough_to_feed_a_gpu(corpora):
+    mix, cache, _ = corpora
+    loader = MixLoader(mix, batch=24, context=1024, seed=0, cache_dir=cache)
+    loader.next_batch()
+    start = time.perf_counter()
+    for _ in range(40):
+        loader.next_batch()
+    rate = 40 * 24 * 1024 / (time.perf_counter() - start)
+    assert rate > 2_000_000, f"{rate:,.0f} tokens/s"
+
+
+# ---------------------------------------------------------------- small sources and repeating
+
+
+def test_small_source_refused_unless_it_may_repeat(tmp_path):
+    big = write_jsonl(tmp_path / "big.jsonl", unique_docs(2000, seed=2))
+    small = write_jsonl(tmp_path / "posts" / "posts.jsonl", unique_docs(12, seed=3))
+    sources = [{"name": "big", "weight": 0.9, "path": str(big), "repeat": True},
+               {"name": "my-posts", "weight": 0.1, "path": str(small.parent)}]
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", sources)))
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, 200_000, cache_dir=tmp_path / "cache", workers=1)
+    msg = str(e.value)
+    assert msg.startswith("source 'my-posts' has ") and "missing" in msg and "repeat = true" in msg
+    assert "\n" not in msg
+
+    sources[1]["repeat"] = True
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", sources)))
+    report = prepare_mix(mix, 200_000, cache_dir=tmp_path / "cache", workers=1)
+    assert report["my-posts"]["epochs_needed"] > 5 and report["my-posts"]["complete"]
+    loader = MixLoader(mix, batch=8, context=64, seed=0, cache_dir=tmp_path / "cache", total_tokens=200_000)
+    while sum(loader.tokens_by_source().values()) < 200_000:
+        loader.next_batch()
+    epochs = loader.epochs()
+    assert epochs["my-posts"] > 5 and epochs["big"] < 1  # the small source repeats, the stream goes on
+    share = loader.tokens_by_source()["my-posts"] / sum(loader.tokens_by_source().values())
+    assert abs(share - 0.1) < 0.005
+
+
+def test_loader_refuses_before_start_and_never_repeats_silently(tmp_path):
+    src = write_jsonl(tmp_path / "a.jsonl", unique_docs(40, seed=4))
+    other = write_jsonl(tmp_path / "b.jsonl", unique_docs(400, seed=5))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "a", "weight": 0.5, "path": str(src)},
+                                                       {"name": "b", "weight": 0.5, "path": str(other)}])))
+    prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    with pytest.raises(DataError, match="source 'a' holds .* missing"):
+        MixLoader(mix, batch=4, context=64, seed=0, cache_dir=tmp_path / "cache", total_tokens=10_000_000)
+    loader = MixLoader(mix, batch=4, context=64, seed=0, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="source 'a' ran out .* may not repeat"):
+        for _ in range(10_000):
+            loader.next_batch()
+
+
+def test_large_vocabulary_uses_uint32_shards(tmp_path):
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(70_000)}
+    vocab["<|endoftext|>"] = 70_000
+    backend = RustTokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    (tmp_path / "tok").mkdir()
+    backend.save(str(tmp_path / "tok" / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{i}" for i in rng.integers(60_000, 70_000, size=50)) for _ in range(100)]
+    src = write_jsonl(tmp_path / "d.jsonl", texts)
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "d", "weight": 1, "path": str(src)}],
+                                 tokenizer=str(tmp_path / "tok"), validation_share=0.0)))
+    report = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    assert read_manifest(Path(report["d"]["cache"]))["dtype"] == "uint32"
+    batch = MixLoader(mix, batch=4, context=32, seed=0, cache_dir=tmp_path / "cache").next_batch()
+    assert batch.max() >= 65_536 and batch.max() <= 70_000
+
+
+# ---------------------------------------------------------------- resumable and never twice
+
+
+def test_interrupted_prepare_continues_where_it_stopped(tmp_path, monkeypatch):
+    texts = unique_docs(300, seed=6)
+    src = write_jsonl(tmp_path / "docs.jsonl", texts)
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],
+                                 validation_share=0.05)))
+    clean = prepare_mix(mix, None, cache_dir=tmp_path / "clean", workers=1)
+    monkeypatch.setattr(data, "BATCH_DOCS", 20)
+    monkeypatch.setattr(data, "COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(data, "PROGRESS_EVERY_S", 0.0)
+
+    def stop_midway(snapshot):
+        if snapshot["sources"][0]["documents"] >= 100:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1, progress=stop_midway)
+    folder = tmp_path / "cache" / Path(clean["docs"]["cache"]).relative_to(tmp_path / "clean")
+    m = read_manifest(folder)
+    assert not m["complete"] and 0 < m["documents_read"] < 300
+    with open(folder / m["shards"]["train"][0]["file"], "ab") as f:
+        f.write(b"\x01\x02\x03")  # a write the kill cut short: not in the manifest
+    progress = json.loads((tmp_path / "cache" / "progress-m.json").read_text())
+    assert progress["state"] == "failed" and progress["error"] == "interrupted"
+
+    counter = EncodeCounter(monkeypatch)
+    again = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    assert counter.texts == 300 - m["documents_read"]  # only the rest was tokenized
+    for split in ("train", "val"):
+        assert np.array_equal(stream(folder, split), stream(Path(clean["docs"]["cache"]), split))
+    assert again["docs"]["train_tokens"] == clean["docs"]["train_tokens"]
+
+
+def test_killed_prepare_process_resumes_to_the_same_cache(tmp_path, corpora):
+    mix, _, reference = corpora
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "SPARKNET_CACHE": str(cache)}
+    # small batches, committed at once: the kill lands in the middle of a source
+    script = ("import sys; import engine.data as d; d.BATCH_CHARS = 100_000; d.COMMIT_EVERY_S = 0; "
+              "sys.exit(d.prepare_command(sys.argv[1], 600_000, workers=1))")
+    proc = subprocess.Popen([sys.executable, "-c", script, mix.source], env=env, cwd=PROJECT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            manifests = list(cache.glob("tokens/*/*/manifest.json"))
+            if any(m and m["documents_read"] > 0 for m in (read_manifest(p.parent) for p in manifests)):
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    report = prepare_mix(mix, 600_000, cache_dir=cache)
+    for name in mix.shares:
+        resumed, full = Path(report[name]["cache"]), Path(reference[name]["cache"])
+        for split in ("train", "val"):
+            a, b = stream(resumed, split), stream(full, split)
+            assert len(a) > 0 and np.array_equal(a, b[:len(a)])  # a prefix of the same deterministic order
+
+
+def test_second_prepare_is_instant_and_complete_sources_are_never_reread(tmp_path, monkeypatch):
+    src = write_jsonl(tmp_path / "docs.jsonl", unique_docs(50, seed=7))
+    mix_path = write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src), "repeat": True}])
+    mix = load_mix(str(mix_path))
+    prepare_mix(mix, 10_000, cache_dir=tmp_path / "cache", workers=1)
+    counter = EncodeCounter(monkeypatch)
+    for tokens in (10_000, 5_000_000, None):  # a complete source covers any budget
+        report = prepare_mix(mix, tokens, cache_dir=tmp_path / "cache", workers=1)
+        assert report["docs"]["state"] == "cached"
+    assert counter.texts == 0
+    # the same source under another name in another mix shares the cache
+    other = load_mix(str(write_mix(tmp_path / "other.toml", [{"name": "renamed", "weight": 3, "path": str(src)}])))
+    assert prepare_mix(other, None, cache_dir=tmp_path / "cache", workers=1)["renamed"]["state"] == "cached"
+    assert counter.texts == 0
+
+
+def test_parallel_workers_write_the_same_cache_as_one_process(tmp_path, monkeypatch):
+    src = write_jsonl(tmp_path / "docs.jsonl", unique_docs(400, seed=8))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],
+                                 validation_share=0.05)))
+    one = prepare_mix(mix, None, cache_dir=tmp_path / "one", workers=1)
+    monkeypatch.setattr(data, "POOL_MIN_TOKENS", 0)
+    monkeypatch.setattr(data, "BATCH_DOCS", 25)
+    two = prepare_mix(mix, None, cache_dir=tmp_path / "two", workers=2)
+    for split in ("train", "val"):
+        assert np.array_equal(stream(Path(one["docs"]["cache"]), split), stream(Path(two["docs"]["cache"]), split))
+
+
+# ---------------------------------------------------------------- formats and datasets
+
+
+def test_local_formats_front_matter_gzip_json_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "post.md").write_text("---\ntitle: Hello\ntags: [a, b]\n---\n# Post\n\nBody of the post.\n")
+    with gzip.open(folder / "notes.txt.gz", "wt") as f:
+        f.write("Plain notes, gzipped.")
+    (folder / "list.json").write_text(json.dumps([{"body": "first json"}, {"body": "second json"}]))
+    (folder / "lines.jsonl").write_text(json.dumps({"body": "a json line"}) + "\n\n")
+    pq.write_table(pa.table({"body": ["parquet row one", "parquet row two"]}), folder / "rows.parquet")
+    (folder / ".hidden.txt").write_text("never read")
+    (folder / "table.csv").write_text("ignored,format\n")
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "mine", "weight": 1, "path": "mine",
+                                                       "text_field": "body"}], validation_share=0.0)))
+    report = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    tok = load_tokenizer("gpt2")
+    docs = [tok.decode(d) for d in documents_of(stream(Path(report["mine"]["cache"]), "train"), tok.eos_id)]
+    assert docs == ["a json line", "first json", "second json", "Plain notes, gzipped.",
+                    "# Post\n\nBody of the post.\n", "parquet row one", "parquet row two"]
+
+
+def test_local_dataset_folder_goes_through_datasets(tmp_path):
+    texts = unique_docs(120, seed=9)
+    folder = tmp_path / "my-dataset"
+    folder.mkdir()
+    with gzip.open(folder / "part-0.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [
+        {"name": "via-datasets", "weight": 0.5, "hf": "./my-dataset", "split": "train"},
+        {"name": "via-path", "weight": 0.5, "path": "my-dataset"},
+    ], validation_share=0.05)))
+    report = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    hf_folder, path_folder = Path(report["via-datasets"]["cache"]), Path(report["via-path"]["cache"])
+    assert read_manifest(hf_folder)["source"]["kind"] == "hf" and report["via-datasets"]["complete"]
+    for split in ("train", "val"):
+        assert np.array_equal(stream(hf_folder, split), stream(path_folder, split))
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing written
+
+
+def assert_one_line_and_nothing_written(excinfo, cache: Path, *needles: str):
+    msg = str(excinfo.value)
+    assert "\n" not in msg and isinstance(excinfo.value, SparkNetError)
+    for needle in needles:
+        assert needle in msg, msg
+    assert not list(cache.glob("tokens/*/*/*.bin")) and not list(cache.glob("tokens/*/*/manifest.json"))
+
+
+def test_missing_path(tmp_path):
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "posts", "weight": 1, "path": "no-such-folder"}])))
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, 1000, cache_dir=tmp_path / "cache")
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "source 'posts'", "does not exist", "fix `path`")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "posts").mkdir()
+    (tmp_path / "posts" / "data.csv").write_text("not,a,text,format\n")
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "posts", "weight": 1, "path": "posts"}])))
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, 1000, cache_dir=tmp_path / "cache")
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "source 'posts'", "has no .txt, .md")
+
+
+def test_file_that_is_not_utf8_is_read_with_a_count(tmp_path):
+    (tmp_path / "posts").mkdir()
+    (tmp_path / "posts" / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me, good".encode("latin-1"))
+    (tmp_path / "posts" / "fine.md").write_text("All UTF-8: caf\u00e9.")
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "posts", "weight": 1, "path": "posts"}],
+                                 validation_share=0.0)))
+    report = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    assert report["posts"]["undecodable_bytes"] == 2 and report["posts"]["documents"] == 2
+    tok = load_tokenizer("gpt2")
+    docs = [tok.decode(d) for d in documents_of(stream(Path(report["posts"]["cache"]), "train"), tok.eos_id)]
+    assert docs == ["All UTF-8: caf\u00e9.", "caf crme, good"]
+    out = []
+
+    class Out:
+        def write(self, s):
+            out.append(s)
+
+        def flush(self):
+            pass
+
+    assert prepare_command(str(tmp_path / "m.toml"), None, cache_dir=tmp_path / "cache", out=Out()) == 0
+    assert "skipped 2 bytes that are not UTF-8" in "".join(out)
+
+
+def test_malformed_jsonl_line_and_missing_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"text": t}) + "\n" for t in unique_docs(5)) + "{broken\n")
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "bad", "weight": 1, "path": str(bad)}])))
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "source 'bad'", "line 6 is not valid JSON")
+    nofield = write_jsonl(tmp_path / "nofield.jsonl", ["x"], field="content")
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "nf", "weight": 1, "path": str(nofield)}])))
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "no field 'text' (fields: content)", "text_field")
+
+
+def test_unknown_dataset_id(tmp_path):
+    # HF_HUB_OFFLINE=1 (tests' default): datasets answers at once instead of retrying the network
+    ok = write_jsonl(tmp_path / "ok.jsonl", unique_docs(5))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [
+        {"name": "ok", "weight": 1, "path": str(ok)},
+        {"name": "typo", "weight": 1, "hf": "no-such-user/no-such-dataset-0"}])))
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, 1000, cache_dir=tmp_path / "cache", workers=1)
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "source 'typo'", "no-such-user/no-such-dataset-0",
+                                        "could not be loaded", "check the id")
+
+
+def test_hub_source_without_network(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: no network
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "fineweb-edu", "weight": 1,
+                                                       "hf": "codelion/fineweb-edu-1B"}])))
+    start = time.time()
+    with pytest.raises(DataError) as e:
+        prepare_mix(mix, 1000, cache_dir=tmp_path / "cache")
+    assert time.time() - start < 15
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "source 'fineweb-edu'", "cannot reach the Hugging Face hub",
+                                        "HF_HUB_OFFLINE=1", "path =")
+
+
+def test_tokenizer_that_cannot_be_loaded(tmp_path):
+    src = write_jsonl(tmp_path / "ok.jsonl", unique_docs(5))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "ok", "weight": 1, "path": str(src)}],
+                                 tokenizer="./no-tokenizer-here")))
+    with pytest.raises(SparkNetError) as e:
+        prepare_mix(mix, 1000, cache_dir=tmp_path / "cache")
+    assert_one_line_and_nothing_written(e, tmp_path / "cache", "tokenizer folder", "does not exist")
+
+
+@pytest.mark.parametrize("weight, needle", [
+    ("0", "weight must be a number > 0"),
+    ("-0.3", "weight must be a number > 0"),
+    ('"lots"', "weight must be a number"),
+    ("true", "weight must be a number"),
+])
+def test_bad_weights(tmp_path, weight, needle):
+    (tmp_path / "m.toml").write_text(f'[[sources]]\nname = "a"\nweight = {weight}\npath = "."\n')
+    with pytest.raises(ConfigError) as e:
+        load_mix(str(tmp_path / "m.toml"))
+    assert needle in str(e.value) and "sources.a.weight" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('validaton_share = 0.1\n[[sources]]\nname = "a"\nweight = 1\npath = "."\n',
+     "unknown key 'validaton_share' (did you mean 'validation_share'?)"),
+    ('[[sources]]\nname = "a"\nweight = 1\npath = "."\nrepeats = true\n',
+     "unknown key 'sources.a.repeats' (did you mean 'repeat'?)"),
+])
+def test_unknown_keys(tmp_path, text, needle):
+    (tmp_path / "m.toml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_mix(str(tmp_path / "m.toml"))
+    assert needle in str(e.value) and str(tmp_path / "m.toml") in str(e.value)
+
+
+def test_prepare_command_reports_errors_in_one_line(tmp_path, capsys):
+    assert prepare_command(str(tmp_path / "missing.toml"), 1000, cache_dir=tmp_path / "cache") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "file not found" in err and "\n" not in err
+
+
+# ---------------------------------------------------------------- the demo mix
+
+
+def test_demo_mix_prepares_offline_from_shipped_text(tmp_path, capsys):
+    mix = load_mix("demo")
+    for src in mix.sources:
+        assert Path(src.path).resolve().is_relative_to(PROJECT / "profiles" / "mixes" / "demo")
+        assert src.repeat
+    assert prepare_command("demo", 300_000, cache_dir=tmp_path / "cache") == 0
+    out = capsys.readouterr().out
+    for name in ("stories", "towns", "worksheets"):
+        assert name in out
+    loader = MixLoader(mix, batch=8, context=128, seed=1337, cache_dir=tmp_path / "cache", total_tokens=300_000)
+    assert loader.next_batch().shape == (8, 129)
+    assert sum(b.shape[0] for b in validation_batches(mix, 16_384, batch=8, context=128,
+                                                      cache_dir=tmp_path / "cache")) >= 60
+
+
+def test_shipped_demo_text_is_the_generators_output():
+    shipped = PROJECT / "profiles" / "mixes" / "demo"
+    generated = generate_demo_text()
+    on_disk = {str(p.relative_to(shipped)): p.read_text(encoding="utf-8")
+               for p in shipped.rglob("*") if p.is_file()}
+    assert on_disk == generated
+    assert 200_000 < sum(len(t) for t in generated.values()) < 1_000_000
+
+
+def test_no_shipped_mix_points_outside_the_project():
+    for toml in (PROJECT / "profiles" / "mixes").glob("*.toml"):
+        mix = load_mix(str(toml))
+        for src in mix.sources:
+            if src.path:
+                assert Path(src.path).resolve().is_relative_to(PROJECT), (toml, src.path)

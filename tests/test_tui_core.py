@@ -1,0 +1,354 @@
+"""The panel's reading, planning and drawing code, without Textual, against real run directories."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_mix, load_profile
+from sparknet_tui.format import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
+from sparknet_tui.plan import (
+    load_mix_source, load_profile_source, make_plan, save_mix, save_profile,
+)
+from sparknet_tui.watch import (
+    RunsScanner, RunWatcher, ema, last_jsonl_row, measured_throughput, read_eval, read_status,
+)
+from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
+from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text
+from tui_fixtures import PROJECT, copy_run, read_jsonl
+
+pytest_plugins = ["tui_fixtures"]
+
+
+# ---------------------------------------------------------------- the panel never imports the training stack
+
+
+def test_panel_imports_no_torch_transformers_or_datasets():
+    code = (
+        "import sys, sparknet_tui.app, sparknet_tui.screens.live, sparknet_tui.screens.new_run;"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules);"
+        "print(','.join(heavy))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"sparknet_tui imported {proc.stdout.strip()}"
+
+
+def test_import_guard_detects_a_heavy_import(tmp_path):
+    # the same check, pointed at a module that does import torch, must see it (the guard is not vacuous)
+    (tmp_path / "heavy_mod.py").write_text("import torch\n")
+    code = "import sys, heavy_mod; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "True"
+
+
+def test_main_names_an_unknown_run_in_one_line(tmp_path):
+    env = dict(os.environ, SPARKNET_LOGS=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "sparknet_tui.app", "--run", "no-such-run"], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "sparknet: error: run 'no-such-run' not found: give a run id from `sparknet runs` or a run directory path"]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def test_formatting_of_missing_and_present_values():
+    assert fmt_count(None) == "N/A"
+    assert fmt_count(12_345_678) == "12.3M"
+    assert fmt_duration(3725) == "1h02m"
+    assert fmt_duration(59) == "59s"
+    assert fmt_duration(None) == "N/A"
+    assert fmt_bytes(9_663_676_416) == "9.0 GiB"
+    assert fmt_perplexity(float("nan")) == "N/A"
+    assert parse_time("2026-01-01T00:00:00Z") == 1_767_225_600.0
+    assert fmt_age("2026-01-01T00:00:00Z", 1_767_225_600.0 + 125) == "2m05s ago"
+
+
+# ---------------------------------------------------------------- the Runs table
+
+
+def test_scanner_reads_real_runs(tiny_runs):
+    rows = {r.run_id: r for r in RunsScanner(tiny_runs.logs).scan().rows}
+    finished = rows[tiny_runs.finished.name]
+    status = json.loads((tiny_runs.finished / "status.json").read_text())
+    assert finished.state == "finished"
+    assert finished.profile == "tiny-cpu" and finished.mix == "demo"
+    assert finished.progress == 1.0
+    assert finished.val_perplexity == pytest.approx(math.exp(status["val_loss"]))
+    assert finished.tokens_per_s == status["tokens_per_s"]
+    failed = rows[tiny_runs.failed.name]
+    assert failed.state == "failed"
+    assert "no-such-file.jsonl" in failed.status["error"]
+    # newest first
+    assert [r.run_id for r in RunsScanner(tiny_runs.logs).scan().rows] == sorted(rows, reverse=True)
+
+
+def test_scanner_reports_a_live_run_with_a_dead_pid_as_failed(tiny_runs, tmp_path):
+    run = copy_run(tiny_runs.finished, tmp_path / "logs")
+    status = json.loads((run / "status.json").read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    status.update(state="running", pid=dead.pid)
+    (run / "status.json").write_text(json.dumps(status))
+    (row,) = RunsScanner(tmp_path / "logs").scan().rows
+    assert row.state == "failed"
+    assert "stale pid" in row.status["error"]
+
+
+def test_scanner_survives_broken_run_directories(tmp_path):
+    logs = tmp_path / "logs"
+    bad_toml = logs / "20260101-000000-bad-toml"
+    bad_toml.mkdir(parents=True)
+    (bad_toml / "run.toml").write_text("profile_name = [unclosed\n")
+    bad_status = logs / "20260101-000001-bad-status"
+    bad_status.mkdir()
+    (bad_status / "run.toml").write_text('profile_name = "x"\n')
+    (bad_status / "status.json").write_text("[1, 2, 3]")
+    (logs / "not-a-run").mkdir()
+    result = RunsScanner(logs).scan()
+    rows = {r.run_id: r for r in result.rows}
+    assert set(rows) == {bad_toml.name, bad_status.name}
+    assert "not valid TOML" in rows[bad_toml.name].problem
+    assert rows[bad_status.name].state == "unknown"
+    assert "status.json" in rows[bad_status.name].problem
+    assert result.error is None
+
+
+def test_scanner_reports_an_unlistable_logs_folder(tmp_path):
+    not_a_folder = tmp_path / "logs"
+    not_a_folder.write_text("a file where the logs folder should be")
+    result = RunsScanner(not_a_folder).scan()
+    assert result.rows == [] and "cannot list" in result.error
+
+
+def test_measured_throughput_is_the_median_of_finished_runs_of_the_same_shape(tiny_runs, tmp_path):
+    logs = tmp_path / "logs"
+    speeds = [1000.0, 3000.0, 2000.0]
+    for i, speed in enumerate(speeds):
+        run = copy_run(tiny_runs.finished, logs, f"2026010{i}-000000-r")
+        status = json.loads((run / "status.json").read_text())
+        status["tokens_per_s"] = speed
+        (run / "status.json").write_text(json.dumps(status))
+    copy_run(tiny_runs.failed, logs)  # failed runs do not count
+    rows = RunsScanner(logs).scan().rows
+    shape = next(r.shape for r in rows if r.state == "finished")
+    assert measured_throughput(rows, shape) == (2000.0, 3)
+    other = ("gpt2", 12, 512, 8, 1024, 50257)
+    assert measured_throughput(rows, other) == (None, 0)
+
+
+# ---------------------------------------------------------------- following one run
+
+
+def test_watcher_reads_a_real_run(tiny_runs):
+    view = RunWatcher(tiny_runs.finished).poll()
+    metrics = read_jsonl(tiny_runs.finished / "metrics.jsonl")
+    assert view.state == "finished"
+    assert [p[0] for p in view.loss_points] == [r["step"] for r in metrics if "loss" in r]
+    assert [p[1] for p in view.val_points] == [r["val_loss"] for r in metrics if "val_loss" in r]
+    assert len(view.val_points) >= 2
+    assert view.tokens_per_s[-1] == metrics[-1]["tokens_per_s"]
+    assert view.mfu == []  # a CPU run has no MFU (null), never 0
+    assert any(e["event"] == "finished" for e in view.events)
+    assert view.log_tail and view.eval is not None
+    assert view.gpus == [] and view.cpu_pct is not None
+
+
+def test_watcher_reads_only_what_was_appended(tiny_runs, tmp_path):
+    run = copy_run(tiny_runs.finished, tmp_path / "logs")
+    metrics_path = run / "metrics.jsonl"
+    watcher = RunWatcher(run)
+    first = watcher.poll()
+    offset = watcher._metrics.offset
+    assert offset == metrics_path.stat().st_size
+    assert watcher.poll().loss_points == first.loss_points  # nothing new: nothing added
+    assert watcher._metrics.offset == offset
+
+    last_step = first.loss_points[-1][0]
+    row = {"step": last_step + 1, "tokens": 1, "loss": 2.5, "tokens_per_s": 1234.0}
+    text = json.dumps(row) + "\n"
+    with open(metrics_path, "a") as f:
+        f.write(text[:10])  # a partial line, as a reader can see it mid-write
+    assert watcher.poll().loss_points == first.loss_points
+    with open(metrics_path, "a") as f:
+        f.write(text[10:])
+    view = watcher.poll()
+    assert view.loss_points == first.loss_points + [(last_step + 1, 2.5)]
+    assert view.tokens_per_s[-1] == 1234.0
+    assert watcher._metrics.offset == metrics_path.stat().st_size
+
+
+def test_watcher_reports_unreadable_files_as_problems(tiny_runs, tmp_path):
+    run = copy_run(tiny_runs.finished, tmp_path / "logs")
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()  # unreadable as a file
+    (run / "eval.json").write_text("{not json")
+    (run / "run.toml").write_text("= broken")
+    view = RunWatcher(run).poll()
+    assert view.loss_points == []
+    assert any("eval.json" in p for p in view.problems)
+    assert any("run.toml" in p for p in view.problems)
+    assert read_eval(run)[0] is None
+
+
+def test_last_jsonl_row_skips_a_partial_last_line(tmp_path):
+    path = tmp_path / "system.jsonl"
+    path.write_text('{"t": 1, "cpu_pct": 5}\n{"t": 2, "cpu_pc')
+    assert last_jsonl_row(path) == {"t": 1, "cpu_pct": 5}
+    assert last_jsonl_row(tmp_path / "missing.jsonl") is None
+
+
+def test_read_status_of_a_missing_and_a_garbage_file(tmp_path):
+    assert read_status(tmp_path) == ({"state": "unknown"}, None)
+    (tmp_path / "status.json").write_text("garbage")
+    status, problem = read_status(tmp_path)
+    assert status["state"] == "unknown" and "status.json" in problem
+
+
+def test_ema_smoothing():
+    assert ema([1.0, 2.0, 3.0], 0) == [1.0, 2.0, 3.0]
+    smoothed = ema([10.0, 0.0, 0.0], 0.5)
+    assert smoothed[0] == 10.0  # debiased: the first value is kept
+    assert smoothed[1] == pytest.approx(10 * 0.25 / 0.75)
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def test_chart_draws_each_series_and_the_axes():
+    points = [(float(s), 10.0 - s) for s in range(10)]
+    text = render_chart(ChartData([Series("loss", points, "cyan")]), width=40, height=8)
+    lines = text.plain.splitlines()
+    assert len(lines) == 8
+    assert lines[0].strip().startswith("10.") and "┤" in lines[0]
+    assert lines[-1].split()[:2] == ["step", "0"] and lines[-1].split()[-1] == "9"
+    # a falling line: dots in the first plotted column sit higher than those in the last
+    plot = [line[8:] for line in lines[:-1]]
+    first_col_row = next(i for i, line in enumerate(plot) if line[0] != " ")
+    last_col_row = next(i for i, line in enumerate(plot) if line[31] != " ")
+    assert first_col_row == 0 and last_col_row == len(plot) - 1
+    assert render_chart(ChartData([], empty_message="nothing"), 40, 8).plain == "nothing"
+
+
+def test_spark_scales_between_min_and_max():
+    assert spark([0, 5, 10], 10) == "▁▅█"
+    assert spark([1, 2, 3, 4], 2) == "▁█"  # the last values only
+    assert spark([], 5) == ""
+
+
+def test_hardware_panel_on_unified_memory_shows_no_invented_total(tiny_runs, tmp_path):
+    run = copy_run(tiny_runs.finished, tmp_path / "logs")
+    gpu = {"index": 0, "name": "NVIDIA GB10", "temp_c": 91.0, "power_w": None, "util_pct": 97,
+           "sm_clock_mhz": 2405, "mem_used_b": 8 * 1024**3, "mem_total_b": None, "unified_memory": True,
+           "throttle": ["thermal"]}
+    with open(run / "system.jsonl", "a") as f:
+        f.write(json.dumps({"t": 1.0, "cpu_pct": 12.0, "ram_used_b": 1, "ram_total_b": 2, "gpus": [gpu]}) + "\n")
+    view = RunWatcher(run).poll()
+    (g,) = view.gpus
+    assert fmt_gpu_memory(g) == "8.0 GiB used (unified memory)"
+    assert view.hot_gpus == [g]  # 91 > the profile's thermal.warn_c of 85
+    text = hardware_text(view).plain
+    assert "N/A" in text  # power not reported
+    assert "%" not in text.split("mem")[1].splitlines()[0]
+    assert "above 85°C" in text and "thermal" in text
+    assert fmt_throttle(None) == "N/A" and fmt_throttle([]) == "none"
+
+
+# ---------------------------------------------------------------- the New run form
+
+
+def test_plan_of_an_unedited_profile_matches_the_engine(private_profiles):
+    source, mix = load_profile_source("tiny-cpu"), load_mix_source("demo")
+    plan = make_plan(source, mix, source.field_defaults(), mix.weight_defaults(), [])
+    engine_profile = load_profile("tiny-cpu")
+    assert plan.ok and plan.overrides == [] and not plan.weights_changed
+    assert plan.steps == engine_profile.steps
+    assert plan.tokens_per_step == engine_profile.tokens_per_step
+    shares = load_mix("demo").shares
+    assert [(n, s) for n, s, _ in plan.per_source] == list(shares.items())
+    assert sum(t for *_, t in plan.per_source) == pytest.approx(plan.steps * plan.tokens_per_step, abs=3)
+    assert plan.duration_s is None  # no finished run of this shape to measure
+
+
+def test_plan_turns_edits_into_the_overrides_the_cli_accepts(private_profiles):
+    source, mix = load_profile_source("tiny-cpu"), load_mix_source("demo")
+    fields = source.field_defaults() | {"model.n_layer": "3", "run.tokens": "40_960"}
+    plan = make_plan(source, mix, fields, mix.weight_defaults(), [])
+    assert plan.ok, plan.error
+    assert sorted(plan.overrides) == ["model.n_layer=3", "run.tokens=40_960"]
+    engine_profile = load_profile("tiny-cpu", plan.overrides)
+    assert plan.profile.model.n_layer == engine_profile.model.n_layer == 3
+    assert plan.steps == engine_profile.steps == 40_960 // engine_profile.tokens_per_step
+
+
+@pytest.mark.parametrize("key, text, field, words", [
+    ("model.n_head", "3", "model.n_head", "must divide"),
+    ("optim.min_lr", "1.0", "optim.min_lr", "must not exceed"),
+    ("batch.micro_batch", "abc", "batch.micro_batch", "must be an integer"),
+    ("run.tokens", "", "run.tokens", "empty"),
+])
+def test_plan_reports_the_engines_validation_error(private_profiles, key, text, field, words):
+    source, mix = load_profile_source("tiny-cpu"), load_mix_source("demo")
+    plan = make_plan(source, mix, source.field_defaults() | {key: text}, mix.weight_defaults(), [])
+    assert not plan.ok
+    assert plan.error_field == field
+    assert words in plan.error
+
+
+def test_plan_validates_mix_weights(private_profiles):
+    source, mix = load_profile_source("tiny-cpu"), load_mix_source("demo")
+    weights = mix.weight_defaults() | {"towns": "-1"}
+    plan = make_plan(source, mix, source.field_defaults(), weights, [])
+    assert plan.error_field == "weight:towns" and "weight" in plan.error
+    weights = mix.weight_defaults() | {"towns": "0.3"}
+    plan = make_plan(source, mix, source.field_defaults(), weights, [])
+    assert plan.ok and plan.weights_changed
+    assert dict((n, s) for n, s, _ in plan.per_source)["towns"] == pytest.approx(0.3 / 1.2)
+
+
+def test_saved_profile_and_mix_load_in_the_engine(private_profiles):
+    source, mix = load_profile_source("tiny-cpu"), load_mix_source("demo")
+    fields = source.field_defaults() | {"model.n_layer": "3"}
+    weights = mix.weight_defaults() | {"stories": "0.5"}
+    plan = make_plan(source, mix, fields, weights, [])
+    profile_path = save_profile(plan, "tiny-3", "demo-light")
+    mix_path = save_mix(plan, "demo-light", mix.path)
+    assert mix_path == private_profiles / "mixes" / "demo-light.toml"
+    assert profile_path == private_profiles / "tiny-3.toml"
+    saved = load_profile("tiny-3")
+    assert saved.model.n_layer == 3 and saved.mix == "demo-light"
+    saved_mix = load_mix("demo-light")
+    assert saved_mix.shares["stories"] == pytest.approx(0.5 / 0.8)
+    assert [s.path for s in saved_mix.sources] == [s.path for s in load_mix("demo").sources]
+    with pytest.raises(ConfigError, match="exists"):
+        save_profile(plan, "tiny-3", "demo")
+    with pytest.raises(ConfigError, match="letters, digits"):
+        save_mix(plan, "../escape", mix.path)
+    assert not list(private_profiles.glob(".*.tmp")) and not list(private_profiles.parent.glob("escape*"))
+
+
+def test_a_broken_profile_file_is_one_line(private_profiles):
+    (private_profiles / "broken.toml").write_text("[model]\nn_layers = 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_profile_source("broken")
+    assert "n_layers" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_frozen_runs_keep_the_real_structure(tiny_runs, frozen_runs):
+    real = read_jsonl(tiny_runs.finished / "metrics.jsonl")
+    frozen = read_jsonl(frozen_runs.finished / "metrics.jsonl")
+    assert [r["step"] for r in real] == [r["step"] for r in frozen]
+    assert [sorted(r) for r in real] == [sorted(r) for r in frozen]
+    config = tomllib.loads((frozen_runs.finished / "run.toml").read_text())
+    assert config["run_id"] == frozen_runs.finished.name
+    assert os.getpid() == json.loads((frozen_runs.running / "status.json").read_text())["pid"]
+    assert Path(frozen_runs.profiles / "tiny-cpu.toml").exists()

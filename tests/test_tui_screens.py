@@ -1,0 +1,473 @@
+"""Each screen of the control panel, driven with Textual's Pilot against run directories of real tiny-cpu runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+
+import pytest
+from rich.console import Console
+from rich.text import Text
+from textual.widgets import DataTable, Input, Select, Static
+
+from engine.config import load_mix, load_profile
+from sparknet_tui.app import SparkNetApp
+from sparknet_tui.screens.compare import CompareScreen
+from sparknet_tui.screens.confirm import ConfirmScreen
+from sparknet_tui.screens.evaluation import EvaluationScreen
+from sparknet_tui.screens.live import LiveScreen
+from sparknet_tui.screens.new_run import NewRunScreen, field_id
+from sparknet_tui.screens.runs import RunsScreen
+from sparknet_tui.widgets.chart import LineChart
+from tui_fixtures import FROZEN_NOW, copy_run, read_jsonl
+
+pytest_plugins = ["tui_fixtures"]
+
+POLL = 0.05  # fast polling keeps the tests short
+
+
+def make_app() -> SparkNetApp:
+    return SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL)
+
+
+def plain(widget) -> str:
+    content = widget.content
+    if isinstance(content, Text):
+        return content.plain
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(content)
+    return console.export_text()
+
+
+async def settle(pilot, app) -> None:
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def wait_until(pilot, app, predicate, timeout: float = 10.0) -> None:
+    loops = int(timeout / 0.05)
+    for _ in range(loops):
+        await settle(pilot, app)
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    assert predicate(), "condition not reached in time"
+
+
+def table_rows(table: DataTable) -> dict[str, list[str]]:
+    rows = {}
+    for key in table.rows:
+        rows[key.value] = [str(c.plain if isinstance(c, Text) else c) for c in table.get_row(key)]
+    return rows
+
+
+async def select_row(pilot, app, run_id: str) -> None:
+    table = app.screen.query_one(DataTable)
+    keys = [k.value for k in table.rows]
+    table.move_cursor(row=keys.index(run_id))
+    await settle(pilot, app)
+
+
+# ---------------------------------------------------------------- Runs
+
+
+async def test_runs_screen_lists_real_runs(panel_env):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        assert isinstance(app.screen, RunsScreen)
+        rows = table_rows(app.screen.query_one(DataTable))
+        finished = rows[panel_env.finished.name]
+        status = json.loads((panel_env.finished / "status.json").read_text())
+        assert finished[1] == "finished"
+        assert finished[2].strip() == "100%"
+        assert finished[3] == f"{status['loss']:.3f}"
+        assert float(finished[4].replace(",", "")) == pytest.approx(math.exp(status["val_loss"]), rel=1e-3)
+        assert finished[9:] == ["tiny-cpu", "demo"]
+        assert rows[panel_env.failed.name][1] == "failed"
+        # the failed run's one-line error shows under the table when it is highlighted
+        await select_row(pilot, app, panel_env.failed.name)
+        detail = plain(app.screen.query_one("#run-detail", Static))
+        assert "no-such-file.jsonl does not exist" in detail
+
+
+async def test_runs_screen_shows_a_run_started_elsewhere_live(private_logs, tiny_runs):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        assert app.screen.query_one(DataTable).row_count == 0
+        assert "Press n" in plain(app.screen.query_one("#runs-alert", Static))
+        copy_run(tiny_runs.finished, private_logs)  # as if `sparknet train` had just made it
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 1)
+        assert tiny_runs.finished.name in table_rows(app.screen.query_one(DataTable))
+
+
+async def test_runs_screen_flags_hot_and_paused_runs(private_logs, frozen_runs):
+    run = copy_run(frozen_runs.running, private_logs)
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 1)
+        (row,) = table_rows(app.screen.query_one(DataTable)).values()
+        assert row[1] == "running" and row[7].startswith("⚠")
+        assert "above the 85°C warning" in plain(app.screen.query_one("#runs-alert", Static))
+        status = json.loads((run / "status.json").read_text())
+        status["paused"] = "thermal"
+        (run / "status.json").write_text(json.dumps(status))
+        await wait_until(pilot, app, lambda: "paused" in table_rows(app.screen.query_one(DataTable))[run.name][1])
+        assert "is paused (thermal)" in plain(app.screen.query_one("#runs-alert", Static))
+
+
+async def test_stop_and_resume_refuse_runs_in_the_wrong_state(panel_env):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        await select_row(pilot, app, panel_env.finished.name)
+        await pilot.press("s")
+        await pilot.press("r")
+        await settle(pilot, app)
+        messages = [n.message for n in app._notifications]
+        assert any("nothing to stop" in m for m in messages)
+        assert any("only a stopped or failed run resumes" in m for m in messages)
+        assert json.loads((panel_env.finished / "status.json").read_text())["state"] == "finished"
+
+
+async def test_delete_asks_first(private_logs, tiny_runs):
+    doomed = copy_run(tiny_runs.failed, private_logs)
+    kept = copy_run(tiny_runs.finished, private_logs)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        await select_row(pilot, app, doomed.name)
+        await pilot.press("d")
+        await settle(pilot, app)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await settle(pilot, app)
+        assert isinstance(app.screen, RunsScreen) and doomed.exists()
+        await pilot.press("d")
+        await settle(pilot, app)
+        await pilot.press("y")
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 1)
+        assert not doomed.exists() and kept.exists()
+
+
+async def test_compare_two_runs(private_logs, tiny_runs):
+    a = copy_run(tiny_runs.finished, private_logs, "20260101-000000-a")
+    b = copy_run(tiny_runs.failed, private_logs, "20260101-000001-b")
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert isinstance(app.screen, RunsScreen)  # nothing marked yet
+        assert any("Mark two runs" in n.message for n in app._notifications)
+        await select_row(pilot, app, a.name)
+        await pilot.press("m")
+        await select_row(pilot, app, b.name)
+        await pilot.press("m")
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert isinstance(app.screen, CompareScreen)
+        await wait_until(pilot, app, lambda: "A " + a.name in plain(app.screen.query_one("#compare-table", Static)))
+        table = plain(app.screen.query_one("#compare-table", Static))
+        assert "finished" in table and "failed" in table
+        diffs = plain(app.screen.query_one("#compare-diffs", Static))
+        assert "mix.name: demo → missing-data" in diffs
+        chart = app.screen.query_one(LineChart)
+        assert [s.label for s in chart.data.series][:2] == ["A loss", "B loss"]
+        assert len(chart.data.series[0].points) == len(read_jsonl(a / "metrics.jsonl"))
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_command_palette_offers_every_footer_action(panel_env):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        names = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Open", "New", "Stop", "Resume", "Delete", "Mark", "Compare", "Eval", "Quit"} <= names
+        # running a palette entry runs the action: "New" opens the New run screen
+        new = next(c for c in app.get_system_commands(app.screen) if c.title == "New")
+        await new.callback()
+        await settle(pilot, app)
+        assert isinstance(app.screen, NewRunScreen)
+        names = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Start run", "Save profile", "Save mix", "Back"} <= names
+
+
+# ---------------------------------------------------------------- Live
+
+
+async def test_live_screen_shows_a_finished_run(panel_env):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        await select_row(pilot, app, panel_env.finished.name)
+        await pilot.press("o")
+        await wait_until(pilot, app, lambda: isinstance(app.screen, LiveScreen) and app.screen.view is not None)
+        screen = app.screen
+        metrics = read_jsonl(panel_env.finished / "metrics.jsonl")
+        chart = screen.query_one(LineChart)
+        labels = [s.label for s in chart.data.series]
+        assert labels == ["loss", "smoothed 0.60", "val loss"]
+        assert [p[1] for p in chart.data.series[0].points] == [r["loss"] for r in metrics]
+        assert len(chart.data.series[2].points) == sum("val_loss" in r for r in metrics)
+        status = plain(screen.query_one("#live-status", Static))
+        assert "finished" in status and "100%" in status and "evaluation ready" in status
+        figures = plain(screen.query_one("#live-figures", Static))
+        assert f"loss {metrics[-1]['loss']:.3f}" in figures
+        assert "MFU N/A" in figures  # CPU: no peak FLOPs, so no MFU
+        events = plain(screen.query_one("#live-events", Static))
+        assert "finished" in events and "checkpoint" in events
+        assert "No GPU reported" in plain(screen.query_one("#hardware", Static))
+        # the smoothing control
+        await pilot.press("right_square_bracket")
+        await settle(pilot, app)
+        assert screen.smoothing == pytest.approx(0.7)
+        assert "smoothed 0.70" in [s.label for s in chart.data.series]
+        for _ in range(8):
+            await pilot.press("left_square_bracket")
+        await settle(pilot, app)
+        assert screen.smoothing == 0.0
+        assert [s.label for s in chart.data.series] == ["loss", "val loss"]
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_live_screen_follows_a_running_run(private_logs, frozen_runs):
+    run = copy_run(frozen_runs.running, private_logs)
+    app = SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL, open_run=run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: isinstance(app.screen, LiveScreen) and app.screen.view is not None)
+        screen = app.screen
+        chart = screen.query_one(LineChart)
+        before = len(chart.data.series[0].points)
+        status = plain(screen.query_one("#live-status", Static))
+        assert "running" in status and "ETA 1m35s" in status and "⚠ GPU" in status
+        hardware = plain(screen.query_one("#hardware", Static))
+        assert "NVIDIA GB10" in hardware and "unified memory" in hardware and "above 85°C" in hardware
+        last = read_jsonl(run / "metrics.jsonl")[-1]
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({**last, "step": last["step"] + 1, "loss": 1.2345, "tokens_per_s": 4321.0,
+                                "wikitext_ppl": 150.0}) + "\n")
+        with open(run / "events.jsonl", "a") as f:
+            f.write(json.dumps({"t": "2025-12-31T23:59:00Z", "event": "thermal_pause",
+                                "message": "GPU0 at 91°C: pausing until it cools below 75°C"}) + "\n")
+        status_data = json.loads((run / "status.json").read_text())
+        (run / "status.json").write_text(json.dumps({**status_data, "paused": "thermal"}))
+        await wait_until(pilot, app, lambda: len(chart.data.series[0].points) == before + 1)
+        assert chart.data.series[0].points[-1] == (last["step"] + 1, 1.2345)
+        figures = plain(screen.query_one("#live-figures", Static))
+        assert "4.32k" in figures and "WikiText ppl 150.00" in figures
+        wikitext = next(s for s in chart.data.series if s.label == "WikiText ln(ppl)")
+        assert wikitext.points == [(last["step"] + 1, pytest.approx(math.log(150.0)))]
+        assert "PAUSED (thermal)" in plain(screen.query_one("#live-status", Static))
+        assert "thermal_pause" in plain(screen.query_one("#live-events", Static))
+
+
+async def test_live_screen_of_a_failed_run_shows_its_error_and_log(panel_env):
+    app = SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL, open_run=panel_env.failed)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, app, lambda: isinstance(app.screen, LiveScreen) and app.screen.view is not None)
+        status = plain(app.screen.query_one("#live-status", Static))
+        error = json.loads((panel_env.failed / "status.json").read_text())["error"]
+        assert f"error: {error}" in status.replace("\n", "") or "error: source 'gone'" in status
+        log = plain(app.screen.query_one("#live-events", Static))
+        assert "end of train.log" in log
+        tail = (panel_env.failed / "train.log").read_text().splitlines()
+        assert tail and tail[-1].strip()[:40] in log
+
+
+async def test_two_panels_watch_one_run(private_logs, frozen_runs):
+    run = copy_run(frozen_runs.running, private_logs)
+    first = SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL, open_run=run)
+    second = SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL, open_run=run)
+    async with first.run_test(size=(100, 30)) as p1, second.run_test(size=(100, 30)) as p2:
+        last = read_jsonl(run / "metrics.jsonl")[-1]
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({**last, "step": last["step"] + 1, "loss": 0.5}) + "\n")
+        for pilot, app in ((p1, first), (p2, second)):
+            await wait_until(pilot, app, lambda app=app: isinstance(app.screen, LiveScreen) and app.screen.view
+                             is not None and app.screen.view.loss_points[-1] == (last["step"] + 1, 0.5))
+
+
+# ---------------------------------------------------------------- Evaluation
+
+
+async def test_evaluation_screen_shows_eval_json(panel_env):
+    app = make_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        await select_row(pilot, app, panel_env.finished.name)
+        await pilot.press("e")
+        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded)
+        doc = json.loads((panel_env.finished / "eval.json").read_text())
+        table = app.screen.query_one("#eval-table", DataTable)
+        rows = [[str(c.plain if isinstance(c, Text) else c) for c in table.get_row_at(i)]
+                for i in range(table.row_count)]
+        assert [r[0] for r in rows] == [r["model"] for r in doc["results"]]
+        assert [r[1] for r in rows] == [r["source"] for r in doc["results"]]
+        measured = doc["results"][0]
+        assert rows[0][2] == f"{measured['loss']:.4f}"
+        assert rows[0][4] == f"{measured['bits_per_byte']:.3f}"
+        assert "capped at" in rows[0][7]  # the measured row's deviation from the full protocol
+        heading = plain(app.screen.query_one("#eval-heading", Static))
+        assert "protocol  name standard" in heading and "published =" in heading
+        deltas = plain(app.screen.query_one("#eval-deltas", Static))
+        assert f"vs {doc['deltas'][0]['against']}" in deltas and "comparable" in deltas
+        samples = plain(app.screen.query_one("#eval-samples", Static))
+        assert doc["samples"][0]["prompt"] in samples
+
+
+async def test_evaluation_screen_without_eval_json(panel_env):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.open_evaluation(panel_env.failed)
+        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded)
+        assert "No evaluation yet" in plain(app.screen.query_one("#eval-heading", Static))
+        assert not app.screen.query_one("#eval-table", DataTable).display
+
+
+# ---------------------------------------------------------------- New run
+
+
+async def open_new_run(pilot, app) -> NewRunScreen:
+    await settle(pilot, app)
+    await pilot.press("n")
+    await wait_until(pilot, app, lambda: isinstance(app.screen, NewRunScreen))
+    return app.screen
+
+
+async def type_into(pilot, app, screen, key: str, text: str) -> None:
+    field = screen.query_one(f"#{field_id(key)}", Input)
+    field.focus()
+    field.value = ""
+    await pilot.press(*text) if text else None
+    await settle(pilot, app)
+
+
+async def test_new_run_validates_as_you_type(private_logs, private_profiles):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        profile = load_profile("tiny-cpu")
+        assert screen.query_one("#profile-select", Select).value == "tiny-cpu"
+        assert screen.query_one("#mix-select", Select).value == profile.mix
+        derived = plain(screen.query_one("#derived", Static))
+        assert f"{profile.steps:,}" in derived and f"{profile.tokens_per_step:,}" in derived
+        assert "unknown" in derived  # no finished run of this shape here yet
+        for name in load_mix(profile.mix).shares:
+            assert name in derived
+
+        await type_into(pilot, app, screen, "model.n_head", "3")
+        error = plain(screen.query_one("#new-error", Static))
+        assert "model.n_head (3) must divide model.n_embd" in error
+        assert screen.query_one(f"#{field_id('model.n_head')}", Input).has_class("-invalid")
+        await pilot.press("ctrl+r")  # refused while invalid: no run starts
+        await settle(pilot, app)
+        assert list(private_logs.iterdir()) == []
+
+        await type_into(pilot, app, screen, "model.n_head", "8")
+        assert "valid" in plain(screen.query_one("#new-error", Static))
+        assert not screen.query_one(f"#{field_id('model.n_head')}", Input).has_class("-invalid")
+        await type_into(pilot, app, screen, "run.tokens", "40960")
+        derived = plain(screen.query_one("#derived", Static))
+        steps = 40960 // profile.tokens_per_step
+        assert f"steps       {steps}" in derived
+        assert "--set model.n_head=8 run.tokens=40960" in derived
+
+
+async def test_new_run_estimates_duration_from_finished_runs(private_logs, private_profiles, tiny_runs):
+    copy_run(tiny_runs.finished, private_logs)
+    speed = json.loads((tiny_runs.finished / "status.json").read_text())["tokens_per_s"]
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        await wait_until(pilot, app, lambda: screen.runs != [])
+        derived = plain(screen.query_one("#derived", Static))
+        profile = load_profile("tiny-cpu")
+        from sparknet_tui.format import fmt_duration
+
+        assert f"≈ {fmt_duration(profile.steps * profile.tokens_per_step / speed)}" in derived
+        assert "median of 1 finished run" in derived
+        # another model shape has no measurement
+        await type_into(pilot, app, screen, "model.n_layer", "3")
+        assert "unknown" in plain(screen.query_one("#derived", Static))
+
+
+async def test_new_run_saves_a_profile_and_a_mix(private_logs, private_profiles):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        await type_into(pilot, app, screen, "model.n_layer", "3")
+        name = screen.query_one("#save-profile-name", Input)
+        name.value = "tiny-three"
+        await pilot.press("ctrl+s")
+        await settle(pilot, app)
+        assert load_profile("tiny-three").model.n_layer == 3
+        assert screen.query_one("#profile-select", Select).value == "tiny-three"
+        name.value = "tiny-three"
+        await pilot.press("ctrl+s")  # never over an existing profile
+        await settle(pilot, app)
+        assert any("exists" in n.message for n in app._notifications)
+
+        first_source, weight = next(iter(screen.weight_inputs.items()))
+        weight.value = "2.0"
+        await settle(pilot, app)
+        assert screen.plan.weights_changed
+        await pilot.press("ctrl+r")  # an edited mix must be saved before it can run
+        await settle(pilot, app)
+        assert any("save the mix first" in n.message for n in app._notifications)
+        assert list(private_logs.iterdir()) == []
+        screen.query_one("#save-mix-name", Input).value = "demo-heavy"
+        await pilot.press("ctrl+o")
+        await settle(pilot, app)
+        assert load_mix("demo-heavy").sources[0].weight == 2.0
+        assert screen.query_one("#mix-select", Select).value == "demo-heavy"
+        assert not screen.plan.weights_changed and screen.plan.mix.sources[0].name == first_source
+        # the edited hyperparameters survive switching to the saved mix
+        assert screen.query_one(f"#{field_id('model.n_layer')}", Input).value == "3"
+
+
+async def test_new_run_with_a_broken_profile_shows_the_error(private_logs, private_profiles):
+    (private_profiles / "tiny-cpu.toml").write_text("[model]\nn_layers = 2\n")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        error = plain(screen.query_one("#new-error", Static))
+        assert "unknown key 'model.n_layers'" in error
+        await pilot.press("ctrl+r")
+        await settle(pilot, app)
+        assert app.is_running and list(private_logs.iterdir()) == []
+
+
+# ---------------------------------------------------------------- errors never crash the panel
+
+
+async def test_broken_run_directories_show_messages(private_logs, tiny_runs):
+    broken = copy_run(tiny_runs.finished, private_logs, "20260101-000000-broken")
+    (broken / "status.json").write_text("{truncated")
+    (broken / "metrics.jsonl").unlink()
+    (broken / "metrics.jsonl").mkdir()
+    (broken / "eval.json").write_text("[]")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 1)
+        assert "status.json: unreadable" in plain(app.screen.query_one("#run-detail", Static))
+        await pilot.press("o")
+        await wait_until(pilot, app, lambda: isinstance(app.screen, LiveScreen) and app.screen.view is not None)
+        status = plain(app.screen.query_one("#live-status", Static))
+        assert "status.json: unreadable" in status and "eval.json: not a JSON object" in status
+        shutil.rmtree(broken)  # deleted from under the panel
+        await wait_until(pilot, app, lambda: "run directory is gone" in plain(app.screen.query_one("#live-status",
+                                                                                                 Static)))
+        await pilot.press("e")
+        await settle(pilot, app)
+        assert app.is_running

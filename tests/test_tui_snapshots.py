@@ -1,0 +1,83 @@
+"""Snapshots of Runs, New run, Live and Evaluation at 80x24 and 120x40 (pytest-textual-snapshot).
+
+The runs are frozen copies of this session's real tiny-cpu runs (see
+tests/tui_fixtures.py) and the panel's clock is fixed, so the pictures do
+not depend on when or where the tests run. After a deliberate change of the
+panel, review and accept new pictures with `pytest tests/test_tui_snapshots.py
+--snapshot-update`; they are kept in tests/snapshots/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_textual_snapshot
+
+from sparknet_tui.app import SparkNetApp
+from tui_fixtures import FROZEN_NOW
+
+pytest_plugins = ["tui_fixtures"]
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+class PanelSnapshots(pytest_textual_snapshot.SVGImageExtension):
+    @classmethod
+    def dirname(cls, *, test_location) -> str:
+        return str(Path(test_location.filepath).parent / "snapshots" / test_location.basename)
+
+
+@pytest.fixture(autouse=True)
+def snapshots_in_tests_snapshots(monkeypatch):
+    # the plugin stores pictures in __snapshots__; this project keeps them in tests/snapshots
+    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", PanelSnapshots)
+
+
+@pytest.fixture
+def frozen_env(monkeypatch, frozen_runs):
+    monkeypatch.setenv("SPARKNET_LOGS", str(frozen_runs.logs))
+    monkeypatch.setenv("SPARKNET_PROFILES", str(frozen_runs.profiles))
+    return frozen_runs
+
+
+def still_app(**kwargs) -> SparkNetApp:
+    # a poll interval longer than the test: the picture is of the first reading, nothing moves
+    return SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=3600, **kwargs)
+
+
+async def settled(pilot) -> None:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        # a short sleep lets the app go idle, when tables size their columns to new rows
+        await pilot.pause(0.05)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_screen(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(), terminal_size=size, run_before=settled)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_new_run_screen(snap_compare, frozen_env, size):
+    async def open_new_run(pilot) -> None:
+        await settled(pilot)
+        await pilot.press("n")
+        await settled(pilot)
+
+    assert snap_compare(still_app(), terminal_size=size, run_before=open_new_run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(open_run=frozen_env.running), terminal_size=size, run_before=settled)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_evaluation_screen(snap_compare, frozen_env, size):
+    async def open_evaluation(pilot) -> None:
+        await settled(pilot)
+        pilot.app.open_evaluation(frozen_env.finished)
+        await settled(pilot)
+
+    assert snap_compare(still_app(), terminal_size=size, run_before=open_evaluation)
