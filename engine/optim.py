@@ -12,18 +12,22 @@ from engine.config import Profile
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """An approximately orthogonal matrix with g's singular vectors (quintic iteration, bf16)."""
+    """Approximately orthogonal matrices with g's singular vectors (quintic iteration, bf16).
+
+    g is one matrix (m, n) or a stack of them (k, m, n): stacking same-shaped matrices
+    turns dozens of small launches into a few batched ones.
+    """
     a, b, c = 3.4445, -4.7750, 2.0315
     x = g.bfloat16()
-    transposed = x.size(0) > x.size(1)
+    transposed = x.size(-2) > x.size(-1)
     if transposed:
-        x = x.T
-    x = x / (x.norm() + 1e-7)
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
-        m = x @ x.T
+        m = x @ x.mT
         x = a * x + (b * m + c * m @ m) @ x
     if transposed:
-        x = x.T
+        x = x.mT
     return x.to(g.dtype)
 
 
@@ -36,6 +40,7 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            by_shape: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -45,12 +50,15 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                update = newton_schulz(g, group["ns_steps"])
+                by_shape.setdefault(tuple(p.shape), []).append((p, g))
+            for shape, items in by_shape.items():
+                updates = newton_schulz(torch.stack([g for _, g in items]), group["ns_steps"])
                 # scale so the update's RMS does not depend on the matrix's aspect ratio
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+                scale = max(1.0, shape[0] / shape[1]) ** 0.5
+                for (p, _), update in zip(items, updates):
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update, alpha=-group["lr"] * scale)
 
 
 class CombinedOptimizer:
