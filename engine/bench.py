@@ -191,14 +191,16 @@ def bench_command(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    profile = load_profile(args.profile, list(args.overrides))
+    steps = args.steps
+    if steps < 2:
+        raise SparkNetError(f"--steps must be at least 2, got {steps}")
+    # the bench's run is its steps: the schedule (warm-up, decay) spans them, for both trainers
+    probe = load_profile(args.profile, list(args.overrides))
+    profile = load_profile(args.profile, list(args.overrides) + [f"run.tokens={steps * probe.tokens_per_step}"])
     mix_name = args.mix or profile.mix
     if not mix_name:
         raise SparkNetError(f"{profile.source}: no mix given; pass --mix NAME")
     mix = load_mix(mix_name)
-    steps = args.steps
-    if steps < 2:
-        raise SparkNetError(f"--steps must be at least 2, got {steps}")
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, min(10, steps // 3))
     if not 0 < warmup < steps:
         raise SparkNetError(f"--warmup-steps must be between 1 and {steps - 1}, got {warmup}")

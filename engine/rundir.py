@@ -88,11 +88,13 @@ def append_jsonl(path: Path, obj: dict) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object from a file; None when missing, unreadable or not an object."""
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict]:

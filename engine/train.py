@@ -152,6 +152,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.rd = RunDir(self.run_dir)
         self.stop_signal = False
+        self.step = 0
+        self.tokens = 0
         self.sampler = None
         self.thermal = None
 

@@ -21,5 +21,14 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "installing $spec"
   .venv/bin/python -m pip install -q "$spec"
 fi
+# the panel's end-to-end test drives the real command inside tmux
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux) >/dev/null 2>&1 \
+      || echo "note: could not install tmux; the panel's end-to-end test needs it" >&2
+  else
+    echo "note: tmux is not installed; the panel's end-to-end test needs it" >&2
+  fi
+fi
 # the torch already installed satisfies the project's range, so nothing is upgraded here
 .venv/bin/python -m pip install -q -e ".[dev]"

@@ -96,7 +96,7 @@ def test_stale_pid_shows_as_failed(logs):
 
 
 def test_stop_and_resume_match_straight_run(logs):
-    common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=61_440", "--set", "run.checkpoint_every=4"]
+    common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=30_720", "--set", "run.checkpoint_every=4"]
     sparknet("train", "--name", "straight", *common)
     straight = losses(next(logs.glob("*-straight")))
     assert len(straight) == 30

@@ -1,0 +1,184 @@
+"""The SparkNet control panel: `sparknet` with no arguments opens it.
+
+The panel never trains in its own process. It reads run directories
+(engine.rundir, incrementally) and acts on runs only through the `sparknet`
+CLI, run as subprocesses from worker threads that post messages back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from engine import SparkNetError
+from engine.rundir import LIVE_STATES, delete_run, resolve_run
+
+from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_run
+from sparknet_tui.messages import CommandDone, PanelProblem
+from sparknet_tui.screens.compare import CompareScreen
+from sparknet_tui.screens.confirm import ConfirmScreen
+from sparknet_tui.screens.evaluation import EvaluationScreen
+from sparknet_tui.screens.live import LiveScreen
+from sparknet_tui.screens.new_run import NewRunScreen
+from sparknet_tui.screens.runs import RunsScreen
+
+POLL_INTERVAL_S = 1.0
+
+
+class SparkNetApp(App):
+    TITLE = "SparkNet"
+    CSS_PATH = "panel.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, poll_interval: float = POLL_INTERVAL_S,
+                 open_run: Path | None = None) -> None:
+        super().__init__()
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.open_run = open_run
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen())
+        if self.open_run is not None:
+            self.open_live(self.open_run)
+
+    # ------------------------------------------------------------ navigation
+
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 2:  # the default screen and Runs stay
+            self.pop_screen()
+
+    def action_show_runs(self) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def open_live(self, run_dir: Path) -> None:
+        if isinstance(self.screen, LiveScreen) and self.screen.run_dir == Path(run_dir):
+            return
+        self.push_screen(LiveScreen(run_dir))
+
+    def open_evaluation(self, run_dir: Path) -> None:
+        self.push_screen(EvaluationScreen(run_dir))
+
+    def open_new_run(self) -> None:
+        self.push_screen(NewRunScreen())
+
+    def open_compare(self, run_a: Path, run_b: Path) -> None:
+        self.push_screen(CompareScreen(run_a, run_b))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        seen = set()
+        # every key shown in the footer is also a command palette entry
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if not binding.show or not binding.description or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            key = binding.key_display or binding.key.split(",")[0]
+            yield SystemCommand(binding.description, f"{binding.description} (key {key})",
+                                partial(self.run_action, binding.action, active.node))
+
+    # ------------------------------------------------------------ acting on runs (through the CLI)
+
+    def start_run(self, profile: str, mix: str, overrides: list[str], name: str | None) -> None:
+        self.notify(f"starting {profile} with mix {mix}…")
+        self._run_command("train", None, partial(start_training, profile, mix, overrides, name))
+
+    def stop_run(self, run_dir: Path, state: str) -> None:
+        if state not in LIVE_STATES:
+            self.notify(f"{run_dir.name} is {state}: nothing to stop", severity="warning")
+            return
+        self.notify(f"stopping {run_dir.name} (it checkpoints first)…")
+        self._run_command("stop", run_dir, partial(stop_run, run_dir))
+
+    def resume_run(self, run_dir: Path, state: str) -> None:
+        if state not in ("stopped", "failed"):
+            self.notify(f"{run_dir.name} is {state}: only a stopped or failed run resumes", severity="warning")
+            return
+        self.notify(f"resuming {run_dir.name}…")
+        self._run_command("resume", run_dir, partial(resume_run, run_dir))
+
+    def evaluate_run(self, run_dir: Path) -> None:
+        self.notify(f"evaluating {run_dir.name} (this can take minutes)…")
+        self._run_command("eval", run_dir, partial(evaluate_run, run_dir))
+
+    def delete_run(self, run_dir: Path, state: str) -> None:
+        if state in LIVE_STATES:
+            self.notify(f"{run_dir.name} is {state}: stop it before deleting", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._run_command("delete", run_dir, partial(_delete, run_dir))
+
+        self.push_screen(ConfirmScreen(f"Delete run {run_dir.name} and all its files (checkpoints, model)?",
+                                       yes_label="Delete"), answered)
+
+    def _run_command(self, verb: str, run_dir: Path | None, command: Callable[[], CliResult]) -> None:
+        def job() -> None:
+            try:
+                result = command()
+            except Exception as e:  # a bug here must show as a message, not end the panel
+                result = CliResult(False, f"{verb} failed inside the panel: {e.__class__.__name__}: {e}")
+            self.post_message(CommandDone(verb, run_dir, result))
+
+        self.run_worker(job, thread=True, group="cli", exit_on_error=False)
+
+    def on_panel_problem(self, message: PanelProblem) -> None:
+        self.notify(message.text, severity="error", timeout=12)
+
+    def on_command_done(self, message: CommandDone) -> None:
+        result = message.result
+        self.notify(result.message, severity="information" if result.ok else "error",
+                    timeout=5 if result.ok else 12)
+        if message.verb == "train" and result.ok and result.run_id:
+            from engine.rundir import logs_dir
+
+            if isinstance(self.screen, NewRunScreen):
+                self.pop_screen()
+            self.open_live(logs_dir() / result.run_id)
+        refresh = getattr(self.screen, "refresh_data", None)
+        if callable(refresh):
+            refresh()
+
+
+def _delete(run_dir: Path) -> CliResult:
+    try:
+        delete_run(run_dir)
+    except SparkNetError as e:
+        return CliResult(False, str(e))
+    except OSError as e:
+        return CliResult(False, f"{run_dir}: cannot delete ({e.strerror or e})")
+    return CliResult(True, f"deleted {run_dir.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sparknet", description="The SparkNet control panel.")
+    parser.add_argument("--run", help="open this run (id or directory) on the Live screen")
+    parser.add_argument("--logs", help="folder of run directories (default: logs/, or $SPARKNET_LOGS)")
+    args = parser.parse_args(argv)
+    if args.logs:
+        os.environ["SPARKNET_LOGS"] = str(Path(args.logs).expanduser().resolve())
+    open_run = None
+    if args.run:
+        try:
+            open_run = resolve_run(args.run)
+        except SparkNetError as e:
+            print(f"sparknet: error: {e}", file=sys.stderr)
+            return 2
+    app = SparkNetApp(open_run=open_run)
+    app.run()
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

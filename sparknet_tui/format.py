@@ -1,0 +1,100 @@
+"""Plain-text formatting of run figures. A value that was not reported is N/A, never 0."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+NA = "N/A"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt_count(value: Any) -> str:
+    """12_345_678 -> '12.3M'."""
+    if not is_number(value):
+        return NA
+    v = float(value)
+    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= limit:
+            return f"{v / limit:.3g}{suffix}" if abs(v) / limit < 100 else f"{v / limit:.0f}{suffix}"
+    return f"{v:.0f}"
+
+
+def fmt_int(value: Any) -> str:
+    return f"{int(value):,}" if is_number(value) else NA
+
+
+def fmt_float(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if is_number(value) else NA
+
+
+def fmt_percent(value: Any, digits: int = 0) -> str:
+    return f"{value:.{digits}f}%" if is_number(value) else NA
+
+
+def fmt_perplexity(value: Any) -> str:
+    if not is_number(value):
+        return NA
+    return f"{value:,.2f}" if value < 10_000 else f"{value:,.0f}"
+
+
+def perplexity(loss: Any) -> float | None:
+    """exp(loss) for a finite loss; None when there is none or it would overflow."""
+    if not is_number(loss) or loss > 700:
+        return None
+    return math.exp(loss)
+
+
+def fmt_duration(seconds: Any) -> str:
+    """3725 -> '1h02m'; 59 -> '59s'."""
+    if not is_number(seconds) or seconds < 0:
+        return NA
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def fmt_bytes(value: Any) -> str:
+    if not is_number(value):
+        return NA
+    v = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(v) < 1024 or unit == "GiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return NA  # unreachable
+
+
+def parse_time(value: Any) -> float | None:
+    """UTC ISO-8601 text or epoch seconds -> epoch seconds; None when unreadable."""
+    if is_number(value):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def fmt_age(then: Any, now: float) -> str:
+    """How long ago, from an injected clock so screens render the same for the same files."""
+    t = parse_time(then)
+    if t is None:
+        return NA
+    return fmt_duration(max(0.0, now - t)) + " ago"

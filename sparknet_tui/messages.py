@@ -1,0 +1,48 @@
+"""Messages from worker threads to the screens: workers read files or run the CLI, then post one of these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.message import Message
+
+from sparknet_tui.commands import CliResult
+from sparknet_tui.watch import RunView, ScanResult
+
+
+class RunsScanned(Message):
+    def __init__(self, result: ScanResult) -> None:
+        super().__init__()
+        self.result = result
+
+
+class RunPolled(Message):
+    def __init__(self, view: RunView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class EvalLoaded(Message):
+    def __init__(self, run_dir: Path, data: dict | None, problem: str | None) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.data = data
+        self.problem = problem
+
+
+class CommandDone(Message):
+    """A `sparknet` verb returned. verb: train | stop | resume | eval | delete."""
+
+    def __init__(self, verb: str, run_dir: Path | None, result: CliResult) -> None:
+        super().__init__()
+        self.verb = verb
+        self.run_dir = run_dir
+        self.result = result
+
+
+class PanelProblem(Message):
+    """Something went wrong inside the panel itself; shown as a notification."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text

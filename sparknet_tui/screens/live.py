@@ -1,0 +1,219 @@
+"""Live: one run as it trains: loss curve, speed, progress, hardware, events and log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Footer, Header, Static
+
+from sparknet_tui.format import (
+    NA, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
+)
+from sparknet_tui.messages import RunPolled
+from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
+from sparknet_tui.watch import RunView, RunWatcher, ema, log_points
+from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
+from sparknet_tui.widgets.hardware import HardwarePanel
+
+EVENT_STYLES = {
+    "error": "bold red",
+    "warning": "yellow",
+    "thermal_pause": "bold yellow",
+    "thermal_resume": "green",
+    "finished": "bold blue",
+    "stopped": "cyan",
+    "started": "green",
+    "resumed": "green",
+}
+EVENTS_SHOWN = 6
+LOG_SHOWN = 6
+LOG_SHOWN_FAILED = 15
+
+
+def status_text(view: RunView) -> Text:
+    s = view.status
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(view.run_id, style="bold")
+    text.append("  ")
+    text.append_text(state_text(view.state))
+    phase = s.get("phase")
+    if isinstance(phase, str) and phase:
+        text.append(f"  {phase}", style="dim")
+    if view.paused:
+        text.append(f"  ⏸ PAUSED ({view.paused})", style="bold yellow reverse")
+    if view.hot_gpus:
+        hottest = max(g.temp_c or 0 for g in view.hot_gpus)
+        text.append(f"  ⚠ GPU {hottest:.0f}°C > {view.warn_c:.0f}°C", style="bold red")
+    text.append("\n")
+    done, total = s.get("tokens"), s.get("total_tokens")
+    fraction = done / total if is_number(done) and is_number(total) and total > 0 else None
+    if fraction is None and view.state == "finished":
+        fraction = 1.0
+    text.append_text(bar_text(min(1.0, fraction) if fraction is not None else None))
+    text.append(f"  step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
+    text.append(f" · {fmt_count(done)}/{fmt_count(total)} tokens")
+    if view.state in ("preparing", "running", "stopping"):
+        text.append(" · ETA ")
+        text.append(fmt_duration(s.get("eta_s")), style="bold")
+    elapsed = view.last_metric.get("elapsed_s")
+    if is_number(elapsed):
+        text.append(f" · elapsed {fmt_duration(elapsed)}")
+    for problem in view.problems:
+        text.append(f"\n{problem}", style="bold red")
+    if view.state == "failed":
+        error = s.get("error") or "the run failed without a message; see the log below"
+        text.append(f"\nerror: {error}", style="bold red")
+    if view.eval is not None:
+        text.append("\nevaluation ready: press e", style="bold blue")
+    return text
+
+
+def figures_text(view: RunView) -> Text:
+    m = view.last_metric
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("tok/s ")
+    text.append(f"{fmt_count(view.tokens_per_s[-1]) if view.tokens_per_s else NA:>6}", style="bold")
+    text.append(f" {spark(view.tokens_per_s, 16):<16}", style="green")
+    text.append("  MFU ")
+    text.append(fmt_percent(view.mfu[-1] * 100, 1) if view.mfu else NA, style="bold")
+    text.append(f" {spark(view.mfu, 16)}", style="green")
+    text.append("\nloss ")
+    text.append(fmt_float(m.get("loss")), style="bold")
+    if view.val_points:
+        val = view.val_points[-1][1]
+        text.append("  val ")
+        text.append(fmt_float(val), style="bold yellow")
+        text.append(f" (ppl {fmt_perplexity(perplexity(val))})")
+    if view.wikitext_points:
+        text.append("  WikiText ppl ")
+        text.append(fmt_perplexity(view.wikitext_points[-1][1]), style="bold magenta")
+    text.append(f"  lr {m['lr']:.2e}" if is_number(m.get("lr")) else "")
+    text.append(f"  grad {fmt_float(m.get('grad_norm'), 2)}" if is_number(m.get("grad_norm")) else "")
+    return text
+
+
+def events_text(view: RunView) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("events\n", style="bold")
+    events = view.events[-EVENTS_SHOWN:]
+    if not events:
+        text.append("none yet\n", style="dim")
+    for ev in events:
+        t = ev.get("t")
+        clock = t[11:19] if isinstance(t, str) and len(t) >= 19 else "        "
+        kind = str(ev.get("event", "?"))
+        text.append(f"{clock} ", style="dim")
+        text.append(f"{kind:<9}", style=EVENT_STYLES.get(kind, "bold"))
+        text.append(f" {ev.get('message', '')}\n")
+    shown = LOG_SHOWN_FAILED if view.state == "failed" else LOG_SHOWN
+    text.append("log ", style="bold")
+    text.append("(end of train.log)\n", style="dim")
+    lines = view.log_tail[-shown:]
+    if not lines:
+        text.append("empty\n", style="dim")
+    for line in lines:
+        text.append(line + "\n", style="red" if view.state == "failed" else "dim")
+    text.rstrip()
+    return text
+
+
+def chart_data(view: RunView, smoothing: float) -> ChartData:
+    steps = [x for x, _ in view.loss_points]
+    losses = [y for _, y in view.loss_points]
+    series = []
+    if smoothing > 0:
+        series.append(Series("loss", view.loss_points, "grey42"))
+        series.append(Series(f"smoothed {smoothing:.2f}", list(zip(steps, ema(losses, smoothing))), "bold cyan"))
+    else:
+        series.append(Series("loss", view.loss_points, "bold cyan"))
+    if view.wikitext_points:
+        series.append(Series("WikiText ln(ppl)", log_points(view.wikitext_points), "magenta"))
+    if view.val_points:
+        series.append(Series("val loss", view.val_points, "bold yellow", markers=True))
+    waiting = "waiting for the first logged step" if view.state in ("preparing", "running") else "no metrics"
+    return ChartData(series, x_label="step", empty_message=waiting)
+
+
+class LiveScreen(PanelScreen):
+    SUB_TITLE = "Live"
+
+    BINDINGS = [
+        Binding("escape", "app.show_runs", "Runs"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("e", "evaluation", "Eval"),
+        Binding("left_square_bracket", "smoothing(-0.1)", "Smooth−", key_display="["),
+        Binding("right_square_bracket", "smoothing(0.1)", "Smooth+", key_display="]"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    smoothing: reactive[float] = reactive(0.6)
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.watcher = RunWatcher(self.run_dir)
+        self.view: RunView | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="live-body"):
+            yield Static(id="live-status")
+            with Horizontal(id="live-main"):
+                with Vertical(id="live-left"):
+                    yield Static(id="chart-legend")
+                    yield LineChart(id="loss-chart", empty_message="reading the run…")
+                    yield Static(id="live-figures")
+                with Vertical(id="live-right"):
+                    yield HardwarePanel(id="hardware")
+                    yield Static(id="live-events")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Live · {self.run_dir.name}"
+        self.refresh_data()
+        self.set_interval(self.panel.poll_interval, self.refresh_data)
+
+    def refresh_data(self) -> None:
+        self.in_thread("poll", lambda: RunPolled(self.watcher.poll()))
+
+    def on_run_polled(self, message: RunPolled) -> None:
+        if message.view == self.view:
+            return  # nothing new: no redraw
+        self.view = message.view
+        self.show()
+
+    def show(self) -> None:
+        view = self.view
+        if view is None:
+            return
+        self.query_one("#live-status", Static).update(status_text(view))
+        data = chart_data(view, self.smoothing)
+        self.query_one("#chart-legend", Static).update(legend(data.series))
+        self.query_one(LineChart).data = data
+        self.query_one("#live-figures", Static).update(figures_text(view))
+        self.query_one(HardwarePanel).show(view)
+        self.query_one("#live-events", Static).update(events_text(view))
+
+    def watch_smoothing(self) -> None:
+        self.show()
+
+    def action_smoothing(self, delta: float) -> None:
+        self.smoothing = round(min(0.95, max(0.0, self.smoothing + delta)), 2)
+
+    def _state(self) -> str:
+        return self.view.state if self.view else "unknown"
+
+    def action_stop(self) -> None:
+        self.panel.stop_run(self.run_dir, self._state())
+
+    def action_resume(self) -> None:
+        self.panel.resume_run(self.run_dir, self._state())
+
+    def action_evaluation(self) -> None:
+        self.panel.open_evaluation(self.run_dir)

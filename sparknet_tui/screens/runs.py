@@ -1,0 +1,244 @@
+"""Runs: every run in logs/, live; open, stop, resume, delete, compare."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from sparknet_tui.format import NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity
+from sparknet_tui.messages import RunsScanned
+from sparknet_tui.screens.common import PanelScreen, column_widths, fill_table, state_text
+from sparknet_tui.watch import RunRow, RunsScanner
+
+COLUMNS = [
+    ("run", "run"),
+    ("state", "state"),
+    ("progress", "progress"),
+    ("loss", "loss"),
+    ("val_ppl", "val ppl"),
+    ("eta", "ETA"),
+    ("tok_s", "tok/s"),
+    ("temp", "GPU °C"),
+    ("started", "started"),
+    ("profile", "profile"),
+    ("mix", "mix"),
+]
+
+
+def row_cells(row: RunRow, now: float, marked: bool) -> list[Text | str]:
+    s = row.status
+    progress = row.progress
+    eta = s.get("eta_s") if row.live else None
+    if row.max_temp_c is None:
+        temp = Text(NA, style="dim")
+    elif row.hot:
+        temp = Text(f"⚠ {row.max_temp_c:.0f}", style="bold red reverse")
+    else:
+        temp = Text(f"{row.max_temp_c:.0f}")
+    return [
+        Text(("◆ " if marked else "") + row.run_id, style="bold" if marked else ""),
+        state_text(row.state, row.paused),
+        f"{progress:4.0%}" if progress is not None else NA,
+        fmt_float(s.get("loss")),
+        fmt_perplexity(row.val_perplexity),
+        fmt_duration(eta) if row.live else ("done" if row.state == "finished" else "—"),
+        fmt_count(row.tokens_per_s),
+        temp,
+        fmt_age(s.get("started_at") or row.config.get("created_at"), now),
+        row.profile,
+        row.mix,
+    ]
+
+
+class RunsScreen(PanelScreen):
+    TITLE = "SparkNet"
+    SUB_TITLE = "Runs"
+
+    BINDINGS = [
+        Binding("o", "open", "Open"),
+        Binding("n", "new_run", "New"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("d", "delete", "Delete"),
+        Binding("m", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("e", "evaluation", "Eval"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scanner = RunsScanner()
+        self.rows: list[RunRow] = []
+        self.marked: list[str] = []
+        self.scan_error: str | None = None
+        self.rows_shown_at: int | None = None
+        self.shown_widths: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="runs-alert")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="run-detail")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.refresh_data()
+        self.set_interval(self.panel.poll_interval * 2, self.refresh_data)
+
+    def on_screen_resume(self) -> None:
+        self.refresh_data()
+
+    # ------------------------------------------------------------ data
+
+    def refresh_data(self) -> None:
+        self.in_thread("scan", lambda: RunsScanned(self.scanner.scan()))
+
+    def on_runs_scanned(self, message: RunsScanned) -> None:
+        minute = int(self.panel.clock() // 60)  # the "started" ages change once a minute
+        if (message.result.rows, message.result.error, minute) == (self.rows, self.scan_error, self.rows_shown_at):
+            return  # nothing new: no redraw
+        self.rows_shown_at = minute
+        self.rows = message.result.rows
+        self.scan_error = message.result.error
+        self.marked = [m for m in self.marked if any(r.run_id == m for r in self.rows)]
+        self.show_rows()
+
+    def show_rows(self) -> None:
+        table = self.query_one(DataTable)
+        now = self.panel.clock()
+        current = self.current_row()
+        keys = [r.run_id for r in self.rows]
+        cells = [row_cells(row, now, row.run_id in self.marked) for row in self.rows]
+        widths = column_widths([label for _, label in COLUMNS], cells)
+        if [k.value for k in table.rows] != keys or widths != self.shown_widths:
+            self.shown_widths = widths
+            fill_table(table, COLUMNS, list(zip(keys, cells)))
+            if current is not None and current.run_id in keys:
+                table.move_cursor(row=keys.index(current.run_id))
+        else:
+            for row, row_values in zip(self.rows, cells):
+                for (col, _), value in zip(COLUMNS, row_values):
+                    table.update_cell(row.run_id, col, value)
+        self.show_alert()
+        self.show_detail()
+
+    def show_alert(self) -> None:
+        text = Text()
+        if self.scan_error:
+            text.append(self.scan_error + "\n", style="bold red")
+        for row in self.rows:
+            if row.paused:
+                text.append(f"⏸ {row.run_id} is paused ({row.paused}): waiting for the GPU to cool\n",
+                            style="bold yellow")
+            elif row.hot:
+                text.append(f"⚠ {row.run_id}: GPU at {row.max_temp_c:.0f}°C, above the {row.warn_c:.0f}°C "
+                            "warning\n", style="bold red")
+        if not self.rows and not self.scan_error:
+            from engine.rundir import logs_dir
+
+            text.append(f"No runs in {logs_dir()} yet. Press n to start one.", style="dim")
+        text.rstrip()
+        alert = self.query_one("#runs-alert", Static)
+        alert.update(text)
+        alert.display = bool(text.plain)
+
+    def show_detail(self) -> None:
+        row = self.current_row()
+        detail = self.query_one("#run-detail", Static)
+        if row is None:
+            detail.update("")
+            return
+        s = row.status
+        text = Text(no_wrap=False)
+        text.append(row.run_id, style="bold")
+        text.append(f"  profile {row.profile} · mix {row.mix}")
+        text.append(f" · step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
+        text.append(f" · tokens {fmt_count(s.get('tokens'))}/{fmt_count(s.get('total_tokens'))}")
+        if isinstance(s.get("phase"), str) and s.get("phase"):
+            text.append(f" · {s['phase']}")
+        if row.problem:
+            text.append(f"\n{row.problem}", style="bold red")
+        if row.state == "failed" and s.get("error"):
+            text.append(f"\nerror: {s['error']}", style="bold red")
+        if self.marked:
+            text.append(f"\nmarked for compare: {', '.join(self.marked)}", style="dim")
+        detail.update(text)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self.show_detail()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_open()
+
+    def current_row(self) -> RunRow | None:
+        table = self.query_one(DataTable)
+        if not self.rows or table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # the cursor is outside a table being rebuilt
+            return None
+        return next((r for r in self.rows if r.run_id == key), None)
+
+    def _need_row(self) -> RunRow | None:
+        row = self.current_row()
+        if row is None:
+            self.notify("No run selected: start one with n", severity="warning")
+        return row
+
+    # ------------------------------------------------------------ actions
+
+    def action_open(self) -> None:
+        row = self._need_row()
+        if row:
+            self.panel.open_live(row.path)
+
+    def action_new_run(self) -> None:
+        self.panel.open_new_run()
+
+    def action_evaluation(self) -> None:
+        row = self._need_row()
+        if row:
+            self.panel.open_evaluation(row.path)
+
+    def action_stop(self) -> None:
+        row = self._need_row()
+        if row:
+            self.panel.stop_run(row.path, row.state)
+
+    def action_resume(self) -> None:
+        row = self._need_row()
+        if row:
+            self.panel.resume_run(row.path, row.state)
+
+    def action_delete(self) -> None:
+        row = self._need_row()
+        if row:
+            self.panel.delete_run(row.path, row.state)
+
+    def action_mark(self) -> None:
+        row = self._need_row()
+        if row is None:
+            return
+        if row.run_id in self.marked:
+            self.marked.remove(row.run_id)
+        else:
+            self.marked = (self.marked + [row.run_id])[-2:]
+        self.show_rows()
+
+    def action_compare(self) -> None:
+        picked = list(self.marked)
+        row = self.current_row()
+        if len(picked) == 1 and row is not None and row.run_id not in picked:
+            picked.append(row.run_id)
+        if len(picked) != 2:
+            self.notify("Mark two runs with m, then press c", severity="warning")
+            return
+        paths = [next(r.path for r in self.rows if r.run_id == run_id) for run_id in picked]
+        self.panel.open_compare(paths[0], paths[1])
