@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.rundir import write_text_atomic
 from engine.config import (
     ConfigError,
     MixConfig,
@@ -221,20 +221,7 @@ def check_new_name(name: str, folder: Path, kind: str) -> Path:
 
 
 def _write_new(path: Path, text: str) -> None:
-    # written under a temporary name and renamed, so a failure leaves nothing half-written
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
+    write_text_atomic(path, text)  # a failure leaves nothing half-written
 
 def save_profile(plan: Plan, name: str, mix_name: str) -> Path:
     """Write the edited profile as profiles/<name>.toml (never over an existing one). Raises ConfigError."""
