@@ -407,6 +407,8 @@ class Trainer:
                        "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1),
                        "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak else None,
                        "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs()}
+                if self.device.type == "cuda":
+                    row["gpu_mem_peak_b"] = torch.cuda.max_memory_allocated(self.device)
                 if eval_now:
                     row["val_loss"] = round(self.validation_loss(), 5)
                 if wiki_now:
@@ -436,6 +438,8 @@ class Trainer:
         return 0
 
     def _check_stop(self) -> bool:
+        if self.world > 1 and self.step % self.profile.run.log_every:
+            return False  # agreeing across processes costs a sync: only on log steps
         stop = self.stop_requested()
         if self.world > 1:
             import torch.distributed as dist
