@@ -152,10 +152,16 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor | None):
-    logits = logits[..., :vocab_size]  # drop the padding columns
     if targets is None:
-        return logits
-    return F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1), ignore_index=-100)
+        return logits[..., :vocab_size]  # drop the padding columns
+    padded = logits.size(-1)
+    logits = logits.float().reshape(-1, padded)
+    if padded > vocab_size:
+        # the padding columns get -inf rather than being sliced off: rows keep their
+        # aligned width, so the loss kernels read and write them at full bandwidth
+        column = torch.arange(padded, device=logits.device)
+        logits = logits.masked_fill(column >= vocab_size, float("-inf"))
+    return F.cross_entropy(logits, targets.reshape(-1), ignore_index=-100)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
