@@ -90,7 +90,8 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.device) -> dict:
-    """Held-out loss on the mix's validation tokens and WikiText-2 perplexity (standard protocol, whole test split)."""
+    """Held-out loss on the mix's validation tokens and WikiText-2 perplexity (standard protocol; the test split,
+    capped at run.final_eval_tokens when the profile sets it)."""
     from engine.data import validation_batches
     from engine.evaluate import capped_wikitext_eval, load_wikitext_ids
     from engine.tokenizer import load_tokenizer
@@ -109,7 +110,8 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
         total += loss.item() * batch.size(0)
         count += batch.size(0)
     ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test")
-    wiki = capped_wikitext_eval(model, ids, len(ids), profile.model.context, min(512, profile.model.context), device,
+    cap = profile.run.final_eval_tokens or len(ids)  # the same cap as the final evaluation of a run
+    wiki = capped_wikitext_eval(model, ids, cap, profile.model.context, min(512, profile.model.context), device,
                                 autocast_dtype=dtype, n_bytes=n_bytes)
     model.train()
     return {"val_loss": total / max(1, count), "wikitext_loss": wiki["loss"], "wikitext_ppl": wiki["ppl"],
