@@ -6,7 +6,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from engine import SparkNetError, __version__

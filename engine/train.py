@@ -8,7 +8,6 @@ eval and checkpoint steps.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,9 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from engine import SparkNetError, __version__
+from engine import SparkNetError
 from engine.checkpoint import load_checkpoint, newest_good_checkpoint, save_checkpoint
 from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
 from engine.model import build_model

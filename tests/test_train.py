@@ -1,18 +1,15 @@
 """The training engine end to end on CPU: real runs of the tiny-cpu profile through the real CLI."""
 
 import json
-import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from engine.rundir import effective_status, read_json, read_jsonl, request_stop, wait_for
+from engine.rundir import effective_status, read_json, read_jsonl, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 
