@@ -9,7 +9,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config import ModelConfig
-from engine.model import GPT, build_model
+from engine.model import GPT, build_model, pad_vocab_rows
 
 # Hugging Face's GPT-2 uses Conv1D layers whose weights are stored transposed
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -41,12 +41,7 @@ def hf_to_gpt2_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
         if name.endswith(_CONV1D):
             t = t.t()
         out[name] = t.contiguous()
-    from engine.config import padded_vocab
-    from engine.model_modern import pad_rows
-
-    for name in ("wte.weight", "lm_head.weight"):
-        if name in out:
-            out[name] = pad_rows(out[name], padded_vocab(cfg))
+    pad_vocab_rows(out, ("wte.weight", "lm_head.weight"), cfg)
     if "lm_head.weight" not in out:
         out["lm_head.weight"] = out["wte.weight"]
     return out

@@ -164,6 +164,15 @@ def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor 
     return F.cross_entropy(logits, targets.reshape(-1), ignore_index=-100)
 
 
+def pad_vocab_rows(state: dict[str, torch.Tensor], names: tuple[str, ...], cfg: ModelConfig) -> None:
+    """Give exported (true-vocabulary) embedding and output matrices back their internal padding rows, as zeros."""
+    rows = padded_vocab(cfg)
+    for name in names:
+        t = state.get(name)
+        if t is not None and t.size(0) < rows:
+            state[name] = torch.cat([t, t.new_zeros(rows - t.size(0), *t.shape[1:])])
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "gpt2":
         return GPT(cfg)

@@ -137,7 +137,7 @@ class ModernGPT(nn.Module):
 
 
 from engine.losses import fused_linear_cross_entropy  # noqa: E402
-from engine.model import GPT, logits_or_loss, num_parameters  # noqa: E402  (shared pieces)
+from engine.model import GPT, logits_or_loss, num_parameters, pad_vocab_rows  # noqa: E402  (shared pieces)
 
 ModernGPT.generate = GPT.generate
 
@@ -184,15 +184,8 @@ def modern_to_hf_state(model: ModernGPT) -> dict[str, torch.Tensor]:
 
 def hf_to_modern_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     out = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
-    for name in ("embed_tokens.weight", "lm_head.weight"):
-        if name in out:
-            out[name] = pad_rows(out[name], padded_vocab(cfg))
+    pad_vocab_rows(out, ("embed_tokens.weight", "lm_head.weight"), cfg)
     if "lm_head.weight" not in out:
         out["lm_head.weight"] = out["embed_tokens.weight"]
     return out
 
-
-def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    if t.size(0) >= rows:
-        return t
-    return torch.cat([t, t.new_zeros(rows - t.size(0), *t.shape[1:])])
