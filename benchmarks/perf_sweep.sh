@@ -13,13 +13,25 @@ declare -A VARIANTS=(
   [mb120-fused]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true"
   [mb120-fused-cudnn]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.attention=\"cudnn\""
   [mb120]="--set batch.micro_batch=120 --set batch.grad_accum=1"
+  [mb24-fused]="--set batch.micro_batch=24 --set batch.grad_accum=5 --set run.fused_loss=true"
+  [mb40]="--set batch.micro_batch=40 --set batch.grad_accum=3"
+  [mb40-fused]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
+  [mb60-fused-cdt]="--set batch.micro_batch=60 --set batch.grad_accum=2 --set run.fused_loss=true"
+  [mb40-fused-cdt]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
+  [mb40-fused-autotune]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
   [profile]=""
+)
+# inductor settings some variants add, through its environment variables
+declare -A ENVS=(
+  [mb60-fused-cdt]="TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"
+  [mb40-fused-cdt]="TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"
+  [mb40-fused-autotune]="TORCHINDUCTOR_MAX_AUTOTUNE=1 TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1"
 )
 profile=${PROFILE:-codelion-70m}
 steps=${STEPS:-30}
 for v in "$@"; do
   echo "== $profile $v"
-  eval "timeout ${VARIANT_TIMEOUT:-150} python3 -m engine.cli bench --profile $profile --mix $mix --steps $steps ${VARIANTS[$v]} --json-out $out/$profile-$v.json" 2>&1 | grep -v "^{" | tail -3
+  eval "${ENVS[$v]:-} timeout ${VARIANT_TIMEOUT:-150} python3 -m engine.cli bench --profile $profile --mix $mix --steps $steps ${VARIANTS[$v]} --json-out $out/$profile-$v.json" 2>&1 | grep -v "^{" | tail -3
 done
 python3 - "$out" <<'PY'
 import json, sys, pathlib

@@ -1,6 +1,5 @@
 """The GPT-2 model: exact parameter count, and Hugging Face export gives the same logits."""
 
-import pytest
 import torch
 
 from engine.config import ModelConfig, load_profile, model_parameter_count
@@ -49,26 +48,3 @@ def test_loss_of_untrained_model_is_near_uniform():
     x = torch.randint(0, 1000, (4, 33))
     loss = GPT(cfg)(x[:, :-1], x[:, 1:]).item()
     assert abs(loss - torch.log(torch.tensor(1000.0)).item()) < 0.2
-
-
-def test_fused_loss_matches_standard_loss_and_gradients(monkeypatch):
-    import engine.losses
-
-    monkeypatch.setattr(engine.losses, "CHUNK_TOKENS", 10)  # several chunks, the last one partial
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, context=16, vocab_size=1000, pad_vocab_multiple=64)
-    model = GPT(cfg)
-    x = torch.randint(0, 1000, (4, 17))
-    targets = x[:, 1:].clone()
-    targets[0, :3] = -100  # ignored positions
-    results = []
-    for fused in (False, True):
-        model.fused_loss = fused
-        model.zero_grad()
-        loss = model(x[:, :-1], targets)
-        loss.backward()
-        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
-    (l1, g1), (l2, g2) = results
-    assert l1 == pytest.approx(l2, rel=1e-6)
-    for a, b in zip(g1, g2):
-        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()

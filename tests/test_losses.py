@@ -1,0 +1,145 @@
+"""The one-pass output layer + cross-entropy against PyTorch's own loss and autograd."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.config import ModelConfig
+from engine.losses import fused_linear_cross_entropy, loss_and_grad_
+from engine.model import GPT, logits_or_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference(hidden, weight, targets, vocab_size):
+    """The plain path: full logits, padding columns sliced off, F.cross_entropy, autograd."""
+    h = hidden.detach().clone().requires_grad_()
+    w = weight.detach().clone().requires_grad_()
+    logits = (h @ w.t())[:, :vocab_size]
+    loss = F.cross_entropy(logits.float(), targets, ignore_index=-100)
+    loss.backward()
+    return loss.detach(), h.grad, w.grad
+
+
+def case(rows=37, dim=16, vocab=300, padded=320, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, dim, generator=g)
+    weight = torch.randn(padded, dim, generator=g) * 0.5
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    targets[:5] = -100
+    return hidden, weight, targets, vocab
+
+
+def test_loss_and_gradients_match_pytorch():
+    hidden, weight, targets, vocab = case()
+    loss_ref, gh_ref, gw_ref = reference(hidden, weight, targets, vocab)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    loss = fused_linear_cross_entropy(h, w, targets, vocab)
+    (loss * 3.0).backward()  # the incoming gradient scales both products
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-6)
+    assert torch.allclose(h.grad, 3.0 * gh_ref, atol=1e-6)
+    assert torch.allclose(w.grad, 3.0 * gw_ref, atol=1e-6)
+    assert torch.count_nonzero(w.grad[vocab:]) == 0  # padding rows get no gradient
+
+
+def test_without_grad_only_the_loss_is_computed():
+    hidden, weight, targets, vocab = case()
+    loss_ref, _, _ = reference(hidden, weight, targets, vocab)
+    with torch.no_grad():
+        loss = fused_linear_cross_entropy(hidden, weight, targets, vocab)
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-6)
+
+
+def test_all_rows_ignored_gives_zero_loss_and_no_gradient():
+    hidden, weight, targets, vocab = case(rows=6)
+    targets[:] = -100
+    h = hidden.clone().requires_grad_()
+    loss = fused_linear_cross_entropy(h, weight, targets, vocab)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(h.grad) == 0
+
+
+def test_model_fused_loss_matches_standard_loss_and_gradients():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, context=16, vocab_size=1000, pad_vocab_multiple=64)
+    model = GPT(cfg)
+    x = torch.randint(0, 1000, (4, 17))
+    targets = x[:, 1:].clone()
+    targets[0, :3] = -100
+    results = []
+    for fused in (False, True):
+        model.fused_loss = fused
+        model.zero_grad()
+        loss = model(x[:, :-1], targets)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (l1, g1), (l2, g2) = results
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+
+
+TRITON_CHECK = r"""
+import torch
+import engine.losses as L
+assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
+L.BLOCK_COLUMNS = 64  # several blocks per row, the last one partial
+g = torch.Generator().manual_seed(1)
+rows, vocab, padded = 9, 300, 320
+logits = torch.randn(rows, padded, generator=g) * 3
+targets = torch.randint(0, vocab, (rows,), generator=g)
+targets[2] = -100
+ref = logits[:, :vocab].clone().requires_grad_()
+loss_ref = torch.nn.functional.cross_entropy(ref, targets, ignore_index=-100)
+loss_ref.backward()
+for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+    x = logits.to(dtype, copy=True)
+    losses, count = L.loss_and_grad_(x, targets, vocab)
+    assert int(count) == rows - 1
+    assert abs(float(losses.sum() / count) - loss_ref.item()) < tol * 10, (losses.sum() / count, loss_ref)
+    grad = x.float()
+    assert torch.allclose(grad[:, :vocab], ref.grad, atol=tol / rows), (grad[:, :vocab] - ref.grad).abs().max()
+    assert torch.count_nonzero(grad[:, vocab:]) == 0
+    assert torch.count_nonzero(grad[2]) == 0
+    loss_only = logits.to(dtype, copy=True)
+    losses2, _ = L.loss_and_grad_(loss_only, targets, vocab, write_grad=False)
+    assert torch.allclose(losses2, losses, atol=1e-6), (losses2 - losses).abs().max()
+    assert torch.equal(loss_only, logits.to(dtype))
+print("triton kernel ok")
+"""
+
+
+def test_triton_kernel_matches_pytorch_under_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "triton kernel ok" in done.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_triton_kernel_on_the_gpu_matches_pytorch_at_the_70m_shape():
+    torch.manual_seed(0)
+    rows, vocab, padded, dim = 4096, 50257, 50304, 512
+    hidden = torch.randn(rows, dim, device="cuda") * 0.5
+    weight = torch.randn(padded, dim, device="cuda") * 0.02
+    targets = torch.randint(0, vocab, (rows,), device="cuda")
+    loss_ref, gh_ref, gw_ref = reference(hidden.bfloat16().float(), weight.bfloat16().float(), targets, vocab)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = fused_linear_cross_entropy(h, w, targets, vocab)
+    loss.backward()
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=2e-3)
+    assert torch.allclose(h.grad, gh_ref, atol=1e-4, rtol=3e-2)
+    assert torch.allclose(w.grad, gw_ref, atol=1e-4, rtol=3e-2)
+    logits = torch.randn(64, padded, device="cuda", dtype=torch.bfloat16)
+    assert torch.allclose(loss_and_grad_(logits.clone(), targets[:64], vocab, write_grad=False)[0].mean(),
+                          logits_or_loss(logits, vocab, targets[:64]), rtol=1e-3)
