@@ -19,6 +19,9 @@ declare -A VARIANTS=(
   [mb60-fused-cdt]="--set batch.micro_batch=60 --set batch.grad_accum=2 --set run.fused_loss=true"
   [mb40-fused-cdt]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
   [mb40-fused-autotune]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
+  [mb120-fused-bf16res]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true"
+  [mb60-fused-bf16res]="--set batch.micro_batch=60 --set batch.grad_accum=2 --set run.fused_loss=true --set run.bf16_residual=true"
+  [mb120-fused-bf16res-autotune]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true --set run.compile_mode=\"max-autotune-no-cudagraphs\""
   [profile]=""
 )
 # inductor settings some variants add, through its environment variables

@@ -30,10 +30,34 @@ def main(argv: list[str]) -> int:
     events = [e for e in p.key_averages() if e.device_type.name == "CUDA"]
     total = sum(e.self_device_time_total for e in events)
     print(f"total CUDA time over 3 steps: {total / 1e3:.1f} ms")
-    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:25]:
+    groups: dict[str, float] = {}
+    for e in events:
+        groups[kernel_group(e.key)] = groups.get(kernel_group(e.key), 0.0) + e.self_device_time_total
+    for name, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"{t / total:6.1%} {t / 3e3:8.2f} ms/step  {name}")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:40]:
         print(f"{e.self_device_time_total / total:6.1%} {e.self_device_time_total / 3e3:8.2f} ms/step  x{e.count // 3:<4d} "
               f"{e.key[:110]}")
     return 0
+
+
+GROUPS = (
+    ("matrix products", ("nvjet", "gemm", "cutlass", "sm90_xmma", "cublas")),
+    ("attention", ("flash", "fmha", "cudnn", "attention")),
+    ("loss kernel", ("_loss_and_grad",)),
+    ("optimizer", ("multi_tensor", "adam", "foreach")),
+    ("embedding and scatter", ("embedding", "index", "scatter")),
+    ("compiled elementwise, norm and reduction kernels", ("triton_",)),
+    ("copies and fills", ("memcpy", "memset", "copy", "fill")),
+)
+
+
+def kernel_group(name: str) -> str:
+    low = name.lower()
+    for group, keys in GROUPS:
+        if any(k in low for k in keys):
+            return group
+    return "other"
 
 
 if __name__ == "__main__":

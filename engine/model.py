@@ -69,6 +69,7 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.fused_loss = False  # set by the trainer from run.fused_loss
+        self.residual_dtype: torch.dtype | None = None  # set by the trainer from run.bf16_residual
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.wte = nn.Embedding(self.padded_vocab, cfg.n_embd)
@@ -104,6 +105,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {T} tokens is longer than the model's context {self.cfg.context}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
+        if self.residual_dtype is not None:
+            x = x.to(self.residual_dtype)  # every block's output then adds in this type too
         for block in self.h:
             x = block(x)
         return self.ln_f(x)

@@ -89,6 +89,7 @@ class ModernGPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.fused_loss = False  # set by the trainer from run.fused_loss
+        self.residual_dtype: torch.dtype | None = None  # set by the trainer from run.bf16_residual
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.embed_tokens = nn.Embedding(self.padded_vocab, cfg.n_embd)
@@ -113,6 +114,8 @@ class ModernGPT(nn.Module):
         if T > self.cfg.context:
             raise ValueError(f"sequence of {T} tokens is longer than the model's context {self.cfg.context}")
         x = self.embed_tokens(idx)
+        if self.residual_dtype is not None:
+            x = x.to(self.residual_dtype)  # every layer's output then adds in this type too
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin)

@@ -207,6 +207,7 @@ class Trainer:
         self.feeder = BatchFeeder(lambda: self.loader.next_batch(), self.device)
         self.raw_model = build_model(p.model).to(self.device)
         self.raw_model.fused_loss = p.run.fused_loss
+        self.raw_model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
         select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
@@ -215,7 +216,7 @@ class Trainer:
             self._restore()
         model = self.raw_model
         if p.run.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=None if p.run.compile_mode == "default" else p.run.compile_mode)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 

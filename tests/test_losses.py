@@ -91,6 +91,7 @@ import torch
 import engine.losses as L
 assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 L.BLOCK_COLUMNS = 64  # several blocks per row, the last one partial
+L.PROGRAMS = 4  # several rows per program, the last program partly past the end
 g = torch.Generator().manual_seed(1)
 rows, vocab, padded = 9, 300, 320
 logits = torch.randn(rows, padded, generator=g) * 3
@@ -143,3 +144,19 @@ def test_triton_kernel_on_the_gpu_matches_pytorch_at_the_70m_shape():
     logits = torch.randn(64, padded, device="cuda", dtype=torch.bfloat16)
     assert torch.allclose(loss_and_grad_(logits.clone(), targets[:64], vocab, write_grad=False)[0].mean(),
                           logits_or_loss(logits, vocab, targets[:64]), rtol=1e-3)
+
+
+def test_bf16_residual_stream_changes_the_residual_type_not_the_loss():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500)
+    model = GPT(cfg)
+    x = torch.randint(0, 500, (4, 17))
+    seen = []
+    model.h[1].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    losses = []
+    for dtype in (None, torch.bfloat16):
+        model.residual_dtype = dtype
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(model(x[:, :-1], x[:, 1:]).item())
+    assert seen == [torch.float32, torch.bfloat16]
+    assert losses[0] == pytest.approx(losses[1], abs=0.02)
