@@ -28,14 +28,12 @@ def main(argv: list[str]) -> int:
     targets = torch.randint(0, VOCAB, (rows,), device="cuda")
     bytes_moved = 2 * logits.numel() * logits.element_size()
     print(f"loss kernel alone, {rows} x {PADDED} bf16 logits (one read + one write = {bytes_moved / 1e9:.2f} GB)")
-    chosen = L.BLOCK_COLUMNS, L.KERNEL_WARPS, L.PROGRAMS_PER_SM
-    for block, warps, per_sm in ((8192, 16, 0), (8192, 16, 1), (8192, 16, 2), (8192, 16, 4), (4096, 8, 0),
-                                 (4096, 8, 2), (4096, 8, 4), (4096, 8, 8), (16384, 32, 1), (16384, 16, 2)):
-        L.BLOCK_COLUMNS, L.KERNEL_WARPS, L.PROGRAMS_PER_SM = block, warps, per_sm
+    chosen = L.BLOCK_COLUMNS, L.KERNEL_WARPS
+    for block, warps in ((2048, 4), (4096, 8), (8192, 8), (8192, 16), (16384, 16), (16384, 32)):
+        L.BLOCK_COLUMNS, L.KERNEL_WARPS = block, warps
         ms = median_ms(lambda: L.loss_and_grad_(logits, targets, VOCAB))
-        print(f"  block {block:5d} warps {warps:2d} programs/SM {per_sm or 'one per row':>11}: {ms:6.3f} ms  "
-              f"{bytes_moved / ms / 1e6:7.0f} GB/s")
-    L.BLOCK_COLUMNS, L.KERNEL_WARPS, L.PROGRAMS_PER_SM = chosen
+        print(f"  block {block:5d} warps {warps:2d}: {ms:6.3f} ms  {bytes_moved / ms / 1e6:7.0f} GB/s")
+    L.BLOCK_COLUMNS, L.KERNEL_WARPS = chosen
 
     hidden = (torch.randn(rows, DIM, device="cuda") * 0.5).requires_grad_()
     weight = (torch.randn(PADDED, DIM, device="cuda") * 0.02).requires_grad_()

@@ -85,9 +85,6 @@ class BatchConfig:
     grad_accum: int = 5
 
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
-
-
 @dataclass
 class RunConfig:
     tokens: int = 1_000_000_000
@@ -108,7 +105,6 @@ class RunConfig:
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
     fused_loss: bool = False  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
     bf16_residual: bool = False  # under bf16 precision, carry the residual stream in bf16 rather than fp32
-    compile_mode: str = "default"  # torch.compile mode: default | max-autotune-no-cudagraphs
     attention: str = "auto"  # scaled_dot_product_attention backend: auto | flash | cudnn | efficient | math
 
 
@@ -405,8 +401,6 @@ def validate_profile(p: Profile) -> None:
     need(r.precision in ("bf16", "fp32"), f"run.precision must be 'bf16' or 'fp32', got {r.precision!r}")
     need(r.attention in ("auto", "flash", "cudnn", "efficient", "math"),
          f"run.attention must be auto, flash, cudnn, efficient or math, got {r.attention!r}")
-    need(r.compile_mode in COMPILE_MODES,
-         f"run.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {r.compile_mode!r}")
     need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")

@@ -21,10 +21,8 @@ import os
 import torch
 
 IGNORE_INDEX = -100
-BLOCK_COLUMNS = 8192  # columns per inner step of the kernel (benchmarks/bench_loss_kernel.py chose it)
-KERNEL_WARPS = 16
-PROGRAMS_PER_SM = 2  # rows in flight at once; 0 = one program per row
-PROGRAMS = None  # a fixed number of programs instead (the tests use it)
+BLOCK_COLUMNS = 4096  # columns per inner step; benchmarks/bench_loss_kernel.py compares the choices
+KERNEL_WARPS = 8
 
 try:  # Triton ships with CUDA builds of torch; CPU builds may not have it
     import triton
@@ -37,56 +35,43 @@ if triton is not None:
     _IGNORE = tl.constexpr(IGNORE_INDEX)
 
     @triton.jit
-    def _loss_and_grad_kernel(logits_ptr, row_stride, targets_ptr, losses_ptr, inv_count_ptr, n_rows,
-                              N_COLUMNS: tl.constexpr, VOCAB: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr,
-                              WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    def _loss_and_grad_kernel(logits_ptr, row_stride, targets_ptr, losses_ptr, inv_count_ptr,
+                              N_COLUMNS: tl.constexpr, VOCAB: tl.constexpr, WRITE_GRAD: tl.constexpr,
+                              BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        base = logits_ptr + row * row_stride
+        target = tl.load(targets_ptr + row)
+        valid = target != _IGNORE
         offsets = tl.arange(0, BLOCK)
-        inv_count = tl.load(inv_count_ptr)
-        for i in range(ROWS_PER_PROGRAM):
-            row = tl.program_id(0) * ROWS_PER_PROGRAM + i
-            in_range = row < n_rows
-            row = tl.minimum(row, n_rows - 1).to(tl.int64)  # past the end: read the last row, write nothing
-            base = logits_ptr + row * row_stride
-            target = tl.load(targets_ptr + row)
-            valid = target != _IGNORE
 
-            # pass 1: running maximum and sum of exponentials (online softmax)
-            running_max = float("-inf")
-            running_sum = 0.0
+        # pass 1: running maximum and sum of exponentials (online softmax)
+        running_max = float("-inf")
+        running_sum = 0.0
+        for start in range(0, N_COLUMNS, BLOCK):
+            cols = start + offsets
+            x = tl.load(base + cols, mask=cols < VOCAB, other=float("-inf")).to(tl.float32)
+            new_max = tl.maximum(running_max, tl.max(x, axis=0))
+            running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
+            running_max = new_max
+        lse = running_max + tl.log(running_sum)
+        target_logit = tl.load(base + tl.where(valid, target, 0)).to(tl.float32)
+        tl.store(losses_ptr + row, tl.where(valid, lse - target_logit, 0.0))
+
+        if WRITE_GRAD:
+            # pass 2 overwrites the row with softmax - onehot, scaled for the mean over counted rows
+            scale = tl.where(valid, tl.load(inv_count_ptr), 0.0)
             for start in range(0, N_COLUMNS, BLOCK):
                 cols = start + offsets
-                x = tl.load(base + cols, mask=cols < VOCAB, other=float("-inf")).to(tl.float32)
-                new_max = tl.maximum(running_max, tl.max(x, axis=0))
-                running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
-                running_max = new_max
-            lse = running_max + tl.log(running_sum)
-            target_logit = tl.load(base + tl.where(valid, target, 0)).to(tl.float32)
-            tl.store(losses_ptr + row, tl.where(valid, lse - target_logit, 0.0), mask=in_range)
-
-            if WRITE_GRAD:
-                # pass 2: with few rows in flight the row is still in L2 cache, so memory is read once
-                scale = tl.where(valid, inv_count, 0.0)
-                store_limit = tl.where(in_range, N_COLUMNS, 0)
-                for start in range(0, N_COLUMNS, BLOCK):
-                    cols = start + offsets
-                    x = tl.load(base + cols, mask=cols < N_COLUMNS, other=0.0).to(tl.float32)
-                    p = tl.exp(x - lse)
-                    g = tl.where(cols == target, p - 1.0, p) * scale
-                    g = tl.where(cols < VOCAB, g, 0.0)
-                    tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=cols < store_limit)
+                x = tl.load(base + cols, mask=cols < N_COLUMNS, other=0.0).to(tl.float32)
+                p = tl.exp(x - lse)
+                g = tl.where(cols == target, p - 1.0, p) * scale
+                g = tl.where(cols < VOCAB, g, 0.0)
+                tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=cols < N_COLUMNS)
 
 
 def use_triton(t: torch.Tensor) -> bool:
     """Triton runs the kernel on CUDA tensors (or anywhere when TRITON_INTERPRET=1, as the tests do on CPU)."""
     return triton is not None and (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
-
-
-def _program_count(t: torch.Tensor, rows: int) -> int:
-    if PROGRAMS is not None:
-        return max(1, min(rows, PROGRAMS))
-    if t.is_cuda and PROGRAMS_PER_SM:
-        return max(1, min(rows, PROGRAMS_PER_SM * torch.cuda.get_device_properties(t.device).multi_processor_count))
-    return max(1, rows)
 
 
 def loss_and_grad_(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, write_grad: bool = True):
@@ -99,13 +84,10 @@ def loss_and_grad_(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int,
         if logits.stride(1) != 1:
             raise ValueError("logits must have contiguous rows")
         losses = torch.empty(rows, dtype=torch.float32, device=logits.device)
-        if rows == 0:
-            return losses, count
-        programs = _program_count(logits, rows)
-        _loss_and_grad_kernel[(programs,)](
-            logits, logits.stride(0), targets, losses, inv_count.reshape(1), rows, N_COLUMNS=columns,
-            VOCAB=vocab_size, ROWS_PER_PROGRAM=triton.cdiv(rows, programs), WRITE_GRAD=write_grad,
-            BLOCK=BLOCK_COLUMNS, num_warps=KERNEL_WARPS)
+        if rows:
+            _loss_and_grad_kernel[(rows,)](logits, logits.stride(0), targets, losses, inv_count.reshape(1),
+                                           N_COLUMNS=columns, VOCAB=vocab_size, WRITE_GRAD=write_grad,
+                                           BLOCK=BLOCK_COLUMNS, num_warps=KERNEL_WARPS)
         return losses, count
     return _loss_and_grad_torch_(logits, targets, vocab_size, inv_count, write_grad), count
 

@@ -216,7 +216,7 @@ class Trainer:
             self._restore()
         model = self.raw_model
         if p.run.compile:
-            model = torch.compile(model, mode=None if p.run.compile_mode == "default" else p.run.compile_mode)
+            model = torch.compile(model)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -91,7 +91,6 @@ import torch
 import engine.losses as L
 assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 L.BLOCK_COLUMNS = 64  # several blocks per row, the last one partial
-L.PROGRAMS = 4  # several rows per program, the last program partly past the end
 g = torch.Generator().manual_seed(1)
 rows, vocab, padded = 9, 300, 320
 logits = torch.randn(rows, padded, generator=g) * 3
