@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     bytes_moved = 2 * logits.numel() * logits.element_size()
     print(f"loss kernel alone, {rows} x {PADDED} bf16 logits (one read + one write = {bytes_moved / 1e9:.2f} GB)")
     chosen = L.BLOCK_COLUMNS, L.KERNEL_WARPS
-    for block, warps in ((4096, 8), (8192, 16), (65536, 16), (65536, 32)):
+    for block, warps in ((2048, 4), (4096, 8), (8192, 8), (8192, 16), (16384, 16), (16384, 32)):
         L.BLOCK_COLUMNS, L.KERNEL_WARPS = block, warps
         ms = median_ms(lambda: L.loss_and_grad_(logits, targets, VOCAB))
         print(f"  block {block:5d} warps {warps:2d}: {ms:6.3f} ms  {bytes_moved / ms / 1e6:7.0f} GB/s")

@@ -44,45 +44,29 @@ if triton is not None:
         valid = target != _IGNORE
         offsets = tl.arange(0, BLOCK)
 
-        if BLOCK >= N_COLUMNS:
-            # the whole row fits one block: read it once, write its gradient once
-            cols = offsets
-            x = tl.load(base + cols, mask=cols < N_COLUMNS, other=0.0).to(tl.float32)
-            x = tl.where(cols < VOCAB, x, float("-inf"))
-            row_max = tl.max(x, axis=0)
-            e = tl.exp(x - row_max)
-            total = tl.sum(e, axis=0)
-            target_logit = tl.sum(tl.where(cols == target, x, 0.0), axis=0)
-            tl.store(losses_ptr + row, tl.where(valid, row_max + tl.log(total) - target_logit, 0.0))
-            if WRITE_GRAD:
-                scale = tl.where(valid, tl.load(inv_count_ptr), 0.0)
-                p = e / total
-                g = tl.where(cols == target, p - 1.0, p) * scale
-                tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=cols < N_COLUMNS)
-        else:
-            # pass 1: running maximum and sum of exponentials (online softmax)
-            running_max = float("-inf")
-            running_sum = 0.0
+        # pass 1: running maximum and sum of exponentials (online softmax)
+        running_max = float("-inf")
+        running_sum = 0.0
+        for start in range(0, N_COLUMNS, BLOCK):
+            cols = start + offsets
+            x = tl.load(base + cols, mask=cols < VOCAB, other=float("-inf")).to(tl.float32)
+            new_max = tl.maximum(running_max, tl.max(x, axis=0))
+            running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
+            running_max = new_max
+        lse = running_max + tl.log(running_sum)
+        target_logit = tl.load(base + tl.where(valid, target, 0)).to(tl.float32)
+        tl.store(losses_ptr + row, tl.where(valid, lse - target_logit, 0.0))
+
+        if WRITE_GRAD:
+            # pass 2 overwrites the row with softmax - onehot, scaled for the mean over counted rows
+            scale = tl.where(valid, tl.load(inv_count_ptr), 0.0)
             for start in range(0, N_COLUMNS, BLOCK):
                 cols = start + offsets
-                x = tl.load(base + cols, mask=cols < VOCAB, other=float("-inf")).to(tl.float32)
-                new_max = tl.maximum(running_max, tl.max(x, axis=0))
-                running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
-                running_max = new_max
-            lse = running_max + tl.log(running_sum)
-            target_logit = tl.load(base + tl.where(valid, target, 0)).to(tl.float32)
-            tl.store(losses_ptr + row, tl.where(valid, lse - target_logit, 0.0))
-
-            if WRITE_GRAD:
-                # pass 2 overwrites the row with softmax - onehot, scaled for the mean over counted rows
-                scale = tl.where(valid, tl.load(inv_count_ptr), 0.0)
-                for start in range(0, N_COLUMNS, BLOCK):
-                    cols = start + offsets
-                    x = tl.load(base + cols, mask=cols < N_COLUMNS, other=0.0).to(tl.float32)
-                    p = tl.exp(x - lse)
-                    g = tl.where(cols == target, p - 1.0, p) * scale
-                    g = tl.where(cols < VOCAB, g, 0.0)
-                    tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=cols < N_COLUMNS)
+                x = tl.load(base + cols, mask=cols < N_COLUMNS, other=0.0).to(tl.float32)
+                p = tl.exp(x - lse)
+                g = tl.where(cols == target, p - 1.0, p) * scale
+                g = tl.where(cols < VOCAB, g, 0.0)
+                tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=cols < N_COLUMNS)
 
 
 def use_triton(t: torch.Tensor) -> bool:

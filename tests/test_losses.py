@@ -90,8 +90,7 @@ TRITON_CHECK = r"""
 import torch
 import engine.losses as L
 assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
-import sys
-L.BLOCK_COLUMNS = int(sys.argv[1])  # 64: several blocks per row, the last partial; 512: the whole row in one
+L.BLOCK_COLUMNS = 64  # several blocks per row, the last one partial
 g = torch.Generator().manual_seed(1)
 rows, vocab, padded = 9, 300, 320
 logits = torch.randn(rows, padded, generator=g) * 3
@@ -117,10 +116,9 @@ print("triton kernel ok")
 """
 
 
-@pytest.mark.parametrize("block", [64, 512])
-def test_triton_kernel_matches_pytorch_under_the_interpreter(block):
+def test_triton_kernel_matches_pytorch_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", TRITON_CHECK, str(block)], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "triton kernel ok" in done.stdout
