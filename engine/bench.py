@@ -21,6 +21,10 @@ from engine.config import Profile, flops_per_token, load_mix, load_profile, mode
 from engine.rundir import create_run
 
 
+# full fp32 logits of 120 x 1024 tokens need over 70 GiB: the Trainer and the logits-based evaluation use at most 24
+BASELINE_MAX_MICRO_BATCH = EVAL_MAX_BATCH = 24
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -89,7 +93,8 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
 
 
 @torch.no_grad()
-def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.device) -> dict:
+def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.device,
+                   batch: int | None = None) -> dict:
     """Held-out loss on the mix's validation tokens and WikiText-2 perplexity (standard protocol; the test split,
     capped at run.final_eval_tokens when the profile sets it)."""
     from engine.data import validation_batches
@@ -99,7 +104,7 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
     model.eval()
     dtype = torch.bfloat16 if device.type == "cuda" and profile.run.precision == "bf16" else None
     total, count = 0.0, 0
-    for arr in validation_batches(mix, profile.run.eval_tokens, batch=profile.batch.micro_batch,
+    for arr in validation_batches(mix, profile.run.eval_tokens, batch=batch or min(profile.batch.micro_batch, EVAL_MAX_BATCH),
                                   context=profile.model.context):
         batch = torch.from_numpy(arr).to(device)
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
@@ -118,8 +123,24 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
             "wikitext_bits_per_byte": wiki.get("bits_per_byte")}
 
 
-def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
-    """transformers Trainer + GPT2LMHeadModel (sdpa, bf16, fused AdamW, eager) on the same tokens."""
+
+
+def baseline_micro_batch(profile: Profile, requested: int | None) -> int:
+    """The Trainer's micro-batch: the requested one, or the largest that divides the step and is at most 24."""
+    sequences = profile.batch.micro_batch * profile.batch.grad_accum
+    if requested is not None:
+        if requested <= 0 or sequences % requested:
+            raise SparkNetError(f"--baseline-micro-batch must divide the {sequences} sequences of a step "
+                                f"(micro_batch x grad_accum), got {requested}")
+        return requested
+    return max(d for d in range(1, min(sequences, BASELINE_MAX_MICRO_BATCH) + 1) if sequences % d == 0)
+
+
+def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False,
+                     micro_batch: int | None = None) -> dict:
+    """transformers Trainer + GPT2LMHeadModel (sdpa, bf16, fused AdamW, eager) on the same tokens.
+
+    The step holds the same sequences as the profile's, split into micro-batches the Trainer fits in memory."""
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
@@ -128,16 +149,19 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
     p = profile
     cuda = torch.cuda.is_available() and p.run.device != "cpu"
     device = torch.device("cuda" if cuda else "cpu")
+    micro = micro_batch or baseline_micro_batch(p, None)
+    accum = p.batch.micro_batch * p.batch.grad_accum // micro
     prepare_mix(mix, steps * p.tokens_per_step)
-    loader = MixLoader(mix, split="train", batch=p.batch.micro_batch, context=p.model.context, seed=p.run.seed)
-    rows = [loader.next_batch() for _ in range(steps * p.batch.grad_accum)]
+    # the loader's draws are numbered globally, so any split of a step yields the same sequences in order
+    loader = MixLoader(mix, split="train", batch=micro, context=p.model.context, seed=p.run.seed)
+    rows = [loader.next_batch() for _ in range(steps * accum)]
 
     class Windows(torch.utils.data.Dataset):
         def __len__(self):
-            return len(rows) * p.batch.micro_batch
+            return len(rows) * micro
 
         def __getitem__(self, i):
-            arr = rows[i // p.batch.micro_batch][i % p.batch.micro_batch]
+            arr = rows[i // micro][i % micro]
             ids = torch.from_numpy(arr[:-1].copy())
             return {"input_ids": ids, "labels": ids}  # GPT2LMHeadModel shifts labels itself
 
@@ -166,8 +190,8 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
 
     with tempfile.TemporaryDirectory(prefix="sparknet-hf-") as out_dir:
         args = TrainingArguments(
-            output_dir=out_dir, per_device_train_batch_size=p.batch.micro_batch,
-            gradient_accumulation_steps=p.batch.grad_accum, max_steps=steps, learning_rate=p.optim.lr,
+            output_dir=out_dir, per_device_train_batch_size=micro,
+            gradient_accumulation_steps=accum, max_steps=steps, learning_rate=p.optim.lr,
             weight_decay=p.optim.weight_decay, adam_beta1=p.optim.betas[0], adam_beta2=p.optim.betas[1],
             adam_epsilon=p.optim.eps, max_grad_norm=p.optim.grad_clip, lr_scheduler_type="cosine",
             warmup_steps=min(p.warmup_steps, steps), bf16=cuda and p.run.precision == "bf16",
@@ -181,11 +205,12 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
             trainer.train()
     rates = _intervals(times, p.tokens_per_step, warmup, interval)
     out = {"trainer": f"transformers {transformers.__version__} Trainer + GPT2LMHeadModel (sdpa, eager)",
+           "micro_batch": micro, "grad_accum": accum,
            "tokens_per_s": statistics.median(rates) if rates else None,
            "tokens_per_s_intervals": [round(r, 1) for r in rates],
            "final_loss": losses[-1] if losses else None}
     if evaluate:
-        out.update(evaluate_model(model.to(device), p, mix, device))
+        out.update(evaluate_model(model.to(device), p, mix, device, batch=micro))
     return out
 
 
@@ -207,6 +232,7 @@ def bench_command(args) -> int:
     if not 0 < warmup < steps:
         raise SparkNetError(f"--warmup-steps must be between 1 and {steps - 1}, got {warmup}")
     interval = max(1, min(10, (steps - warmup) // 3 or 1))
+    baseline_micro = baseline_micro_batch(profile, args.baseline_micro_batch) if args.baseline else None
     # the bench's schedule: the same lr for every step, no decay, so steps are comparable
     result = {"profile": profile.name, "mix": mix.name, "steps": steps, "warmup_steps": warmup,
               "interval_steps": interval, "tokens_per_step": profile.tokens_per_step,
@@ -216,7 +242,7 @@ def bench_command(args) -> int:
     result["achieved_tflops"] = round(tps * result["flops_per_token"] / 1e12, 3) if tps else None
     result["mfu"] = round(tps * result["flops_per_token"] / result["peak_flops"], 4) if tps and result["peak_flops"] else None
     if args.baseline == "hf-trainer":
-        base = bench_hf_trainer(profile, mix, steps, warmup, interval, args.eval)
+        base = bench_hf_trainer(profile, mix, steps, warmup, interval, args.eval, baseline_micro)
         result["baseline"] = base
         if base["tokens_per_s"] and tps:
             result["speedup_vs_baseline"] = round(tps / base["tokens_per_s"], 3)

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--baseline", choices=["hf-trainer"], default=None)
+    p.add_argument("--baseline-micro-batch", type=int, default=None, metavar="N",
+                   help="the Trainer's micro-batch (default: the largest divisor of the step's sequences up to 24)")
     p.add_argument("--eval", action="store_true", help="also report validation loss and WikiText-2 perplexity")
     p.add_argument("--json-out", default=None)
 

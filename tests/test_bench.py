@@ -13,7 +13,7 @@ def test_bench_prints_json_line_and_table_with_trainer_baseline(corpora_mix, tmp
     proc = subprocess.run(
         [sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu", "--mix", str(corpora_mix),
          "--steps", "6", "--set", "batch.grad_accum=1", "--set", "run.eval_tokens=2048",
-         "--baseline", "hf-trainer", "--eval", "--json-out", str(out)],
+         "--baseline", "hf-trainer", "--baseline-micro-batch", "4", "--eval", "--json-out", str(out)],
         cwd=PROJECT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -29,6 +29,7 @@ def test_bench_prints_json_line_and_table_with_trainer_baseline(corpora_mix, tmp
     assert result["wikitext_ppl"] > 1 and result["wikitext_bits_per_byte"] > 0
     base = result["baseline"]
     assert "Trainer + GPT2LMHeadModel" in base["trainer"] and base["tokens_per_s"] > 0
+    assert (base["micro_batch"], base["grad_accum"]) == (4, 2)  # the same 8 sequences a step, in two parts
     assert 5 < base["final_loss"] < 11 and base["wikitext_ppl"] > 1
     assert result["speedup_vs_baseline"] == round(result["tokens_per_s"] / base["tokens_per_s"], 3)
     for label in ("tokens/s (median)", "MFU", "data wait", "final loss", "WikiText-2 perplexity",
@@ -41,3 +42,21 @@ def test_bench_rejects_too_few_steps():
                           cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "--steps must be at least 2" in proc.stderr
+
+
+def test_bench_rejects_a_baseline_micro_batch_that_does_not_divide_the_step():
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu", "--steps", "4",
+                           "--baseline", "hf-trainer", "--baseline-micro-batch", "3"],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "--baseline-micro-batch must divide the 16 sequences of a step" in proc.stderr
+
+
+def test_baseline_micro_batch_defaults_to_the_largest_divisor_up_to_24():
+    from engine.bench import baseline_micro_batch
+    from engine.config import load_profile
+
+    assert baseline_micro_batch(load_profile("codelion-70m"), None) == 24  # 120 sequences: 24 x 5
+    assert baseline_micro_batch(load_profile("tiny-cpu"), None) == 16
+    assert baseline_micro_batch(load_profile("codelion-70m", ["batch.micro_batch=7", "batch.grad_accum=5"]),
+                                None) == 7
