@@ -21,6 +21,12 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "installing $spec"
   .venv/bin/python -m pip install -q "$spec"
 fi
+# CUDA builds of torch bring Triton; on a CPU build, Triton's interpreter is what runs the loss kernel's tests
+if .venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)" 2>/dev/null \
+    && ! .venv/bin/python -c "import triton" 2>/dev/null; then
+  echo "installing triton==3.9.0"
+  .venv/bin/python -m pip install -q "triton==3.9.0"
+fi
 # the panel's end-to-end test drives the real command inside tmux
 if ! command -v tmux >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
