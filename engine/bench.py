@@ -30,6 +30,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def is_boundary(done: int, warmup: int, interval: int, steps: int) -> bool:
+    """Whether the device is synchronised after `done` steps: the end of warm-up, of each interval, and of the run."""
+    return done == warmup or done == steps or (done > warmup and (done - warmup) % interval == 0)
+
+
 def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: int) -> list[float]:
     """tokens/s over consecutive intervals of `interval` steps after `warmup` steps."""
     rates = []
@@ -69,7 +74,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
             if step == warmup:
                 data_after_warmup = data_time
             loss, _ = trainer.train_step(lr_at(step, profile))
-            if (step + 1) % interval == 0 or step + 1 == warmup or step + 1 == steps:
+            if is_boundary(step + 1, warmup, interval, steps):
                 _sync(device)  # interval boundaries only
                 losses.append((step + 1, loss.item()))
             times.append(time.perf_counter() - t0)
@@ -180,7 +185,7 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
                 self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step % interval == 0 or state.global_step == warmup or state.global_step == steps:
+            if is_boundary(state.global_step, warmup, interval, steps):
                 _sync(device)
             times.append(time.perf_counter() - self.t0)
 

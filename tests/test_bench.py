@@ -60,3 +60,16 @@ def test_baseline_micro_batch_defaults_to_the_largest_divisor_up_to_24():
     assert baseline_micro_batch(load_profile("tiny-cpu"), None) == 16
     assert baseline_micro_batch(load_profile("codelion-70m", ["batch.micro_batch=7", "batch.grad_accum=5"]),
                                 None) == 7
+
+
+def test_every_timed_interval_starts_and_ends_on_a_synchronised_step():
+    from engine.bench import _intervals, is_boundary
+
+    for steps, warmup, interval in ((30, 10, 6), (40, 10, 10), (7, 2, 1), (50, 10, 10)):
+        synced = {done for done in range(1, steps + 1) if is_boundary(done, warmup, interval, steps)}
+        times = [float(i + 1) for i in range(steps)]
+        rates = _intervals(times, 1, warmup, interval)
+        assert rates  # at least one interval
+        for k in range(len(rates)):
+            first, last = warmup + k * interval, warmup + (k + 1) * interval  # steps done at its two ends
+            assert first in synced and last in synced, (steps, warmup, interval, k)
