@@ -17,17 +17,14 @@ declare -A VARIANTS=(
   [mb40]="--set batch.micro_batch=40 --set batch.grad_accum=3"
   [mb40-fused]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
   [mb60-fused-cdt]="--set batch.micro_batch=60 --set batch.grad_accum=2 --set run.fused_loss=true"
-  [mb40-fused-cdt]="--set batch.micro_batch=40 --set batch.grad_accum=3 --set run.fused_loss=true"
   [mb120-fused-bf16res-autotune]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true"
   [mb120-fused-bf16res]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true"
-  [mb60-fused-bf16res]="--set batch.micro_batch=60 --set batch.grad_accum=2 --set run.fused_loss=true --set run.bf16_residual=true"
   [mb120-fused-bf16res-flash]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true --set run.attention=\"flash\""
   [profile]=""
 )
 # inductor settings some variants add, through its environment variables
 declare -A ENVS=(
   [mb60-fused-cdt]="TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"
-  [mb40-fused-cdt]="TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"
   [mb120-fused-bf16res-autotune]="TORCHINDUCTOR_MAX_AUTOTUNE=1"
 )
 profile=${PROFILE:-codelion-70m}

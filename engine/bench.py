@@ -21,8 +21,9 @@ from engine.config import Profile, flops_per_token, load_mix, load_profile, mode
 from engine.rundir import create_run
 
 
-# full fp32 logits of 120 x 1024 tokens need over 70 GiB: the Trainer and the logits-based evaluation use at most 24
-BASELINE_MAX_MICRO_BATCH = EVAL_MAX_BATCH = 24
+# full fp32 logits of 120 x 1024 tokens need over 70 GiB: the Trainer and the logits-based evaluation take at most
+# this many sequences at once
+MAX_LOGITS_BATCH = 24
 
 
 def _sync(device: torch.device) -> None:
@@ -99,7 +100,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.device,
-                   batch: int | None = None) -> dict:
+                   batch_size: int | None = None) -> dict:
     """Held-out loss on the mix's validation tokens and WikiText-2 perplexity (standard protocol; the test split,
     capped at run.final_eval_tokens when the profile sets it)."""
     from engine.data import validation_batches
@@ -109,8 +110,8 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
     model.eval()
     dtype = torch.bfloat16 if device.type == "cuda" and profile.run.precision == "bf16" else None
     total, count = 0.0, 0
-    for arr in validation_batches(mix, profile.run.eval_tokens, batch=batch or min(profile.batch.micro_batch, EVAL_MAX_BATCH),
-                                  context=profile.model.context):
+    batch_size = batch_size or min(profile.batch.micro_batch, MAX_LOGITS_BATCH)
+    for arr in validation_batches(mix, profile.run.eval_tokens, batch=batch_size, context=profile.model.context):
         batch = torch.from_numpy(arr).to(device)
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
             out = model(batch[:, :-1])
@@ -128,8 +129,6 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
             "wikitext_bits_per_byte": wiki.get("bits_per_byte")}
 
 
-
-
 def baseline_micro_batch(profile: Profile, requested: int | None) -> int:
     """The Trainer's micro-batch: the requested one, or the largest that divides the step and is at most 24."""
     sequences = profile.batch.micro_batch * profile.batch.grad_accum
@@ -138,7 +137,7 @@ def baseline_micro_batch(profile: Profile, requested: int | None) -> int:
             raise SparkNetError(f"--baseline-micro-batch must divide the {sequences} sequences of a step "
                                 f"(micro_batch x grad_accum), got {requested}")
         return requested
-    return max(d for d in range(1, min(sequences, BASELINE_MAX_MICRO_BATCH) + 1) if sequences % d == 0)
+    return max(d for d in range(1, min(sequences, MAX_LOGITS_BATCH) + 1) if sequences % d == 0)
 
 
 def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False,
@@ -215,7 +214,7 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
            "tokens_per_s_intervals": [round(r, 1) for r in rates],
            "final_loss": losses[-1] if losses else None}
     if evaluate:
-        out.update(evaluate_model(model.to(device), p, mix, device, batch=micro))
+        out.update(evaluate_model(model.to(device), p, mix, device, batch_size=micro))
     return out
 
 
