@@ -1,10 +1,13 @@
-"""Where a training step's GPU time goes: the top CUDA kernels of a few steps of a profile.
+"""Where a training step's GPU time goes: the top CUDA kernels of a few steps of a profile, and how long the GPU
+sat idle between them (wall time of the steps against the kernels' total, and the longest gaps).
 
-usage: python benchmarks/profile_step.py PROFILE MIX [key=value ...]
+usage: python benchmarks/profile_step.py PROFILE MIX [key=value ...]   (PROFILE_STEPS=N profiles N steps, default 3)
 """
 
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -16,6 +19,7 @@ from engine.train import Trainer
 
 
 def main(argv: list[str]) -> int:
+    steps = int(os.environ.get("PROFILE_STEPS", "3"))
     prof, mix = load_profile(argv[0], argv[2:]), load_mix(argv[1])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(create_run(prof, mix, [], Path(tmp) / "p"), resume=False)
@@ -24,21 +28,42 @@ def main(argv: list[str]) -> int:
             trainer.train_step(prof.optim.lr)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as p:
-            for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(steps):
                 trainer.train_step(prof.optim.lr)
             torch.cuda.synchronize()
+            wall_ms = (time.perf_counter() - t0) * 1e3
     events = [e for e in p.key_averages() if e.device_type.name == "CUDA"]
     total = sum(e.self_device_time_total for e in events)
-    print(f"total CUDA time over 3 steps: {total / 1e3:.1f} ms")
+    print(f"total CUDA time over {steps} steps: {total / 1e3:.1f} ms; wall time {wall_ms:.1f} ms")
+    print_gaps(p)
     groups: dict[str, float] = {}
     for e in events:
         groups[kernel_group(e.key)] = groups.get(kernel_group(e.key), 0.0) + e.self_device_time_total
     for name, t in sorted(groups.items(), key=lambda kv: -kv[1]):
-        print(f"{t / total:6.1%} {t / 3e3:8.2f} ms/step  {name}")
+        print(f"{t / total:6.1%} {t / steps / 1e3:8.2f} ms/step  {name}")
     for e in sorted(events, key=lambda e: -e.self_device_time_total)[:40]:
-        print(f"{e.self_device_time_total / total:6.1%} {e.self_device_time_total / 3e3:8.2f} ms/step  x{e.count // 3:<4d} "
+        print(f"{e.self_device_time_total / total:6.1%} {e.self_device_time_total / steps / 1e3:8.2f} ms/step  "
+              f"x{e.count // steps:<4d} "
               f"{e.key[:110]}")
     return 0
+
+
+def print_gaps(p) -> None:
+    kernels = sorted((e for e in p.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
+    if not kernels:
+        return
+    gaps, end, before = [], kernels[0].time_range.end, kernels[0].name
+    for e in kernels[1:]:
+        if e.time_range.start > end:
+            gaps.append((e.time_range.start - end, before, e.name))
+        if e.time_range.end > end:
+            end, before = e.time_range.end, e.name
+    span = (end - kernels[0].time_range.start) / 1e3
+    idle = sum(g for g, _, _ in gaps) / 1e3
+    print(f"first kernel to last: {span:.1f} ms, GPU idle between kernels {idle:.1f} ms ({idle / span:.1%})")
+    for g, a, b in sorted(gaps, reverse=True)[:8]:
+        print(f"  gap {g / 1e3:7.3f} ms  after {a[:60]}  before {b[:60]}")
 
 
 GROUPS = (

@@ -105,6 +105,7 @@ class RunConfig:
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
     fused_loss: bool = False  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
     bf16_residual: bool = False  # under bf16 precision, carry the residual stream in bf16 rather than fp32
+    fp8_head: bool = False  # with fused_loss, the output layer's three products in FP8 (GPUs of compute capability 8.9+)
     attention: str = "auto"  # scaled_dot_product_attention backend: auto | flash | cudnn | efficient | math
 
 
@@ -402,6 +403,7 @@ def validate_profile(p: Profile) -> None:
     need(r.attention in ("auto", "flash", "cudnn", "efficient", "math"),
          f"run.attention must be auto, flash, cudnn, efficient or math, got {r.attention!r}")
     need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
+    need(r.fused_loss or not r.fp8_head, "run.fp8_head needs run.fused_loss = true (it is part of the one-pass loss)")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")
     need(r.wikitext_every >= 0, f"run.wikitext_every must be >= 0 (0 = off), got {r.wikitext_every}")

@@ -69,6 +69,7 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.fused_loss = False  # set by the trainer from run.fused_loss
+        self.fp8_head = False  # set by the trainer from run.fp8_head
         self.residual_dtype: torch.dtype | None = None  # set by the trainer from run.bf16_residual
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
@@ -114,7 +115,8 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, V) without targets; the mean cross-entropy loss with them."""
         if targets is not None and self.fused_loss:
-            return fused_linear_cross_entropy(self.hidden(idx), self.lm_head.weight, targets, self.vocab_size)
+            return fused_linear_cross_entropy(self.hidden(idx), self.lm_head.weight, targets, self.vocab_size,
+                                              fp8=self.fp8_head)
         return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:

@@ -208,6 +208,7 @@ class Trainer:
         self.raw_model = build_model(p.model).to(self.device)
         self.raw_model.fused_loss = p.run.fused_loss
         self.raw_model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
+        self.raw_model.fp8_head = p.run.fp8_head and self._fp8_available()
         select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
@@ -227,6 +228,13 @@ class Trainer:
         self.wikitext_ids = None
         if p.run.wikitext_every and self.is_main:
             self.wikitext_ids = self._load_wikitext()
+
+    def _fp8_available(self) -> bool:
+        if self.device.type != "cuda" or torch.cuda.get_device_capability(self.device) >= (8, 9):
+            return True  # off CUDA, PyTorch's own FP8 products run the same arithmetic
+        self.event("warning", f"run.fp8_head is off: {torch.cuda.get_device_name(self.device)} has no FP8 tensor "
+                              f"cores (compute capability 8.9 or newer); the output layer runs in bf16")
+        return False
 
     def _barrier(self) -> None:
         if self.world > 1:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
+import engine.losses as losses_module
 from engine.losses import fused_linear_cross_entropy, loss_and_grad_
 from engine.model import GPT, logits_or_loss
 
@@ -86,6 +87,76 @@ def test_model_fused_loss_matches_standard_loss_and_gradients():
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
 
 
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_fp8_head_tracks_the_exact_loss_and_gradients():
+    hidden, weight, targets, vocab = case(rows=64, dim=32)
+    loss_ref, gh_ref, gw_ref = reference(hidden, weight, targets, vocab)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    loss = fused_linear_cross_entropy(h, w, targets, vocab, fp8=True)
+    (loss * 3.0).backward()
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=0.01)
+    # e4m3 operands and an e5m2 gradient: a few percent of noise, never more
+    assert 1e-3 < relative_error(h.grad, 3.0 * gh_ref) < 0.1
+    assert 1e-3 < relative_error(w.grad, 3.0 * gw_ref) < 0.1
+    assert torch.count_nonzero(w.grad[vocab:]) == 0  # padding rows get no gradient
+    assert h.grad.dtype == w.grad.dtype == torch.float32
+
+
+def test_fp8_head_is_exact_where_it_cannot_apply():
+    # 37 rows are not a multiple of 16, and without gradients the loss is always computed exactly
+    hidden, weight, targets, vocab = case(rows=37, dim=32)
+    loss_ref, gh_ref, _ = reference(hidden, weight, targets, vocab)
+    h = hidden.clone().requires_grad_()
+    loss = fused_linear_cross_entropy(h, weight, targets, vocab, fp8=True)
+    loss.backward()
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-6)
+    assert torch.allclose(h.grad, gh_ref, atol=1e-6)
+    hidden, weight, targets, vocab = case(rows=64, dim=32)
+    loss_ref, _, _ = reference(hidden, weight, targets, vocab)
+    with torch.no_grad():
+        assert fused_linear_cross_entropy(hidden, weight, targets, vocab, fp8=True).item() == pytest.approx(
+            loss_ref.item(), rel=1e-6)
+
+
+def test_fp8_gradient_pair_is_the_scaled_gradient_and_its_transpose():
+    hidden, weight, targets, vocab = case(rows=64, dim=32)
+    logits = hidden @ weight.t()
+    losses, count, grad, grad_t = losses_module.loss_and_grad_pair(logits, targets, vocab)
+    assert grad.dtype == grad_t.dtype == torch.float8_e5m2
+    assert torch.equal(grad_t.float(), grad.float().t())
+    exact = logits.clone()
+    exact_losses, _ = loss_and_grad_(exact, targets, vocab)
+    assert torch.allclose(losses, exact_losses)
+    unscaled = grad.float() / (losses_module.FP8_GRAD_SCALE * int(count))
+    assert relative_error(unscaled, exact) < 0.1
+    assert torch.count_nonzero(grad[:5].float()) == 0  # ignored rows
+    assert torch.count_nonzero(grad[:, vocab:].float()) == 0
+
+
+def test_model_with_fp8_head_learns_a_batch_on_cpu():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, context=16, vocab_size=1000, pad_vocab_multiple=64)
+    model = GPT(cfg)
+    model.fused_loss = model.fp8_head = True
+    x = torch.randint(0, 1000, (4, 17))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss = model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        first = first if first is not None else loss.item()
+    with torch.no_grad():
+        exact = model(x[:, :-1], x[:, 1:]).item()  # no gradients: the exact loss
+    assert exact < first - 1.0, (first, exact)
+
+
 TRITON_CHECK = r"""
 import torch
 import engine.losses as L
@@ -124,6 +195,41 @@ def test_triton_kernel_matches_pytorch_under_the_interpreter():
     assert "triton kernel ok" in done.stdout
 
 
+PAIR_CHECK = r"""
+import sys
+import torch
+import engine.losses as L
+assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
+L.PAIR_BLOCK_COLUMNS = 64
+# 37 rows: the last row of tiles is partial; 128 columns: so is the last column of tiles
+L.TRANSPOSE_TILE_R, L.TRANSPOSE_TILE_C = 16, int(sys.argv[1])
+g = torch.Generator().manual_seed(1)
+rows, vocab, padded = 37, 300, 320
+logits = torch.randn(rows, padded, generator=g) * 3
+targets = torch.randint(0, vocab, (rows,), generator=g)
+targets[[0, 7]] = -100
+# fp32 outputs: the interpreter's own FP8 rounding is not the GPU's, the kernel's arithmetic is what is checked
+losses, count, grad, grad_t = L.loss_and_grad_pair(logits, targets, vocab, dtype=torch.float32)
+exact = logits.clone()
+exact_losses, exact_count = L._loss_and_grad_torch_(exact, targets, vocab, torch.tensor(1.0), True), rows - 2
+assert int(count) == exact_count
+assert torch.allclose(losses, exact_losses, atol=1e-5), (losses - exact_losses).abs().max()
+assert torch.allclose(grad, exact * L.FP8_GRAD_SCALE, atol=0.05), (grad - exact * L.FP8_GRAD_SCALE).abs().max()
+assert torch.equal(grad_t, grad.t())
+assert torch.count_nonzero(grad[[0, 7]]) == 0 and torch.count_nonzero(grad[:, vocab:]) == 0
+print("pair kernel ok")
+"""
+
+
+@pytest.mark.parametrize("tile", [16, 128])
+def test_fp8_pair_kernels_match_pytorch_under_the_interpreter(tile):
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", PAIR_CHECK, str(tile)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pair kernel ok" in done.stdout
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_triton_kernel_on_the_gpu_matches_pytorch_at_the_70m_shape():
     torch.manual_seed(0)
@@ -143,6 +249,25 @@ def test_triton_kernel_on_the_gpu_matches_pytorch_at_the_70m_shape():
     logits = torch.randn(64, padded, device="cuda", dtype=torch.bfloat16)
     assert torch.allclose(loss_and_grad_(logits.clone(), targets[:64], vocab, write_grad=False)[0].mean(),
                           logits_or_loss(logits, vocab, targets[:64]), rtol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs a GPU with FP8 tensor cores")
+def test_fp8_head_on_the_gpu_tracks_the_exact_loss_at_the_70m_shape():
+    torch.manual_seed(0)
+    rows, vocab, padded, dim = 4096, 50257, 50304, 512
+    hidden = torch.randn(rows, dim, device="cuda")
+    weight = torch.randn(padded, dim, device="cuda") * 0.1
+    targets = torch.randint(0, vocab, (rows,), device="cuda")
+    loss_ref, gh_ref, gw_ref = reference(hidden, weight, targets, vocab)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = fused_linear_cross_entropy(h, w, targets, vocab, fp8=True)
+    loss.backward()
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=0.01)
+    assert 1e-3 < relative_error(h.grad, gh_ref) < 0.1
+    assert 1e-3 < relative_error(w.grad, gw_ref) < 0.1
 
 
 def test_bf16_residual_stream_changes_the_residual_type_not_the_loss():
