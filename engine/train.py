@@ -105,6 +105,12 @@ def select_attention(backend: str, device: torch.device) -> None:
         b.enable_cudnn_sdp(backend == "cudnn")
 
 
+def fp8_products_available(cuda_capability: tuple[int, int] | None) -> bool:
+    """FP8 products run on CUDA GPUs of compute capability 8.9 or newer, and off CUDA (None) through PyTorch's own
+    implementation of the same arithmetic."""
+    return cuda_capability is None or tuple(cuda_capability) >= (8, 9)
+
+
 class BatchFeeder:
     """Moves batches to the GPU through a ring of pinned host buffers, so copies overlap compute.
 
@@ -230,8 +236,9 @@ class Trainer:
             self.wikitext_ids = self._load_wikitext()
 
     def _fp8_available(self) -> bool:
-        if self.device.type != "cuda" or torch.cuda.get_device_capability(self.device) >= (8, 9):
-            return True  # off CUDA, PyTorch's own FP8 products run the same arithmetic
+        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
+        if fp8_products_available(capability):
+            return True
         self.event("warning", f"run.fp8_head is off: {torch.cuda.get_device_name(self.device)} has no FP8 tensor "
                               f"cores (compute capability 8.9 or newer); the output layer runs in bf16")
         return False
