@@ -21,6 +21,7 @@ declare -A VARIANTS=(
   [mb120-fused-bf16res]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true"
   [mb120-fused-bf16res-flash]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true --set run.attention=\"flash\""
   [fp8]="--set run.fp8_head=true"
+  [plain-gelu]="--set run.fused_gelu=false"
   [profile]=""
 )
 # inductor settings some variants add, through its environment variables

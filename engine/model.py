@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig, padded_vocab
+from engine.gelu import gelu_bias
 from engine.losses import fused_linear_cross_entropy
 
 
@@ -40,6 +41,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    fused_gelu = True  # set by the trainer from run.fused_gelu
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
@@ -48,7 +51,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GPT-2 uses the tanh approximation of GELU ("gelu_new" in transformers)
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        if self.fused_gelu and self.c_fc.bias is not None:
+            # the bias joins GELU rather than the product, so backward sums its gradient in the same pass
+            h = gelu_bias(F.linear(x, self.c_fc.weight), self.c_fc.bias)
+        else:
+            h = F.gelu(self.c_fc(x), approximate="tanh")
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):

@@ -215,6 +215,9 @@ class Trainer:
         self.raw_model.fused_loss = p.run.fused_loss
         self.raw_model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
         self.raw_model.fp8_head = p.run.fp8_head and self._fp8_available()
+        for module in self.raw_model.modules():
+            if hasattr(module, "fused_gelu"):
+                module.fused_gelu = p.run.fused_gelu
         select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
