@@ -68,7 +68,7 @@ if triton is not None:
         col_ok = cols < N_COLS
         bias = tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         first = tl.program_id(0).to(tl.int64) * BLOCK_ROWS
-        bias_grad = tl.zeros([BLOCK_COLS], tl.float32)
+        bias_grad = tl.zeros([ROWS_PER_STEP, BLOCK_COLS], tl.float32)  # summed over its rows once, at the end
         for step in range(0, BLOCK_ROWS, ROWS_PER_STEP):
             rows = first + step + tl.arange(0, ROWS_PER_STEP)
             inside = (rows < n_rows)[:, None] & col_ok[None, :]
@@ -79,8 +79,8 @@ if triton is not None:
             slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x)
             dx = (dy * slope).to(grad_h_ptr.dtype.element_ty)
             tl.store(grad_h_ptr + offsets, dx, mask=inside)
-            bias_grad += tl.sum(tl.where(inside, dx.to(tl.float32), 0.0), axis=0)
-        tl.store(partial_ptr + tl.program_id(0) * N_COLS + cols, bias_grad, mask=col_ok)
+            bias_grad += tl.where(inside, dx.to(tl.float32), 0.0)
+        tl.store(partial_ptr + tl.program_id(0) * N_COLS + cols, tl.sum(bias_grad, axis=0), mask=col_ok)
 
 
 def _use_triton(t: torch.Tensor) -> bool:
