@@ -69,7 +69,8 @@ def print_gaps(p) -> None:
 GROUPS = (
     ("matrix products", ("nvjet", "gemm", "cutlass", "sm90_xmma", "cublas")),
     ("attention", ("flash", "fmha", "cudnn", "attention")),
-    ("loss kernel", ("_loss_and_grad",)),
+    ("loss kernels", ("_loss_and_grad", "_transpose_kernel")),
+    ("GELU kernels", ("_gelu_",)),
     ("optimizer", ("multi_tensor", "adam", "foreach")),
     ("embedding and scatter", ("embedding", "index", "scatter")),
     ("compiled elementwise, norm and reduction kernels", ("triton_",)),
