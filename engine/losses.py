@@ -18,8 +18,8 @@ FP8, which the tensor cores of Hopper-class GPUs do at twice the bf16 rate:
 the forward product takes e4m3 operands, each with one scale; the one-pass
 kernel then writes the gradient in e5m2 to a buffer of its own, and a tiled
 transpose copies it for the weight's gradient (FP8 products need both operands
-contiguous along their shared dimension, here the tokens). Losses are still computed from the logits
-in fp32; evaluation never takes this path.
+contiguous along their shared dimension, here the tokens). Losses are still
+computed from the logits in fp32; evaluation never takes this path.
 """
 
 from __future__ import annotations
