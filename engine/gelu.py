@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from engine.losses import use_triton
+
 try:
     import triton
     import triton.language as tl
@@ -42,6 +44,8 @@ def _gelu_grad_torch(x: torch.Tensor) -> torch.Tensor:
 
 
 if triton is not None:
+    # SQRT_2_OVER_PI, CUBIC and 3 x CUBIC as literals: the interpreter rejects module constants on the left of
+    # tensor arithmetic, and the reordered backward measured slower (0.67 against 0.59 ms)
     @triton.jit
     def _tanh(u):
         return 1.0 - 2.0 / (tl.exp(2.0 * u) + 1.0)
@@ -83,12 +87,6 @@ if triton is not None:
         tl.store(partial_ptr + tl.program_id(0) * N_COLS + cols, tl.sum(bias_grad, axis=0), mask=col_ok)
 
 
-def _use_triton(t: torch.Tensor) -> bool:
-    from engine.losses import use_triton
-
-    return use_triton(t)
-
-
 def _grid(rows: int, cols: int) -> tuple[int, int]:
     return (triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(cols, BLOCK_COLS))
 
@@ -97,7 +95,7 @@ def _grid(rows: int, cols: int) -> tuple[int, int]:
 def gelu_bias(h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """gelu(h + bias) (tanh approximation) over the last dimension, in h's dtype."""
     flat = h.reshape(-1, h.size(-1))
-    if not _use_triton(flat):
+    if not use_triton(flat):
         return _gelu_torch(flat.float() + bias.float()).to(h.dtype).reshape(h.shape)
     flat = flat.contiguous()
     out = torch.empty_like(flat)
@@ -118,7 +116,7 @@ def gelu_bias_backward(grad: torch.Tensor, h: torch.Tensor, bias: torch.Tensor) 
     """Gradients of gelu(h + bias) with respect to h (h's dtype) and bias (fp32, summed over all leading dims)."""
     flat_h = h.reshape(-1, h.size(-1))
     flat_grad = grad.reshape(-1, grad.size(-1))
-    if not _use_triton(flat_h):
+    if not use_triton(flat_h):
         x = flat_h.float() + bias.float()
         grad_h = (flat_grad.float() * _gelu_grad_torch(x)).to(h.dtype)
         return grad_h.reshape(h.shape), grad_h.float().sum(0)
