@@ -22,12 +22,15 @@ declare -A VARIANTS=(
   [mb120-fused-bf16res-flash]="--set batch.micro_batch=120 --set batch.grad_accum=1 --set run.fused_loss=true --set run.bf16_residual=true --set run.attention=\"flash\""
   [fp8]="--set run.fp8_head=true"
   [plain-gelu]="--set run.fused_gelu=false"
+  [joint-qkv]="--set run.separate_qkv=false"
+  [cudagraphs]=""
   [profile]=""
 )
 # inductor settings some variants add, through its environment variables
 declare -A ENVS=(
   [mb60-fused-cdt]="TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"
   [mb120-fused-bf16res-autotune]="TORCHINDUCTOR_MAX_AUTOTUNE=1"
+  [cudagraphs]="TORCHINDUCTOR_CUDAGRAPHS=1"
 )
 profile=${PROFILE:-codelion-70m}
 steps=${STEPS:-30}

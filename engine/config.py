@@ -106,6 +106,7 @@ class RunConfig:
     fused_loss: bool = False  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
     bf16_residual: bool = False  # under bf16 precision, carry the residual stream in bf16 rather than fp32
     fused_gelu: bool = True  # GPT-2's MLP: GELU takes the first product's bias and sums its gradient (engine/gelu.py)
+    separate_qkv: bool = True  # GPT-2's attention: query, key and value from three products rather than one split
     fp8_head: bool = False  # with fused_loss, the output layer's three products in FP8 (GPUs of compute capability 8.9+)
     attention: str = "auto"  # scaled_dot_product_attention backend: auto | flash | cudnn | efficient | math
 

@@ -1006,8 +1006,10 @@ class MixLoader:
         """Tokens drawn per source so far by all ranks together (context tokens per window)."""
         return {n: c * self.context for n, c in zip(self.names, self.counts)}
 
-    def epochs(self) -> dict[str, float]:
-        return {n: c / w for n, c, w in zip(self.names, self.counts, self.n_windows)}
+    def epochs(self, state: dict | None = None) -> dict[str, float]:
+        """Passes over each source so far, or at a position `state_dict` gave."""
+        counts = [state["counts"][n] for n in self.names] if state is not None else self.counts
+        return {n: c / w for n, c, w in zip(self.names, counts, self.n_windows)}
 
     def state_dict(self) -> dict:
         return {"version": self.STATE_VERSION, "split": self.split, "draw": self.draw,

@@ -18,6 +18,20 @@ from engine.losses import fused_linear_cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
+    """Causal self-attention, with query, key and value from three products by default (`separate_qkv`).
+
+    The three products take slices of the one c_attn weight, so the attention's backward returns each
+    gradient in the layout its own product reads; one product's split would copy them into one tensor.
+    Two exact rewrites then spare two of the three passes that sum bias gradients over every token:
+    - the key bias adds the same q . b_k to every score of a query, which softmax ignores: it has no
+      effect on the output and its gradient is exactly zero, so the key product leaves it out;
+    - attention weights sum to one, so the value bias reaches the output unchanged and joins the output
+      projection's bias as W_proj b_v. With attention dropout the weights no longer sum to one, so
+      training with dropout keeps b_v in the value product.
+    """
+
+    separate_qkv = True  # set by the trainer from run.separate_qkv
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
@@ -29,15 +43,25 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        dropout = self.dropout if self.training else 0.0
+        proj_bias = self.c_proj.bias
+        if self.separate_qkv:
+            w_q, w_k, w_v = self.c_attn.weight.split(C)
+            b_q, _, b_v = self.c_attn.bias.split(C) if self.c_attn.bias is not None else (None, None, None)
+            q, k = F.linear(x, w_q, b_q), F.linear(x, w_k)
+            if b_v is not None and dropout == 0.0:
+                v = F.linear(x, w_v)
+                proj_bias = proj_bias + self.c_proj.weight @ b_v
+            else:
+                v = F.linear(x, w_v, b_v)
+        else:
+            q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(F.linear(y, self.c_proj.weight, proj_bias))
 
 
 class MLP(nn.Module):

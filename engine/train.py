@@ -116,19 +116,38 @@ class BatchFeeder:
 
     A buffer is refilled only after the copy that last read it has finished, which the
     CUDA event recorded after that copy tells without stalling the whole device.
+
+    `prefetch` draws the next batch while the GPU is still busy, so the GPU does not wait for the
+    loader after the loop synchronises with it; `consumed_state` is then the loader's position
+    after the batches handed out, not after the one drawn ahead, which is what a checkpoint keeps.
     """
 
     RING = 4
 
-    def __init__(self, next_array, device: torch.device):
-        self.next_array = next_array
+    def __init__(self, loader, device: torch.device):
+        self.loader = loader
         self.device = device
         self.host: list[torch.Tensor] = []
         self.events: list[torch.cuda.Event | None] = []
         self.slot = 0
+        self.ahead: tuple[torch.Tensor, dict] | None = None  # a batch drawn early, and the position before it
 
     def next(self) -> torch.Tensor:
-        arr = self.next_array()
+        if self.ahead is not None:
+            batch, self.ahead = self.ahead[0], None
+            return batch
+        return self._draw()
+
+    def prefetch(self) -> None:
+        if self.ahead is None:
+            before = self.loader.state_dict()
+            self.ahead = (self._draw(), before)
+
+    def consumed_state(self) -> dict:
+        return self.ahead[1] if self.ahead is not None else self.loader.state_dict()
+
+    def _draw(self) -> torch.Tensor:
+        arr = self.loader.next_batch()
         if self.device.type != "cuda":
             return torch.from_numpy(arr)
         if not self.host:
@@ -210,7 +229,7 @@ class Trainer:
         self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
                                 seed=p.run.seed, rank=self.rank, world=self.world)
 
-        self.feeder = BatchFeeder(lambda: self.loader.next_batch(), self.device)
+        self.feeder = BatchFeeder(self.loader, self.device)
         self.raw_model = build_model(p.model).to(self.device)
         self.raw_model.fused_loss = p.run.fused_loss
         self.raw_model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
@@ -218,6 +237,8 @@ class Trainer:
         for module in self.raw_model.modules():
             if hasattr(module, "fused_gelu"):
                 module.fused_gelu = p.run.fused_gelu
+            if hasattr(module, "separate_qkv"):
+                module.separate_qkv = p.run.separate_qkv
         select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
@@ -309,6 +330,7 @@ class Trainer:
                                        if p.grad is not None))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.feeder.prefetch()  # the next step's first batch, drawn while this step runs on the GPU
         return loss_sum / self.grad_accum, grad_norm
 
     @torch.no_grad()
@@ -346,12 +368,12 @@ class Trainer:
             raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written and the last "
                                 f"good one is kept: lower optim.lr or check the data, then resume")
         if self.is_main:
-            loader_states = {str(self.rank): self.loader.state_dict()}
+            loader_states = {str(self.rank): self.feeder.consumed_state()}
             if self.world > 1:
                 import torch.distributed as dist
 
                 gathered = [None] * self.world
-                dist.all_gather_object(gathered, self.loader.state_dict())
+                dist.all_gather_object(gathered, self.feeder.consumed_state())
                 loader_states = {str(r): s for r, s in enumerate(gathered)}
             path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
                 "tokens": self.tokens, "loader": loader_states, "tokenizer": self.mix.tokenizer,
@@ -361,7 +383,7 @@ class Trainer:
         elif self.world > 1:
             import torch.distributed as dist
 
-            dist.all_gather_object([None] * self.world, self.loader.state_dict())
+            dist.all_gather_object([None] * self.world, self.feeder.consumed_state())
         self._barrier()
 
     def elapsed(self) -> float:
@@ -423,7 +445,7 @@ class Trainer:
                 row = {"step": self.step, "tokens": self.tokens, "loss": round(loss, 5), "lr": lr,
                        "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1),
                        "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak else None,
-                       "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs()}
+                       "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs(self.feeder.consumed_state())}
                 if self.device.type == "cuda":
                     row["gpu_mem_peak_b"] = torch.cuda.max_memory_allocated(self.device)
                 if eval_now:

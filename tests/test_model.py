@@ -48,3 +48,48 @@ def test_loss_of_untrained_model_is_near_uniform():
     x = torch.randint(0, 1000, (4, 33))
     loss = GPT(cfg)(x[:, :-1], x[:, 1:]).item()
     assert abs(loss - torch.log(torch.tensor(1000.0)).item()) < 0.2
+
+
+def test_separate_qkv_products_match_the_split_product_eager_and_compiled():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500)
+    model = GPT(cfg)
+    with torch.no_grad():  # non-zero biases, so a misplaced bias slice cannot hide
+        for block in model.h:
+            block.attn.c_attn.bias.normal_(0.0, 0.1)
+    x = torch.randint(0, 500, (4, 17))
+    results = []
+    for separate, compiled in ((False, False), (True, False), (True, True)):
+        for block in model.h:
+            block.attn.separate_qkv = separate
+        model.zero_grad()
+        run = torch.compile(model) if compiled else model
+        loss = run(x[:, :-1], x[:, 1:])
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (split_loss, split_grads), *others = results
+    for loss, grads in others:
+        assert abs(loss - split_loss) < 1e-5
+        for name, grad in grads.items():
+            assert torch.allclose(grad, split_grads[name], atol=1e-5), (name, (grad - split_grads[name]).abs().max())
+        # the key bias cannot change any output: its gradient is exactly zero, not rounding noise
+        assert (grads["h.0.attn.c_attn.bias"][32:64] == 0).all()
+        assert grads["h.0.attn.c_attn.bias"][64:].abs().max() > 1e-4  # the value bias still learns
+
+
+def test_separate_qkv_with_attention_dropout_keeps_the_value_bias_in_place():
+    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, context=16, vocab_size=500, dropout=0.5)
+    model = GPT(cfg)
+    with torch.no_grad():
+        model.h[0].attn.c_attn.bias.normal_(0.0, 0.1)
+    x = torch.randint(0, 500, (4, 17))
+    results = []
+    for separate in (False, True):
+        model.h[0].attn.separate_qkv = separate
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks for both paths
+        model(x[:, :-1], x[:, 1:]).backward()
+        results.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    split, separate = results
+    for name in split:
+        assert torch.allclose(separate[name], split[name], atol=1e-5), name

@@ -171,3 +171,36 @@ def test_cli_user_errors_are_one_line(logs):
         err = proc.stderr.strip()
         assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
     assert list(logs.iterdir()) == []  # nothing half-written
+
+
+def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora_mix):
+    from engine.config import load_mix
+    from engine.data import MixLoader, prepare_mix
+    from engine.train import BatchFeeder
+
+    mix = load_mix(str(corpora_mix))
+    prepare_mix(mix, 100_000)
+
+    def loader():
+        return MixLoader(mix, split="train", batch=2, context=64, seed=3)
+
+    plain = loader()
+    expected = [plain.next_batch() for _ in range(4)]
+    positions = [plain.state_dict()]  # after 4 batches
+    feeder = BatchFeeder(loader(), torch.device("cpu"))
+    got = [feeder.next().numpy()]
+    feeder.prefetch()
+    feeder.prefetch()  # a second call draws nothing more
+    after_one = feeder.consumed_state()
+    got += [feeder.next().numpy(), feeder.next().numpy()]
+    feeder.prefetch()
+    got.append(feeder.next().numpy())
+    feeder.prefetch()  # drawn ahead, not handed out: the position stays after the fourth batch
+    for a, b in zip(got, expected):
+        assert (a == b).all()
+    assert feeder.consumed_state() == positions[0]
+    assert feeder.loader.state_dict()["draw"] == positions[0]["draw"] + 2
+    check = loader()
+    check.next_batch()
+    assert after_one == check.state_dict()
+    assert feeder.loader.epochs(feeder.consumed_state()) == plain.epochs()
