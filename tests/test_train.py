@@ -204,3 +204,22 @@ def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora
     check.next_batch()
     assert after_one == check.state_dict()
     assert feeder.loader.epochs(feeder.consumed_state()) == plain.epochs()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, corpora_mix, on):
+    from engine.config import load_mix, load_profile
+    from engine.model import MLP, CausalSelfAttention
+    from engine.rundir import create_run
+    from engine.train import Trainer
+
+    overrides = [f"run.separate_qkv={str(on).lower()}", f"run.fused_gelu={str(on).lower()}", "run.tokens=20_480",
+                 "run.compile=false"]
+    profile, mix = load_profile("tiny-cpu", overrides), load_mix(str(corpora_mix))
+    trainer = Trainer(create_run(profile, mix, overrides, tmp_path / "run"), resume=False)
+    trainer.setup()
+    modules = list(trainer.raw_model.modules())
+    attention = [m for m in modules if isinstance(m, CausalSelfAttention)]
+    mlps = [m for m in modules if isinstance(m, MLP)]
+    assert attention and mlps
+    assert all(m.separate_qkv is on for m in attention) and all(m.fused_gelu is on for m in mlps)
