@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from engine.config import ModelConfig
 from engine.gelu import gelu_bias
 from engine.model import GPT
+from tests.test_model import assert_switch_keeps_loss_and_grads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,23 +67,13 @@ def test_gelu_kernels_match_pytorch_under_the_interpreter():
 
 def test_model_with_fused_gelu_matches_the_plain_mlp_eager_and_compiled():
     torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500)
-    model = GPT(cfg)
-    x = torch.randint(0, 500, (4, 17))
-    results = []
-    for fused, compiled in ((False, False), (True, False), (True, True)):
+    model = GPT(ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500))
+
+    def fused(on):
         for block in model.h:
-            block.mlp.fused_gelu = fused
-        model.zero_grad()
-        run = torch.compile(model) if compiled else model
-        loss = run(x[:, :-1], x[:, 1:])
-        loss.backward()
-        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
-    (plain_loss, plain_grads), *others = results
-    for loss, grads in others:
-        assert abs(loss - plain_loss) < 1e-5
-        for a, b in zip(grads, plain_grads):
-            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+            block.mlp.fused_gelu = on
+
+    assert_switch_keeps_loss_and_grads(model, torch.randint(0, 500, (4, 17)), fused)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

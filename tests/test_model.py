@@ -50,6 +50,25 @@ def test_loss_of_untrained_model_is_near_uniform():
     assert abs(loss - torch.log(torch.tensor(1000.0)).item()) < 0.2
 
 
+def assert_switch_keeps_loss_and_grads(model: GPT, x: torch.Tensor, switch) -> list[dict[str, torch.Tensor]]:
+    """Trains one batch with `switch(False)`, then with `switch(True)` eager and compiled, and checks that the loss and
+    every gradient stay the same; returns the gradients of the switched runs."""
+    results = []
+    for on, compiled in ((False, False), (True, False), (True, True)):
+        switch(on)
+        model.zero_grad()
+        run = torch.compile(model) if compiled else model
+        loss = run(x[:, :-1], x[:, 1:])
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain_loss, plain_grads), *switched = results
+    for loss, grads in switched:
+        assert abs(loss - plain_loss) < 1e-5
+        for name, grad in grads.items():
+            assert torch.allclose(grad, plain_grads[name], atol=1e-5), (name, (grad - plain_grads[name]).abs().max())
+    return [grads for _, grads in switched]
+
+
 def test_separate_qkv_products_match_the_split_product_eager_and_compiled():
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500)
@@ -57,21 +76,12 @@ def test_separate_qkv_products_match_the_split_product_eager_and_compiled():
     with torch.no_grad():  # non-zero biases, so a misplaced bias slice cannot hide
         for block in model.h:
             block.attn.c_attn.bias.normal_(0.0, 0.1)
-    x = torch.randint(0, 500, (4, 17))
-    results = []
-    for separate, compiled in ((False, False), (True, False), (True, True)):
+
+    def separate(on):
         for block in model.h:
-            block.attn.separate_qkv = separate
-        model.zero_grad()
-        run = torch.compile(model) if compiled else model
-        loss = run(x[:, :-1], x[:, 1:])
-        loss.backward()
-        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (split_loss, split_grads), *others = results
-    for loss, grads in others:
-        assert abs(loss - split_loss) < 1e-5
-        for name, grad in grads.items():
-            assert torch.allclose(grad, split_grads[name], atol=1e-5), (name, (grad - split_grads[name]).abs().max())
+            block.attn.separate_qkv = on
+
+    for grads in assert_switch_keeps_loss_and_grads(model, torch.randint(0, 500, (4, 17)), separate):
         # the key bias cannot change any output: its gradient is exactly zero, not rounding noise
         assert (grads["h.0.attn.c_attn.bias"][32:64] == 0).all()
         assert grads["h.0.attn.c_attn.bias"][64:].abs().max() > 1e-4  # the value bias still learns

@@ -186,7 +186,7 @@ def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora
 
     plain = loader()
     expected = [plain.next_batch() for _ in range(4)]
-    positions = [plain.state_dict()]  # after 4 batches
+    after_four = plain.state_dict()
     feeder = BatchFeeder(loader(), torch.device("cpu"))
     got = [feeder.next().numpy()]
     feeder.prefetch()
@@ -198,8 +198,8 @@ def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora
     feeder.prefetch()  # drawn ahead, not handed out: the position stays after the fourth batch
     for a, b in zip(got, expected):
         assert (a == b).all()
-    assert feeder.consumed_state() == positions[0]
-    assert feeder.loader.state_dict()["draw"] == positions[0]["draw"] + 2
+    assert feeder.consumed_state() == after_four
+    assert feeder.loader.state_dict()["draw"] == after_four["draw"] + 2
     check = loader()
     check.next_batch()
     assert after_one == check.state_dict()
