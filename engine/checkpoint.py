@@ -9,6 +9,7 @@ Loading never unpickles arbitrary objects: safetensors and torch.load(weights_on
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -55,13 +56,33 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], keep: int) -> Path:
-    from safetensors.torch import save_file
+                    state: dict[str, Any], keep: int, on_event=None) -> Path:
+    """Write checkpoints/step-N through a temporary folder, then prune to the newest `keep` verified ones.
 
+    A full disk removes the temporary folder and raises one line naming what is intact. on_event(name,
+    message) hears of checkpoints moved aside as corrupt.
+    """
     ck_root = Path(run_dir) / "checkpoints"
     ck_root.mkdir(parents=True, exist_ok=True)
     final = ck_root / f"step-{step:08d}"
     tmp = ck_root / f".tmp-step-{step:08d}"
+    try:
+        _write_checkpoint(tmp, model, optimizer, dict(state, step=step, model_config=_unwrap(model).cfg.__dict__))
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(disk_full_message(tmp, run_dir)) from None
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    prune_checkpoints(run_dir, keep, newest_known_good=final, on_event=on_event)
+    return final
+
+
+def _write_checkpoint(tmp: Path, model, optimizer, state: dict) -> None:
+    from safetensors.torch import save_file
+
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -70,18 +91,55 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     if torch.cuda.is_available():
         trainer["rng_cuda"] = torch.cuda.get_rng_state_all()
     torch.save(trainer, tmp / "trainer.pt")
-    state = dict(state, step=step, model_config=_unwrap(model).cfg.__dict__)
     state["sha256"] = {name: _sha256(tmp / name) for name in ("model.safetensors", "trainer.pt")}
     with open(tmp / "state.json", "w") as f:
         json.dump(state, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list(iter_checkpoints(run_dir))[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+
+
+class DiskFull(SparkNetError):
+    pass
+
+
+def disk_full_message(path: Path, run_dir: Path) -> str:
+    free = shutil.disk_usage(Path(run_dir)).free
+    newest = next(iter_checkpoints(run_dir), None)
+    kept = f"the checkpoint from step {int(newest.name.split('-')[1])} is intact" if newest else \
+        "no earlier checkpoint exists"
+    return (f"disk full writing {path}; {free / 1e6:,.0f} MB free; {kept}; free some space, then "
+            f"`sparknet resume {Path(run_dir).name}`")
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """A checkpoint that fails verification goes to checkpoints/corrupt/, never deleted and never counted."""
+    corrupt = path.parent / "corrupt"
+    corrupt.mkdir(exist_ok=True)
+    dest = corrupt / path.name
+    n = 2
+    while dest.exists():
+        dest, n = corrupt / f"{path.name}-{n}", n + 1
+    os.replace(path, dest)
+    (dest / "CORRUPT.txt").write_text(reason + "\n")
+    return dest
+
+
+def prune_checkpoints(run_dir: Path, keep: int, newest_known_good: Path | None = None, on_event=None) -> None:
+    """Keep the newest `keep` checkpoints that verify; move the ones that fail aside; delete older good ones."""
+    kept = 0
+    for path in list(iter_checkpoints(run_dir)):
+        if kept >= keep:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        if path != newest_known_good:
+            try:
+                verify_checkpoint(path)
+            except CheckpointError as e:
+                dest = move_aside(path, str(e))
+                if on_event:
+                    on_event("warning", f"checkpoint {path.name} failed verification ({e}); moved to {dest}")
+                continue
+        kept += 1
 
 
 def verify_checkpoint(path: Path) -> dict:
@@ -101,22 +159,35 @@ def verify_checkpoint(path: Path) -> dict:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     device: torch.device) -> dict:
+    """Load a verified checkpoint. Anything wrong with its files, however they were made, is a CheckpointError."""
     from safetensors.torch import load_file
 
     state = verify_checkpoint(path)
-    weights = load_file(str(path / "model.safetensors"), device=str(device))
     target = _unwrap(model)
-    missing, unexpected = target.load_state_dict(weights, strict=False)
+    try:
+        weights = load_file(str(path / "model.safetensors"), device=str(device))
+        missing, unexpected = target.load_state_dict(weights, strict=False)
+    except Exception as e:  # safetensors and torch raise several types for a bad file
+        raise CheckpointError(f"{path.name}: model.safetensors does not load ({_first_line(e)})") from None
     # tied weights are stored once; anything else missing is an error
     if unexpected or any(not _is_tied(target, m) for m in missing):
         raise CheckpointError(f"{path.name}: weights do not match the model (missing {missing}, unexpected {unexpected})")
     if optimizer is not None:
-        trainer = torch.load(path / "trainer.pt", map_location=device, weights_only=True)
-        optimizer.load_state_dict(trainer["optimizer"])
-        torch.set_rng_state(trainer["rng_cpu"].cpu())
+        try:
+            trainer = torch.load(path / "trainer.pt", map_location=device, weights_only=True)
+            optimizer.load_state_dict(trainer["optimizer"])
+            torch.set_rng_state(trainer["rng_cpu"].cpu())
+        except Exception as e:  # a refused pickle, a wrong structure: the checkpoint is unusable, not the run
+            raise CheckpointError(f"{path.name}: trainer.pt does not load as optimizer state "
+                                  f"({e.__class__.__name__})") from None
         if "rng_cuda" in trainer and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([t.cpu() for t in trainer["rng_cuda"]])
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0][:200]}" if text else e.__class__.__name__
 
 
 def _is_tied(model: torch.nn.Module, name: str) -> bool:
@@ -134,13 +205,25 @@ def newest_good_checkpoint(run_dir: Path, on_skip=None) -> tuple[Path, dict] | N
     return None
 
 
-def load_latest_model(run_dir: Path) -> tuple[torch.nn.Module, str]:
-    """(model on CPU in eval mode, tokenizer spec) from the newest good checkpoint of a run."""
-    found = newest_good_checkpoint(run_dir)
-    if found is None:
-        raise SparkNetError(f"{run_dir}: no complete checkpoint to load")
-    path, state = found
-    cfg = ModelConfig(**state["model_config"])
-    model = build_model(cfg)
-    load_checkpoint(path, model, None, torch.device("cpu"))
-    return model.eval(), state.get("tokenizer", "gpt2")
+def load_latest_model(run_dir: Path, report=None) -> tuple[torch.nn.Module, str, int]:
+    """(model on CPU in eval mode, tokenizer spec, step) from the newest good checkpoint of a run.
+
+    report(line) is told which checkpoint was used and each newer one skipped, and why.
+    """
+    skipped = []
+    for path in iter_checkpoints(run_dir):
+        try:
+            state = verify_checkpoint(path)
+            cfg = ModelConfig(**state["model_config"])
+            model = build_model(cfg)
+            load_checkpoint(path, model, None, torch.device("cpu"))
+        except CheckpointError as e:
+            skipped.append(f"warning: skipped checkpoint {path.name}: {e}")
+            continue
+        if report:
+            for line in skipped:
+                report(line)
+            report(f"using checkpoint {path.name} (step {state['step']})")
+        return model.eval(), state.get("tokenizer", "gpt2"), state["step"]
+    raise SparkNetError(f"{run_dir}: no complete checkpoint to load" + (f" ({len(skipped)} failed verification)"
+                                                                        if skipped else ""))

@@ -18,10 +18,12 @@ from engine.rundir import (
     list_runs,
     logs_dir,
     new_run_id,
+    read_json,
     request_stop,
     resolve_run,
     wait_for,
 )
+from engine.runlock import ENV_FD, RunLock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="a name for the run id")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run lives on")
+    p.add_argument("--check", action="store_true",
+                   help="check the profile, mix, sources and tokenizer, then exit without starting")
     p.add_argument("--nproc-per-node", type=int, default=None, help="processes (GPUs) on this node")
     p.add_argument("--nnodes", type=int, default=None)
     p.add_argument("--node-rank", type=int, default=None)
@@ -54,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
     p.add_argument("run")
     p.add_argument("--detach", action="store_true")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change an optimizer, schedule, interval or thermal key from here on (recorded in run.toml)")
 
     p = sub.add_parser("eval", help="WikiText-2 evaluation against the baselines")
     p.add_argument("target", help="run id, run directory or model folder")
@@ -118,56 +124,77 @@ def worker_command(run_dir: Path, resume: bool, dist: dict, log_to_file: bool) -
     ]
 
 
-def launch(run_dir: Path, resume: bool, detach: bool) -> int:
+def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock) -> int:
+    """Start the training process for a run whose lock this process holds; the lock passes to the trainer."""
     from engine.config import read_toml
 
     dist = read_toml(run_dir / "run.toml")["profile"].get("dist", {})
     dist = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "master_addr": "127.0.0.1", "master_port": 29500,
             **dist}
+    single = dist["nproc_per_node"] * dist["nnodes"] <= 1
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[ENV_FD] = str(lock.fd) if single else "parent"  # torchrun holds it for its workers
     project_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = project_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if detach:
         log = open(run_dir / "train.log", "ab")
         proc = subprocess.Popen(worker_command(run_dir, resume, dist, log_to_file=False), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                cwd=project_root)
+                                cwd=project_root, pass_fds=(lock.fd,))
         log.close()
         rd = RunDir(run_dir)
         if rd.status().get("state") not in ("running",):
             rd.update_status(pid=proc.pid)
         print(run_dir.name)
         return 0
-    if dist["nproc_per_node"] * dist["nnodes"] <= 1:
+    if single:
         from engine.train import run_training
 
-        return run_training(run_dir, resume=resume, log_to_file=True)
-    return subprocess.call(worker_command(run_dir, resume, dist, log_to_file=True), env=env, cwd=project_root)
+        return run_training(run_dir, resume=resume, log_to_file=True, lock=lock)
+    return subprocess.call(worker_command(run_dir, resume, dist, log_to_file=True), env=env, cwd=project_root,
+                           pass_fds=(lock.fd,))
 
 
 def cmd_train(args) -> int:
+    from engine.preflight import check_run_inputs
+
     overrides = list(args.overrides) + _dist_overrides(args)
     profile = load_profile(args.profile, overrides)
     mix_name = args.mix or profile.mix
     if not mix_name:
         raise SparkNetError(f"{profile.source}: no mix given; add mix = \"NAME\" to the profile or pass --mix NAME")
     mix = load_mix(mix_name)
-    run_dir = create_run(profile, mix, overrides, logs_dir() / new_run_id(profile.name, args.name))
-    return launch(run_dir, resume=False, detach=args.detach)
+    run_id = new_run_id(profile.name, args.name)
+    check_run_inputs(profile, mix)
+    if args.check:
+        print(f"ready: profile {profile.name}, mix {mix.name}, {profile.steps:,} steps")
+        return 0
+    lock = create_run(profile, mix, overrides, logs_dir() / run_id)
+    try:
+        return launch(logs_dir() / run_id, resume=False, detach=args.detach, lock=lock)
+    finally:
+        lock.release()
 
 
 def cmd_resume(args) -> int:
+    from engine.preflight import check_free_space
+    from engine.resume import apply_resume_overrides, checkpoint_size
+
     run_dir = resolve_run(args.run)
-    status = effective_status(run_dir)
-    state = status.get("state")
-    if state in LIVE_STATES:
-        raise SparkNetError(f"run {run_dir.name} is {state} (pid {status.get('pid')}); nothing to resume")
-    if state == "finished":
-        raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")
-    rd = RunDir(run_dir)
-    rd.update_status(state="preparing", pid=os.getpid(), error=None)
-    rd.clear_stop()
-    return launch(run_dir, resume=True, detach=args.detach)
+    lock = RunLock.acquire(run_dir)  # refuses at once when a trainer owns the run
+    try:
+        state = (read_json(run_dir / "status.json") or {}).get("state")
+        if state == "finished":
+            raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")
+        check_free_space(run_dir, "a checkpoint of this run", checkpoint_size(run_dir))
+        if args.overrides:
+            apply_resume_overrides(run_dir, args.overrides)
+        rd = RunDir(run_dir)
+        rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(), error=None)
+        rd.clear_stop()
+        return launch(run_dir, resume=True, detach=args.detach, lock=lock)
+    finally:
+        lock.release()
 
 
 def cmd_stop(args) -> int:
@@ -196,6 +223,11 @@ def _fmt_tokens(n) -> str:
     return str(int(n))
 
 
+def _fmt_age(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 def cmd_runs(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -212,6 +244,8 @@ def cmd_runs(args) -> int:
         steps = s.get("steps") or 0
         progress = f"{s.get('step', 0)}/{steps}" + (f" {100 * s.get('step', 0) / steps:.0f}%" if steps else "")
         state = s.get("state", "?") + (" (thermal pause)" if s.get("paused") else "")
+        if s.get("stalled_s"):
+            state += f" {_fmt_age(s['stalled_s'])}"
         table.add_row(r.run_id, state, r.config.get("profile_name", "?"), r.config.get("mix_name", "?"), progress,
                       _fmt_tokens(s.get("tokens_per_s")), f"{s['loss']:.3f}" if s.get("loss") is not None else "—",
                       f"{s['val_loss']:.3f}" if s.get("val_loss") is not None else "—", s.get("started_at", "—"))
@@ -225,7 +259,7 @@ def cmd_export(args) -> int:
     from engine.tokenizer import load_tokenizer
 
     run_dir = resolve_run(args.run)
-    model, tok_spec = load_latest_model(run_dir)
+    model, tok_spec, _ = load_latest_model(run_dir, report=print)
     out = Path(args.dir)
     export_hf(model, out, load_tokenizer(tok_spec))
     print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained)")

@@ -31,7 +31,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import zlib
 from collections import deque
@@ -48,7 +50,7 @@ from engine.config import MixConfig, SourceConfig, load_mix
 from engine.rundir import utc_now, write_json_atomic
 from engine.tokenizer import Tokenizer, host_reachable, load_tokenizer
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: each shard's sha256 in the manifest
 DEFAULT_PREPARE_TOKENS = 10_000_000  # hub sources' budget when `prepare` gets no --tokens
 SHARD_TOKENS = 100_000_000  # 200 MB uint16 shards
 # Slack over share * tokens: a run's last optimizer step may overshoot its token budget, and the
@@ -83,7 +85,7 @@ def required_train_tokens(share: float, tokens: int) -> int:
     return math.ceil(share * tokens) + WINDOW_MARGIN_TOKENS
 
 
-def _target_train_tokens(share: float, tokens: int) -> int:
+def target_train_tokens(share: float, tokens: int) -> int:
     return math.ceil(share * tokens * (1 + TARGET_SLACK)) + WINDOW_MARGIN_TOKENS
 
 
@@ -319,20 +321,25 @@ class SourceReader:
             for value in batch.column(0).to_pylist():
                 yield value if isinstance(value, str) else ""
 
+    def check_hub(self) -> None:
+        """A hub dataset fails in seconds on a machine that cannot reach the hub (unless told to work offline)."""
+        if self.kind != "hf" or self.local_dataset is not None or _hub_offline():
+            return
+        endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        host = endpoint.hostname or "huggingface.co"
+        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        if not host_reachable(host, port):
+            raise DataError(f"source '{self.src.name}': cannot reach the Hugging Face hub ({host}) to load "
+                            f"'{self.src.hf}'; connect to the network, set HF_HUB_OFFLINE=1 to use a cached copy, "
+                            f"or download it and set path = \"the local copy\" in {self.mix_where}")
+
     def _hf_documents(self, skip: int) -> Iterator[str]:
         s = self.src
         location = str(self.local_dataset) if self.local_dataset else s.hf
         hint = ("check the folder's files" if self.local_dataset else
                 f"check the id at https://huggingface.co/datasets/{s.hf} and your network, "
                 f"or download it and set path = \"the local copy\"")
-        if self.local_dataset is None and not _hub_offline():
-            endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-            host = endpoint.hostname or "huggingface.co"
-            port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-            if not host_reachable(host, port):
-                raise DataError(f"source '{s.name}': cannot reach the Hugging Face hub ({host}) to load '{s.hf}'; "
-                                "connect to the network, set HF_HUB_OFFLINE=1 to use a cached copy, "
-                                "or download it and set path = \"the local copy\"")
+        self.check_hub()
         try:
             import datasets
 
@@ -374,11 +381,36 @@ def _hub_offline() -> bool:
 _worker_tokenizer: Tokenizer | None = None
 
 
-def _init_worker(serialized: dict) -> None:
+class PrepareStopped(Exception):
+    """A stop was asked for while preparing: what was committed stays, and the next prepare continues."""
+
+
+def _init_worker(serialized: dict, parent: int) -> None:
     global _worker_tokenizer
+    # A worker dies with its parent, however the parent ends (even SIGKILL), and leaves Ctrl-C to the
+    # parent, which stops the pool in order.
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Each worker process is one tokenizing core; Rust threads inside it would only compete.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_tokenizer = Tokenizer.from_serialized(serialized)
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()  # elsewhere: poll
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -432,7 +464,8 @@ class _Encoder:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.tok.to_serialized(),))
+                                             initializer=_init_worker,
+                                             initargs=(self.tok.to_serialized(), os.getpid()))
         pending: deque = deque()
         try:
             # A bounded window of batches in flight: reading never runs far ahead of tokenizing.
@@ -456,25 +489,33 @@ class _Encoder:
 
 
 class _ShardWriter:
-    """Appends tokens of one split to numbered shard files; the manifest records what is committed."""
+    """Appends tokens of one split to numbered shard files; the manifest records what is committed, with each
+    shard's checksum (kept current as tokens are appended, so committing never reads a shard back)."""
 
     def __init__(self, folder: Path, split: str, dtype: np.dtype, shard_tokens: int, shards: list[dict]):
         self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
         self.shards = shards
         self._fh = None
+        self._hash = None  # the last shard's running checksum
 
     def append(self, tokens: np.ndarray) -> None:
         tokens = tokens.astype(self.dtype, copy=False)
         while len(tokens):
             if not self.shards or self.shards[-1]["tokens"] >= self.shard_tokens:
                 self._close()
-                self.shards.append({"file": f"{self.split}-{len(self.shards):05d}.bin", "tokens": 0})
+                self.shards.append({"file": f"{self.split}-{len(self.shards):05d}.bin", "tokens": 0,
+                                    "sha256": hashlib.sha256().hexdigest()})
+                self._hash = hashlib.sha256()
             shard = self.shards[-1]
             if self._fh is None:
+                self._hash = self._hash or _file_hash(self.folder / shard["file"], shard["tokens"] * self.dtype.itemsize)
                 self._fh = open(self.folder / shard["file"], "ab")
             take = min(len(tokens), self.shard_tokens - shard["tokens"])
-            self._fh.write(tokens[:take].tobytes())
+            data = tokens[:take].tobytes()
+            self._fh.write(data)
+            self._hash.update(data)
             shard["tokens"] += take
+            shard["sha256"] = self._hash.hexdigest()
             tokens = tokens[take:]
 
     def flush(self) -> None:
@@ -485,8 +526,39 @@ class _ShardWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        self._hash = None
 
     close = _close
+
+
+def _file_hash(path: Path, nbytes: int):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while nbytes > 0:
+            block = f.read(min(nbytes, 1 << 22))
+            if not block:
+                break
+            h.update(block)
+            nbytes -= len(block)
+    return h
+
+
+def cache_damage(folder: Path, manifest: dict, checksums: bool = True) -> str | None:
+    """What is wrong with a source's committed shards (missing, shorter, another checksum), or None."""
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    for split in ("train", "val"):
+        for shard in manifest["shards"][split]:
+            f = folder / shard["file"]
+            want = shard["tokens"] * itemsize
+            try:
+                size = f.stat().st_size
+            except OSError:
+                return f"{shard['file']} is missing"
+            if size < want:  # a longer file is a prepare's uncommitted tail, which the next one cuts off
+                return f"{shard['file']} is {size:,} bytes, the manifest says {want:,}"
+            if checksums and _file_hash(f, want).hexdigest() != shard.get("sha256"):
+                return f"{shard['file']} does not match its checksum"
+    return None
 
 
 def _new_manifest(reader: SourceReader, tok: Tokenizer) -> dict:
@@ -520,7 +592,7 @@ def read_manifest(folder: Path) -> dict | None:
 
 def _restore_to_manifest(folder: Path, manifest: dict) -> bool:
     """Cut shard files back to what the manifest committed (a kill may leave a partial tail).
-    False when the files are shorter than the manifest says: the cache must be rebuilt."""
+    False when the files are shorter than the manifest says or fail their checksums: the cache must be rebuilt."""
     itemsize = np.dtype(manifest["dtype"]).itemsize
     listed = {"manifest.json", ".lock"}
     for split in ("train", "val"):
@@ -533,7 +605,7 @@ def _restore_to_manifest(folder: Path, manifest: dict) -> bool:
             if f.stat().st_size > want:
                 os.truncate(f, want)
     _remove_files(folder, keep=listed)
-    return True
+    return cache_damage(folder, manifest) is None
 
 
 def _remove_files(folder: Path, keep: set[str]) -> None:
@@ -629,11 +701,12 @@ class _Progress:
 
 def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = None, workers: int | None = None,
                 progress: Callable[[dict], None] | None = None, progress_path: Path | None = None,
-                shard_tokens: int = SHARD_TOKENS) -> dict:
+                shard_tokens: int = SHARD_TOKENS, should_stop: Callable[[], bool] | None = None) -> dict:
     """Make the cache hold, for every source, its share of `tokens` train tokens plus its validation share.
 
     tokens=None: local sources are read whole, hub sources get their share of DEFAULT_PREPARE_TOKENS.
-    Raises DataError (one line) when a source that may not repeat is smaller than its share.
+    Raises DataError (one line) when a source that may not repeat is smaller than its share, and
+    PrepareStopped within about a batch of should_stop() turning true.
     Returns {source: {train_tokens, val_tokens, documents, epochs_needed, complete, state, cache, ...}}.
     """
     root = cache_root(cache_dir)
@@ -648,6 +721,7 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
     shares = mix.shares
     encoder: _Encoder | None = None
     report: dict[str, dict] = {}
+    repaired: dict[str, str] = {}
     try:
         tok = load_tokenizer(mix.tokenizer)
         readers = [SourceReader(s, mix) for s in mix.sources]  # missing paths and empty folders fail here
@@ -656,15 +730,20 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
         for reader in readers:
             name = reader.src.name
             if tokens is None:
-                target = None if reader.kind == "path" else _target_train_tokens(shares[name], DEFAULT_PREPARE_TOKENS)
+                target = None if reader.kind == "path" else target_train_tokens(shares[name], DEFAULT_PREPARE_TOKENS)
                 required = None
             else:
-                target = _target_train_tokens(shares[name], tokens)
+                target = target_train_tokens(shares[name], tokens)
                 required = required_train_tokens(shares[name], tokens)
             folder = source_cache_dir(root, tok, reader)
             manifest = read_manifest(folder)
             done = manifest is not None and (manifest["complete"] or
                                              (target is not None and manifest["tokens"]["train"] >= target))
+            damage = _discard_if_damaged(folder) if done else None
+            if damage:
+                repaired[name] = f"source '{name}': its cached tokens were damaged ({damage}); tokenizing it again"
+                prog.update(name, state="waiting", note=repaired[name])
+                manifest, done = None, False
             prog.update(name, quota=target, state="cached" if done else "waiting",
                         tokens=manifest["tokens"]["train"] if manifest else 0)
             if done:
@@ -681,7 +760,7 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
             name = reader.src.name
             if not done:
                 prog.update(name, state="tokenizing", force=True)
-                _prepare_source(reader, folder, tok, target, encoder, prog, shard_tokens)
+                _prepare_source(reader, folder, tok, target, encoder, prog, shard_tokens, should_stop)
             manifest = read_manifest(folder)
             _check_enough(reader, manifest, required, shares[name], tokens)
             needed = math.ceil(shares[name] * tokens) if tokens is not None else None
@@ -695,18 +774,32 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
                 "undecodable_bytes": manifest["undecodable_bytes"],
                 "state": "cached" if done else "prepared",
                 "cache": str(folder),
+                "repaired": repaired.get(name),
             }
             prog.update(name, state=report[name]["state"], tokens=manifest["tokens"]["train"],
                         val_tokens=manifest["tokens"]["val"], eta_s=0, force=True)
     except BaseException as e:
         prog.finish(error=str(e) if isinstance(e, SparkNetError) else
-                    "interrupted" if isinstance(e, KeyboardInterrupt) else _one_line(e))
+                    "stopped" if isinstance(e, (KeyboardInterrupt, PrepareStopped)) else _one_line(e))
         raise
     finally:
         if encoder is not None:
             encoder.close()
     prog.finish()
     return report
+
+
+def _discard_if_damaged(folder: Path) -> str | None:
+    """Verify a finished source's shards; a damaged cache is removed (under the folder's lock): what was wrong."""
+    manifest = read_manifest(folder)
+    if manifest is None or cache_damage(folder, manifest) is None:
+        return None
+    with _Lock(folder):
+        manifest = read_manifest(folder)
+        damage = cache_damage(folder, manifest) if manifest is not None else None
+        if damage:  # else another prepare rebuilt it while this one waited
+            _remove_files(folder, keep={".lock"})
+    return damage
 
 
 def _check_enough(reader: SourceReader, manifest: dict, required: int | None, share: float, tokens: int | None) -> None:
@@ -725,7 +818,7 @@ def _check_enough(reader: SourceReader, manifest: dict, required: int | None, sh
 
 
 def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: int | None,
-                    encoder: _Encoder, prog: _Progress, shard_tokens: int) -> None:
+                    encoder: _Encoder, prog: _Progress, shard_tokens: int, should_stop=None) -> None:
     name = reader.src.name
     with _Lock(folder):
         manifest = read_manifest(folder)  # another process may have finished it while we waited
@@ -792,6 +885,9 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
                             documents=docs_count["train"] + docs_count["val"])
                 if reached:
                     break
+                if should_stop is not None and should_stop():
+                    commit()
+                    raise PrepareStopped(name)
                 if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                     commit()
                     last_commit = time.monotonic()
@@ -863,6 +959,10 @@ def _open_streams(mix: MixConfig, split: str, cache_dir: Path | None) -> tuple[l
         if manifest is None:
             raise DataError(f"source '{src.name}' of mix '{mix.name}' is not prepared in {root}; "
                             f"run `sparknet prepare --mix {mix.name}`")
+        damage = cache_damage(folder, manifest, checksums=False)
+        if damage:
+            raise DataError(f"source '{src.name}': its cached tokens in {folder} are damaged ({damage}); "
+                            f"`sparknet prepare --mix {mix.name}` tokenizes it again")
         streams.append(TokenStream(folder, manifest, split))
         manifests.append(manifest)
     return streams, manifests
@@ -1130,6 +1230,8 @@ def prepare_command(mix_name: str, tokens: int | None, cache_dir: Path | None = 
         return 1
     print(format_report(report), file=out)
     for name, r in report.items():
+        if r["repaired"]:
+            print(f"warning: {r['repaired']}", file=out)
         if r["undecodable_bytes"]:
             print(f"warning: source '{name}': skipped {r['undecodable_bytes']:,} bytes that are not UTF-8",
                   file=out)

@@ -90,8 +90,13 @@ class CombinedOptimizer:
         return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
 
     def load_state_dict(self, state: dict) -> None:
+        """The saved moments and step counts; the hyperparameters stay those this optimizer was built with,
+        so `sparknet resume --set optim.lr=...` takes effect."""
         for i, opt in enumerate(self.optimizers):
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
             opt.load_state_dict(state[str(i)])
+            for group, own in zip(opt.param_groups, settings):
+                group.update(own)
 
 
 def build_optimizer(model: torch.nn.Module, profile: Profile, device: torch.device) -> CombinedOptimizer:

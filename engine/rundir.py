@@ -21,8 +21,15 @@ from typing import Any, Iterator
 from engine import SparkNetError
 from engine.config import PROJECT_ROOT
 
-STATES = ("preparing", "running", "stopping", "stopped", "finished", "failed")
-LIVE_STATES = ("preparing", "running", "stopping")
+# "stalled" is never written: readers derive it for a live run that has gone quiet for too long
+LIVE_STATES = ("preparing", "running", "stopping", "stalled")
+MAX_NAME = 64
+# How long a live run may go without a sign of progress before it is shown as stalled, by phase. Training
+# uses the larger of its floor and STALL_FACTOR times the measured interval between its status updates.
+STALL_AFTER_S = {"preparing data": 300.0, "compiling": 1800.0, "exporting model": 900.0, "evaluating": 3600.0,
+                 "checkpointing": 900.0}
+STALL_TRAINING_FLOOR_S = 120.0
+STALL_FACTOR = 10.0
 
 
 def logs_dir() -> Path:
@@ -34,6 +41,8 @@ def utc_now() -> str:
 
 
 def new_run_id(profile: str, name: str | None = None) -> str:
+    if name is not None and len(name) > MAX_NAME:
+        raise SparkNetError(f"--name is {len(name)} characters long; give at most {MAX_NAME}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or profile).strip("-") or "run"
     run_id = f"{stamp}-{base}"
@@ -63,6 +72,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); run files follow the umask like every other file of the run,
+        # so a panel started by another user of the box can read them
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -74,14 +86,40 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
-    # one write() of a whole line keeps lines whole for readers
-    with open(path, "a") as f:
-        f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    """Append one line in one write(). A partial last line (a writer killed mid-write) is cut off first,
+    so the new record is never glued to the fragment and lost with it."""
+    line = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+    with open(path, "ab+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                _drop_partial_line(f, size)
+        f.write(line)
+
+
+def _drop_partial_line(f, size: int) -> None:
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        f.seek(start)
+        cut = f.read(end - start).rfind(b"\n")
+        if cut >= 0:
+            f.truncate(start + cut + 1)
+            return
+        end = start
+    f.truncate(0)
 
 
 def read_json(path: Path) -> dict | None:
@@ -174,14 +212,55 @@ class RunInfo:
         return self.status.get("state", "unknown")
 
 
-def effective_status(run_dir: Path) -> dict:
-    """status.json, with a live state whose process is gone reported as failed (stale pid)."""
-    status = read_json(run_dir / "status.json") or {"state": "unknown"}
-    if status.get("state") in LIVE_STATES and not pid_alive(status.get("pid")):
-        status = dict(status)
+def effective_status(run_dir: Path, now: float | None = None) -> dict:
+    """status.json as a reader should believe it.
+
+    A live state whose owner no longer holds the run's lock is reported as failed (the process ended without
+    saying so, or the machine rebooted); a live run without a sign of progress for much longer than usual is
+    reported as stalled, with stalled_s. `evaluating` says whether an evaluation of the run is under way.
+    """
+    from engine.runlock import EVAL_LOCK_NAME, lock_held
+
+    status = dict(read_json(run_dir / "status.json") or {"state": "unknown"})
+    status["evaluating"] = lock_held(run_dir, EVAL_LOCK_NAME)
+    if status.get("state") not in LIVE_STATES:
+        return status
+    if not lock_held(run_dir):
         status["state"] = "failed"
-        status["error"] = status.get("error") or f"process {status.get('pid')} ended without saying so (stale pid)"
+        status["error"] = status.get("error") or (f"process {status.get('pid')} ended without saying so "
+                                                  "(crashed, killed or the machine restarted)")
+        return status
+    quiet = (time.time() if now is None else now) - last_progress(run_dir, status)
+    if quiet > stall_after_s(status):
+        status["state"] = "stalled"
+        status["stalled_s"] = round(quiet)
     return status
+
+
+def stall_after_s(status: dict) -> float:
+    phase = status.get("phase") or ""
+    if status.get("paused"):
+        return float("inf")  # a thermal pause waits as long as the heat lasts
+    if phase in STALL_AFTER_S:
+        return STALL_AFTER_S[phase]
+    return max(STALL_TRAINING_FLOOR_S, STALL_FACTOR * float(status.get("update_every_s") or 0.0))
+
+
+def last_progress(run_dir: Path, status: dict) -> float:
+    """When the run last showed progress: its status update, or during preparation its progress file."""
+    t = parse_utc(status.get("updated_at"))
+    try:
+        t = max(t, (run_dir / "prepare.json").stat().st_mtime) if status.get("phase") == "preparing data" else t
+    except OSError:
+        pass
+    return t
+
+
+def parse_utc(text) -> float:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def load_run_config(run_dir: Path) -> dict:
@@ -216,10 +295,15 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self._status: dict = read_json(self.status_path) or {}
 
-    def create(self, run_toml: str) -> None:
+    def create(self, run_toml: str):
+        """Make the folder, take its lock (before anything is written in it), then write run.toml."""
+        from engine.runlock import RunLock
+
         self.path.mkdir(parents=True, exist_ok=False)
+        lock = RunLock.acquire(self.path)
         self.checkpoints.mkdir()
-        (self.path / "run.toml").write_text(run_toml)
+        write_text_atomic(self.path / "run.toml", run_toml)
+        return lock
 
     def status(self) -> dict:
         return dict(self._status)
@@ -276,8 +360,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
     return predicate()
 
 
-def create_run(profile, mix, overrides: list[str], run_dir: Path) -> Path:
-    """A new run directory holding the resolved profile and mix; state preparing."""
+def create_run(profile, mix, overrides: list[str], run_dir: Path):
+    """A new run directory holding the resolved profile and mix, state preparing; returns its lock, held."""
     from engine import __version__
     from engine.config import dump_toml
 
@@ -287,8 +371,9 @@ def create_run(profile, mix, overrides: list[str], run_dir: Path) -> Path:
         "profile": profile.to_dict(), "mix": mix.to_dict(),
     })
     rd = RunDir(run_dir)
-    rd.create(run_toml)
-    rd.update_status(state="preparing", run_id=run_dir.name, pid=os.getpid(), started_at=utc_now(), step=0,
-                     steps=profile.steps, tokens=0, total_tokens=profile.steps * profile.tokens_per_step)
+    lock = rd.create(run_toml)
+    rd.update_status(state="preparing", phase="preparing data", run_id=run_dir.name, pid=os.getpid(),
+                     started_at=utc_now(), step=0, steps=profile.steps, tokens=0,
+                     total_tokens=profile.steps * profile.tokens_per_step)
     rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")
-    return run_dir
+    return lock

@@ -8,9 +8,11 @@ eval and checkpoint steps.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -21,11 +23,14 @@ from pathlib import Path
 import torch
 
 from engine import SparkNetError
-from engine.checkpoint import load_checkpoint, newest_good_checkpoint, save_checkpoint
+from engine.checkpoint import CheckpointError, load_checkpoint, move_aside, save_checkpoint
 from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
+from engine.data import PrepareStopped
 from engine.model import build_model
+from engine.notify import Notifier
 from engine.optim import build_optimizer
-from engine.rundir import RunDir, utc_now
+from engine.rundir import RunDir, iter_checkpoints, utc_now
+from engine.watchdog import StallWatch
 
 log = logging.getLogger("sparknet")
 
@@ -179,6 +184,7 @@ class Trainer:
         self.tokens = 0
         self.sampler = None
         self.thermal = None
+        self.notifier = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -190,8 +196,12 @@ class Trainer:
         if self.is_main:
             self.rd.event(event_name, message, **extra)
             log.info("%s: %s", event_name, message)
+            if self.notifier is not None:
+                self.notifier.send(event_name, message)
 
     def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the checkpoint
         self.stop_signal = True
 
     def stop_requested(self) -> bool:
@@ -222,7 +232,10 @@ class Trainer:
         needed = p.steps * p.tokens_per_step
         if self.is_main:
             progress_path = self.run_dir / "prepare.json"
-            prepare_mix(self.mix, needed, progress_path=progress_path)
+            report = prepare_mix(self.mix, needed, progress_path=progress_path, should_stop=self.stop_requested)
+            for row in report.values():
+                if row["repaired"]:
+                    self.event("warning", row["repaired"])
         self._barrier()
 
         self.grad_accum = p.batch.grad_accum // self.world
@@ -230,15 +243,7 @@ class Trainer:
                                 seed=p.run.seed, rank=self.rank, world=self.world)
 
         self.feeder = BatchFeeder(self.loader, self.device)
-        self.raw_model = build_model(p.model).to(self.device)
-        self.raw_model.fused_loss = p.run.fused_loss
-        self.raw_model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
-        self.raw_model.fp8_head = p.run.fp8_head and self._fp8_available()
-        for module in self.raw_model.modules():
-            if hasattr(module, "fused_gelu"):
-                module.fused_gelu = p.run.fused_gelu
-            if hasattr(module, "separate_qkv"):
-                module.separate_qkv = p.run.separate_qkv
+        self.raw_model = self._build_model()
         select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
@@ -259,6 +264,19 @@ class Trainer:
         if p.run.wikitext_every and self.is_main:
             self.wikitext_ids = self._load_wikitext()
 
+    def _build_model(self) -> torch.nn.Module:
+        p = self.profile
+        model = build_model(p.model).to(self.device)
+        model.fused_loss = p.run.fused_loss
+        model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
+        model.fp8_head = p.run.fp8_head and self._fp8_available()
+        for module in model.modules():
+            if hasattr(module, "fused_gelu"):
+                module.fused_gelu = p.run.fused_gelu
+            if hasattr(module, "separate_qkv"):
+                module.separate_qkv = p.run.separate_qkv
+        return model
+
     def _fp8_available(self) -> bool:
         capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
         if fp8_products_available(capability):
@@ -274,20 +292,28 @@ class Trainer:
             dist.barrier()
 
     def _restore(self) -> None:
-        def skipped(path, err):
-            self.event("warning", f"checkpoint {path.name} skipped: {err}; falling back to the one before")
-
-        found = newest_good_checkpoint(self.run_dir, on_skip=skipped)
-        if found is None:
-            self.event("warning", "no complete checkpoint found; starting from step 0")
+        """Load the newest checkpoint that verifies and loads; each one that does not is moved aside."""
+        failed_any = False
+        for path in list(iter_checkpoints(self.run_dir)):
+            try:
+                state = load_checkpoint(path, self.raw_model, self.optimizer, self.device)
+            except CheckpointError as e:
+                failed_any = True
+                dest = move_aside(path, str(e)) if self.is_main else path
+                self.event("warning", f"checkpoint {path.name} skipped: {e}; moved to {dest}; falling back to "
+                                      "the one before")
+                continue
+            self.step = state["step"]
+            self.tokens = state["tokens"]
+            self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
+            self.elapsed_before = state.get("elapsed_s", 0.0)
+            self.event("resumed", f"resumed from {path.name} at step {self.step}", step=self.step)
             return
-        path, _ = found
-        state = load_checkpoint(path, self.raw_model, self.optimizer, self.device)
-        self.step = state["step"]
-        self.tokens = state["tokens"]
-        self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
-        self.elapsed_before = state.get("elapsed_s", 0.0)
-        self.event("resumed", f"resumed from {path.name} at step {self.step}", step=self.step)
+        if failed_any:
+            # a checkpoint that failed half-way through loading may have left some of its weights behind
+            self.raw_model = self._build_model()
+            self.optimizer = build_optimizer(self.raw_model, self.profile, self.device)
+        self.event("warning", "no usable checkpoint found; starting from step 0")
 
     def _load_wikitext(self):
         try:
@@ -365,8 +391,9 @@ class Trainer:
 
     def checkpoint(self, reason: str) -> None:
         if not self.weights_finite():
-            raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written and the last "
-                                f"good one is kept: lower optim.lr or check the data, then resume")
+            raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written; "
+                                f"{self.divergence_advice()}")
+        self.status(phase="checkpointing")
         if self.is_main:
             loader_states = {str(self.rank): self.feeder.consumed_state()}
             if self.world > 1:
@@ -378,7 +405,7 @@ class Trainer:
             path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
                 "tokens": self.tokens, "loader": loader_states, "tokenizer": self.mix.tokenizer,
                 "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
-            }, keep=self.profile.run.keep_checkpoints)
+            }, keep=self.profile.run.keep_checkpoints, on_event=self.event)
             self.event("checkpoint", f"saved {path.name} ({reason})", step=self.step)
         elif self.world > 1:
             import torch.distributed as dist
@@ -389,17 +416,37 @@ class Trainer:
     def elapsed(self) -> float:
         return getattr(self, "elapsed_before", 0.0) + (time.monotonic() - self.t_start)
 
-    def fail(self, message: str) -> None:
-        self.status(state="failed", error=message, phase="")
-        self.event("error", message, step=self.step)
+    def fail(self, message: str, kind: str = "failed") -> None:
+        """The run ends as failed with one line; `kind` is the notification it sends (failed or loss_spike)."""
+        try:
+            self.status(state="failed", error=message, phase="")
+        except OSError:  # a full disk may refuse even this; the line still reaches train.log
+            pass
+        log.info("error: %s", message)
+        try:
+            self.event("error", message, step=self.step)
+        except OSError:
+            pass
+        if self.notifier is not None:
+            self.notifier.send(kind, message)
+
+    def divergence_advice(self) -> str:
+        """Which checkpoint survives, and the exact command that continues from it with a lower rate."""
+        newest = next(iter_checkpoints(self.run_dir), None)
+        kept = (f"the checkpoint from step {int(newest.name.split('-')[1])} ({newest.name}) is kept" if newest else
+                "no checkpoint was written yet, so a resume starts from step 0")
+        lr = self.profile.optim.lr / 2
+        return (f"{kept}: `sparknet resume {self.run_dir.name} --set optim.lr={lr:.3g}` continues with half the "
+                f"learning rate (or check the data)")
 
     def run(self) -> int:
         p = self.profile
         self.t_start = time.monotonic()
         if self.is_main:
             self._start_telemetry()
-        self.status(state="running", phase="training", step=self.step, steps=p.steps, tokens=self.tokens,
-                    total_tokens=p.steps * p.tokens_per_step, error=None)
+        # the first step of a compiled model compiles it, which can take minutes on a small GPU
+        self.status(state="running", phase="compiling" if p.run.compile else "training", step=self.step,
+                    steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None)
         self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
                    step=self.step, device=str(self.device), world=self.world)
         self.model.train()
@@ -414,6 +461,8 @@ class Trainer:
                 loss_t, gnorm_t = self.train_step(lr)
                 self.step += 1
                 self.tokens += p.tokens_per_step
+                if self.rd.status().get("phase") == "compiling":
+                    self.status(phase="training")
                 last = self.step == p.steps
                 log_now = self.step % p.run.log_every == 0 or last
                 ck_now = self.step % p.run.checkpoint_every == 0 or last
@@ -428,19 +477,20 @@ class Trainer:
                     loss_t = loss_t / self.world
                 loss, gnorm = loss_t.item(), gnorm_t.item()  # the only host sync in the loop
                 if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                    self.fail(f"loss became {loss} (grad norm {gnorm}) at step {self.step}; the last good "
-                              f"checkpoint is kept: lower optim.lr or check the data, then resume")
+                    self.fail(f"loss became {loss} (grad norm {gnorm}) at step {self.step}; "
+                              f"{self.divergence_advice()}")
                     return 1
                 if (self.step > p.warmup_steps and len(recent_losses) >= 5
                         and loss > p.run.spike_factor * (sum(recent_losses) / len(recent_losses))):
                     self.fail(f"loss spiked to {loss:.3f} at step {self.step} (recent mean "
-                              f"{sum(recent_losses) / len(recent_losses):.3f}); the last good checkpoint is "
-                              f"kept: lower optim.lr or raise run.spike_factor, then resume")
+                              f"{sum(recent_losses) / len(recent_losses):.3f}); {self.divergence_advice()}, or "
+                              f"raise run.spike_factor", kind="loss_spike")
                     return 1
                 recent_losses = (recent_losses + [loss])[-20:]
                 last_good_loss = loss
                 now = time.monotonic()
                 tps = (self.tokens - tokens_log) / max(1e-9, now - t_log)
+                update_every_s = now - t_log
                 t_log, tokens_log = now, self.tokens
                 row = {"step": self.step, "tokens": self.tokens, "loss": round(loss, 5), "lr": lr,
                        "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1),
@@ -459,13 +509,15 @@ class Trainer:
                              gnorm, tps, f" val {row['val_loss']:.4f}" if "val_loss" in row else "")
                 remaining = (p.steps - self.step) * p.tokens_per_step
                 fields = dict(step=self.step, tokens=self.tokens, loss=row["loss"], tokens_per_s=row["tokens_per_s"],
-                              eta_s=round(remaining / tps, 1) if tps > 0 else None, mfu=row["mfu"])
+                              eta_s=round(remaining / tps, 1) if tps > 0 else None, mfu=row["mfu"],
+                              update_every_s=round(update_every_s, 2), phase="training")
                 if "val_loss" in row:
                     fields["val_loss"] = row["val_loss"]
                 self.status(**fields)
                 self._thermal_check()
                 if ck_now and not last:
                     self.checkpoint("interval")
+                    self.status(phase="training")
             self.checkpoint("final")
         except SparkNetError as e:
             self.fail(str(e))
@@ -510,19 +562,25 @@ class Trainer:
             tokenizer = load_tokenizer(self.mix.tokenizer)
         except SparkNetError as e:
             self.event("warning", f"tokenizer not saved with the model: {e}")
-        export_hf(self.raw_model, self.run_dir / "model", tokenizer)
+        # written aside and renamed: a model/ folder is always a whole final model
+        staging = self.run_dir / ".model.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        export_hf(self.raw_model, staging, tokenizer)
+        shutil.rmtree(self.run_dir / "model", ignore_errors=True)
+        os.replace(staging, self.run_dir / "model")
         if self.profile.run.final_eval:
             self.status(phase="evaluating")
             try:
                 from engine.evaluate import eval_command
 
-                eval_command(str(self.run_dir), stride=None, device=str(self.device.type),
+                eval_command(str(self.run_dir), stride=None, device=str(self.device.type), wait_for_lock=True,
                              max_tokens=self.profile.run.final_eval_tokens or None)
                 self.event("eval", "final evaluation written to eval.json")
             except SparkNetError as e:
                 self.event("warning", f"final evaluation skipped: {e}")
         self.status(state="finished", phase="", eta_s=0, finished_at=utc_now())
-        self.event("finished", f"finished {self.step} steps, final loss {loss}", step=self.step)
+        final = f"{loss:.4f}" if loss is not None else "unknown"
+        self.event("finished", f"finished {self.step} steps, final loss {final}", step=self.step)
 
     # ------------------------------------------------------------ telemetry and thermals
 
@@ -570,30 +628,76 @@ def setup_logging(run_dir: Path, rank: int, log_to_file: bool) -> None:
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
 
 
-def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False) -> int:
-    """Entry of the training process. Returns the exit code."""
+def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False, lock=None) -> int:
+    """Entry of the training process. Returns the exit code. `lock` is the run's lock when the caller took it;
+    otherwise the one handed down is adopted, or the lock is taken here (refused when another process owns it)."""
+    from engine.runlock import LockHeld, lock_for_worker
+
     trainer = Trainer(run_dir, resume)
+    if lock is None:
+        try:
+            lock = lock_for_worker(trainer.run_dir)
+        except LockHeld as e:
+            print(f"sparknet: error: {e}", file=sys.stderr)
+            return 2
     setup_logging(run_dir, trainer.rank, log_to_file)
     signal.signal(signal.SIGTERM, trainer._on_signal)
     signal.signal(signal.SIGINT, trainer._on_signal)
+    watch = None
     try:
         if trainer.is_main:
-            trainer.rd.update_status(state="preparing", pid=os.getpid(), started_at=trainer.rd.status().get(
-                "started_at") or utc_now(), error=None, paused=None)
+            trainer.rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(),
+                                     started_at=trainer.rd.status().get("started_at") or utc_now(), error=None,
+                                     paused=None)
+            trainer.notifier = Notifier.from_settings(trainer.run_dir.name, lambda m: trainer.event("warning", m))
+            watch = StallWatch(trainer.rd, trainer.event)
+            watch.start()
         trainer.setup()
         return trainer.run()
+    except PrepareStopped:
+        trainer.status(state="stopped", phase="", eta_s=None)
+        trainer.event("stopped", f"stopped during data preparation; the tokens prepared so far are kept and "
+                                 f"`sparknet resume {trainer.run_dir.name}` continues")
+        return 0
     except SparkNetError as e:
         trainer.fail(str(e))
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # a bug, not a user mistake: keep the traceback in train.log
-        traceback.print_exc()
-        message = f"{e.__class__.__name__}: {e}".splitlines()[0][:300]
+    except BaseException as e:
+        message = failure_line(e, trainer)
+        if message is None:  # a bug, not a user mistake: keep the traceback in train.log
+            traceback.print_exc()
+            message = f"{e.__class__.__name__}: {e}".splitlines()[0][:300]
         trainer.fail(message)
-        return 1
+        print(f"error: {message}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
     finally:
+        if watch is not None:
+            watch.stop()
+        if trainer.notifier is not None:
+            trainer.notifier.close()
         if trainer.world > 1:
             import torch.distributed as dist
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
+
+
+def failure_line(e: BaseException, trainer: Trainer) -> str | None:
+    """One line for a failure the user can act on (disk full, out of memory, interrupted); None for a bug."""
+    from engine.checkpoint import disk_full_message
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full_message(Path(e.filename or trainer.run_dir), trainer.run_dir)
+    if isinstance(e, torch.OutOfMemoryError):
+        b = trainer.profile.batch
+        fix = (f"--set batch.micro_batch={b.micro_batch // 2} --set batch.grad_accum={b.grad_accum * 2} keeps the "
+               f"same tokens per step" if b.micro_batch > 1 else "a smaller model or context is needed")
+        return f"out of GPU memory at batch.micro_batch={b.micro_batch}: {fix} (start a new run with it)"
+    if isinstance(e, KeyboardInterrupt):
+        newest = next(iter_checkpoints(trainer.run_dir), None)
+        kept = f"the checkpoint from step {int(newest.name.split('-')[1])} is kept" if newest else "no checkpoint yet"
+        return f"interrupted at step {trainer.step} before a checkpoint; {kept}; `sparknet resume` continues"
+    return None

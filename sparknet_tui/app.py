@@ -20,6 +20,7 @@ from textual.screen import Screen
 
 from engine import SparkNetError
 from engine.rundir import LIVE_STATES, delete_run, resolve_run
+from engine.runlock import EVAL_LOCK_NAME, lock_held
 
 from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_run
 from sparknet_tui.messages import CommandDone, PanelProblem
@@ -44,6 +45,7 @@ class SparkNetApp(App):
         self.clock = clock
         self.poll_interval = poll_interval
         self.open_run = open_run
+        self.evaluating: set[Path] = set()  # evaluations this panel started that have not ended
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
@@ -108,6 +110,11 @@ class SparkNetApp(App):
         self._run_command("resume", run_dir, partial(resume_run, run_dir))
 
     def evaluate_run(self, run_dir: Path) -> None:
+        if Path(run_dir) in self.evaluating or lock_held(run_dir, EVAL_LOCK_NAME):
+            self.notify(f"{run_dir.name} is being evaluated already; its table appears when that ends",
+                        severity="warning")
+            return
+        self.evaluating.add(Path(run_dir))
         self.notify(f"evaluating {run_dir.name} (this can take minutes)…")
         self._run_command("eval", run_dir, partial(evaluate_run, run_dir))
 
@@ -138,6 +145,8 @@ class SparkNetApp(App):
 
     def on_command_done(self, message: CommandDone) -> None:
         result = message.result
+        if message.verb == "eval" and message.run_dir is not None:
+            self.evaluating.discard(Path(message.run_dir))
         self.notify(result.message, severity="information" if result.ok else "error",
                     timeout=5 if result.ok else 12)
         if message.verb == "train" and result.ok and result.run_id:

@@ -423,7 +423,7 @@ class RunWatcher:
 
     def _read_eval(self) -> None:
         try:
-            st = (self.path / "eval.json").stat()
+            st = eval_path(self.path).stat()
         except OSError:
             return
         stamp = (st.st_mtime_ns, st.st_size)
@@ -432,9 +432,17 @@ class RunWatcher:
             self._eval, self._eval_problem = read_eval(self.path)
 
 
+def eval_path(run_dir: Path) -> Path:
+    """eval.json (the final model's), else the newest evaluation of a checkpoint (eval-step-N.json)."""
+    final = Path(run_dir) / "eval.json"
+    if final.exists():
+        return final
+    return max(Path(run_dir).glob("eval-step-*.json"), default=final)
+
+
 def read_eval(run_dir: Path) -> tuple[dict | None, str | None]:
-    """eval.json, or None and a one-line problem; (None, None) when there is none yet."""
-    path = Path(run_dir) / "eval.json"
+    """The run's evaluation (see eval_path), or None and a one-line problem; (None, None) when there is none yet."""
+    path = eval_path(run_dir)
     if not path.exists():
         return None, None
     try:

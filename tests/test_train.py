@@ -9,31 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import FAST, PROJECT, losses, only_run, sparknet
 from engine.rundir import effective_status, read_json, read_jsonl, wait_for
-
-PROJECT = Path(__file__).resolve().parents[1]
-
-# a small, fast variant of tiny-cpu: 16 micro-batches of 8 x 128 tokens per step
-FAST = ["--set", "batch.grad_accum=1", "--set", "run.log_every=1", "--set", "run.eval_every=10",
-        "--set", "run.eval_tokens=8192", "--set", "run.final_eval=false"]
-
-
-def sparknet(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"sparknet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def only_run(logs: Path) -> Path:
-    runs = [d for d in logs.iterdir() if d.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    return {row["step"]: row["loss"] for row in read_jsonl(run_dir / "metrics.jsonl")}
 
 
 def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
@@ -88,7 +65,7 @@ def test_stale_pid_shows_as_failed(logs):
     dead.wait()
     (run / "status.json").write_text(json.dumps({"state": "running", "pid": dead.pid, "step": 3}))
     assert effective_status(run)["state"] == "failed"
-    assert "stale pid" in effective_status(run)["error"]
+    assert "ended without saying so" in effective_status(run)["error"]
     assert "failed" in sparknet("runs").stdout
 
 

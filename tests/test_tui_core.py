@@ -101,7 +101,7 @@ def test_scanner_reports_a_live_run_with_a_dead_pid_as_failed(tiny_runs, tmp_pat
     (run / "status.json").write_text(json.dumps(status))
     (row,) = RunsScanner(tmp_path / "logs").scan().rows
     assert row.state == "failed"
-    assert "stale pid" in row.status["error"]
+    assert "ended without saying so" in row.status["error"]
 
 
 def test_scanner_survives_broken_run_directories(tmp_path):

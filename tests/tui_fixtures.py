@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.runlock import RunLock
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 
@@ -88,6 +90,9 @@ def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout: float) -> bo
             return True
         time.sleep(0.2)
     return False
+
+
+_held_locks: list = []
 
 
 @dataclass
@@ -199,7 +204,9 @@ def freeze_run(src: Path, logs: Path, run_id: str, *, state: str | None = None, 
     if pid is not None:
         status["pid"] = pid
     if state in ("running", "preparing"):
-        status.update(phase="training", eta_s=95.0, step=last.get("step", 0), tokens=last.get("tokens", 0))
+        # frozen in time, so it must not read as stalled: its status says it updates once a day
+        status.update(phase="training", eta_s=95.0, step=last.get("step", 0), tokens=last.get("tokens", 0),
+                      update_every_s=86400.0)
         status.pop("finished_at", None)
     elif "eta_s" in status:
         status["eta_s"] = 0 if status.get("state") == "finished" else None
@@ -340,6 +347,7 @@ def frozen_runs(tiny_runs, tmp_path_factory) -> FrozenRuns:
     # still running: its pid is this test process, alive for the whole session
     running = freeze_run(tiny_runs.finished, logs, "20251231-223000-tiny-cpu", state="running", pid=os.getpid(),
                          gpu=True, hot=True)
+    _held_locks.append(RunLock.acquire(running))  # a live run owns its lock; held for the whole session
     (running / "eval.json").unlink(missing_ok=True)
     profiles = root / "profiles"
     (profiles / "mixes").mkdir(parents=True)

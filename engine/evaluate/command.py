@@ -241,7 +241,7 @@ def _check_options(protocol: str, stride: int | None, temperature: float, top_k:
 def eval_command(target: str, protocol: str = "standard", stride: int | None = DEFAULT_STRIDE,
                  wikitext: str | None = None, baselines: bool = False, baseline_dirs: dict[str, str] = {},
                  device: str = "auto", samples: bool = True, temperature: float = 0.8, top_k: int = 50,
-                 max_tokens: int | None = None) -> int:
+                 max_tokens: int | None = None, wait_for_lock: bool = False) -> int:
     """Evaluate, print the table, write eval.json; 0 when done, 1 when the model's loss is not a number.
 
     The standard protocol's stride is capped at each model's context; None
@@ -250,12 +250,35 @@ def eval_command(target: str, protocol: str = "standard", stride: int | None = D
     Baselines are measured live when `baselines` is set or a folder is named
     for them; otherwise, or when their weights do not load, their published
     figures are shown, labelled as such.
+
+    One evaluation at a time per run (a second is refused, or waits with
+    wait_for_lock). A run's final model writes eval.json; a checkpoint of an
+    unfinished run writes eval-step-N.json beside it and never replaces it.
     """
+    from engine.rundir import resolve_run
+    from engine.runlock import EVAL_LOCK_NAME, RunLock
+
+    _check_options(protocol, stride, temperature, top_k, max_tokens)
+    run_dir = None
+    try:
+        run_dir = resolve_run(target)
+    except SparkNetError:
+        pass  # a model folder, not a run
+    lock = RunLock.acquire(run_dir, what="evaluation", name=EVAL_LOCK_NAME, wait=wait_for_lock) if run_dir else None
+    try:
+        return _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature,
+                         top_k, max_tokens)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature, top_k,
+              max_tokens) -> int:
     from rich.console import Console
 
     from engine.rundir import utc_now, write_json_atomic
 
-    _check_options(protocol, stride, temperature, top_k, max_tokens)
     dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
     dev = resolve_device(device)
     amp = default_autocast(dev)
@@ -303,6 +326,8 @@ def eval_command(target: str, protocol: str = "standard", stride: int | None = D
     doc = {
         "created_at": utc_now(),
         "target": loaded.path,
+        "checkpoint_step": loaded.checkpoint_step,
+        "final": loaded.final,
         "protocol": runner.settings(),
         "results": results,
         "deltas": compute_deltas(results[0], results[1:]),
@@ -319,10 +344,14 @@ def eval_command(target: str, protocol: str = "standard", stride: int | None = D
         },
     }
     out_dir = Path(loaded.out_dir or loaded.path)
-    out = out_dir / "eval.json"
-    write_json_atomic(out, doc)
-    # one file per protocol as well, so evaluating with the other protocol keeps both
-    write_json_atomic(out_dir / f"eval-{protocol}.json", doc)
+    if loaded.final is False:  # an earlier checkpoint: kept beside the final evaluation, never over it
+        out = out_dir / f"eval-step-{loaded.checkpoint_step:08d}.json"
+        write_json_atomic(out, doc)
+    else:
+        out = out_dir / "eval.json"
+        write_json_atomic(out, doc)
+        # one file per protocol as well, so evaluating with the other protocol keeps both
+        write_json_atomic(out_dir / f"eval-{protocol}.json", doc)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a log file has no width; 80 columns would squeeze the table

@@ -50,6 +50,9 @@ class LoadedModel:
     path: str  # the folder or hub id the weights came from
     out_dir: Path | None = None  # where eval.json goes
     note: str = ""
+    run_dir: Path | None = None  # the run the model belongs to, when it is a run's
+    checkpoint_step: int | None = None  # the training step of the weights scored, when known
+    final: bool | None = None  # whether they are the run's final model (None: not a run's model)
 
 
 def _has_tokenizer_files(folder: Path) -> bool:
@@ -89,9 +92,10 @@ def load_model_folder(folder: Path, tokenizer_spec: str | None = None) -> Loaded
     return LoadedModel(model, tokenizer, name, str(folder), note=note)
 
 
-def load_target(target: str) -> LoadedModel:
-    """A model folder, or a run (id or path): its exported model/ if present, else its newest good checkpoint."""
-    from engine.rundir import load_run_config, resolve_run
+def load_target(target: str, report=print) -> LoadedModel:
+    """A model folder, or a run (id or path): its final model/ when training has written it, else its newest good
+    checkpoint (report(line) says which, and each newer one skipped)."""
+    from engine.rundir import load_run_config, read_json, resolve_run
 
     p = Path(os.path.expanduser(target))
     if p.is_dir() and ((p / "sparknet_model.json").exists() or (p / "config.json").exists()):
@@ -107,15 +111,18 @@ def load_target(target: str) -> LoadedModel:
     spec = _run_tokenizer(run_dir, load_run_config)
     model_dir = run_dir / "model"
     if (model_dir / "sparknet_model.json").exists() or (model_dir / "config.json").exists():
+        # model/ is written once, by the end of training: it is the final model
         loaded = load_model_folder(model_dir, spec)
+        loaded.checkpoint_step, loaded.final = (read_json(run_dir / "status.json") or {}).get("step"), True
     else:
         from engine.checkpoint import load_latest_model
 
-        model, ck_spec = load_latest_model(run_dir)
+        model, ck_spec, step = load_latest_model(run_dir, report=report)
         spec = spec or ck_spec
         loaded = LoadedModel(model.eval(), tokenizer_from_spec(spec), spec, str(run_dir / "checkpoints"),
-                             note="newest checkpoint (no exported model yet)")
-    loaded.out_dir = run_dir
+                             note=f"checkpoint of step {step}, not the final model")
+        loaded.checkpoint_step, loaded.final = step, False
+    loaded.out_dir = loaded.run_dir = run_dir
     return loaded
 
 

@@ -19,6 +19,7 @@ STATE_STYLES = {
     "preparing": "yellow",
     "running": "bold green",
     "stopping": "yellow",
+    "stalled": "bold yellow reverse",
     "stopped": "cyan",
     "finished": "bold blue",
     "failed": "bold red",

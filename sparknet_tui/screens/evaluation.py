@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
+from engine.runlock import EVAL_LOCK_NAME, lock_held
 from sparknet_tui.format import NA, fmt_float, fmt_int, fmt_perplexity, is_number
 from sparknet_tui.messages import EvalLoaded
 from sparknet_tui.screens.common import PanelScreen, fill_table
@@ -170,6 +171,8 @@ class EvaluationScreen(PanelScreen):
         heading.append(self.run_dir.name, style="bold")
         data = self.data or {}
         table = self.query_one(DataTable)
+        if self.run_dir in self.panel.evaluating or lock_held(self.run_dir, EVAL_LOCK_NAME):
+            heading.append("\nevaluation in progress: the table below updates when it ends", style="bold blue")
         if self.problem:
             heading.append(f"\n{self.problem}", style="bold red")
         elif self.data is None:
@@ -177,6 +180,9 @@ class EvaluationScreen(PanelScreen):
                            "`sparknet eval` now.", style="dim")
         else:
             heading.append("\n")
+            if data.get("final") is False:
+                heading.append(f"checkpoint of step {data.get('checkpoint_step')}, not the final model\n",
+                               style="bold yellow")
             heading.append_text(protocol_text(data.get("protocol")))
             heading.append("\nmeasured = computed here on this machine; published = reported by the model's "
                            "authors or earlier runs, not re-measured", style="dim")

@@ -57,7 +57,7 @@ def status_text(view: RunView) -> Text:
     text.append_text(bar_text(min(1.0, fraction) if fraction is not None else None))
     text.append(f"  step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
     text.append(f" · {fmt_count(done)}/{fmt_count(total)} tokens")
-    if view.state in ("preparing", "running", "stopping"):
+    if view.state in ("preparing", "running", "stopping", "stalled"):
         text.append(" · ETA ")
         text.append(fmt_duration(s.get("eta_s")), style="bold")
     elapsed = view.last_metric.get("elapsed_s")
@@ -68,6 +68,11 @@ def status_text(view: RunView) -> Text:
     if view.state == "failed":
         error = s.get("error") or "the run failed without a message; see the log below"
         text.append(f"\nerror: {error}", style="bold red")
+    if view.state == "stalled":
+        text.append(f"\nstalled: no progress for {fmt_duration(s.get('stalled_s'))} in phase "
+                    f"'{s.get('phase') or 'training'}'; the log below may say why", style="bold yellow")
+    if s.get("evaluating"):
+        text.append("\nevaluation in progress…", style="bold blue")
     if view.eval is not None:
         text.append("\nevaluation ready: press e", style="bold blue")
     return text

@@ -1,0 +1,155 @@
+"""One trainer per run: the run lock, racing resumes, what `runs` and `stop` believe, stalls, one evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import FAST, PROJECT, events, sparknet
+from engine.rundir import effective_status, read_json, utc_now, wait_for
+from engine.runlock import EVAL_LOCK_NAME, RunLock, lock_held
+from engine.watchdog import StallWatch
+from engine.rundir import RunDir
+
+
+def detached_run(*extra) -> Path:
+    run_id = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.checkpoint_every=2",
+                      *extra, "--detach").stdout.strip().splitlines()[-1]
+    return Path(os.environ["SPARKNET_LOGS"]) / run_id
+
+
+def trainers_of(run_dir: Path) -> list[int]:
+    """Training processes of this run, found in /proc by their command line."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and b"_run" in argv and str(run_dir).encode() in argv:
+            found.append(int(pid))
+    return found
+
+
+def test_racing_resumes_never_start_two_trainers(logs):
+    run = detached_run("--set", "run.tokens=204_800")
+    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) >= 2, 300, 0.1)
+    sparknet("stop", str(run))
+    assert wait_for(lambda: not trainers_of(run), 60, 0.05)  # the stopped trainer has exited
+    for attempt in range(20):
+        with ThreadPoolExecutor(2) as pool:
+            procs = list(pool.map(lambda _: sparknet("resume", str(run), "--detach", check=False), range(2)))
+        codes = sorted(p.returncode for p in procs)
+        assert codes == [0, 2], (attempt, [(p.returncode, p.stderr) for p in procs])
+        loser = next(p for p in procs if p.returncode == 2)
+        assert loser.stderr.count("\n") == 1 and "already has a trainer running" in loser.stderr
+        found = trainers_of(run)
+        assert len(found) == 1, (attempt, found)
+        os.kill(found[0], signal.SIGKILL)  # a crash: the lock goes with the process
+        assert wait_for(lambda: not lock_held(run) and not trainers_of(run), 60, 0.02)
+    assert effective_status(run)["state"] == "failed"
+
+
+def test_a_second_trainer_refuses_and_train_refuses_a_held_run(logs):
+    run = logs / "20260101-000000-held"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "held"\nprofile_name = "tiny-cpu"\n')
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 3}))
+    lock = RunLock.acquire(run)
+    try:
+        proc = sparknet("resume", str(run), check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        # the training process itself, started by hand, refuses too and writes nothing
+        before = (run / "status.json").read_text()
+        worker = subprocess.run([sys.executable, "-m", "engine.cli", "_run", str(run), "--resume"], cwd=PROJECT,
+                                capture_output=True, text=True, timeout=300)
+        assert worker.returncode == 2 and "already has a trainer running" in worker.stderr
+        assert (run / "status.json").read_text() == before
+    finally:
+        lock.release()
+
+
+def test_a_pid_from_before_a_reboot_is_not_a_live_run(logs):
+    run = logs / "20260101-000000-reboot"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "reboot"\nprofile_name = "tiny-cpu"\n')
+    # after a reboot the recorded pid can belong to an unrelated live process (here: this test)
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "step": 3}))
+    assert effective_status(run)["state"] == "failed"
+    assert "failed" in sparknet("runs").stdout
+    proc = sparknet("stop", str(run), check=False)
+    assert proc.returncode == 2 and "not running" in proc.stderr
+
+
+def _live_status(run: Path, **fields) -> None:
+    status = {"state": "running", "phase": "training", "pid": os.getpid(), "step": 40, "steps": 100,
+              "update_every_s": 2.0, "updated_at": utc_now(), **fields}
+    (run / "status.json").write_text(json.dumps(status))
+
+
+def test_a_quiet_live_run_shows_as_stalled_with_how_long(logs):
+    run = logs / "20260101-000000-quiet"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "quiet"\nprofile_name = "tiny-cpu"\n')
+    lock = RunLock.acquire(run)
+    try:
+        _live_status(run)
+        assert effective_status(run)["state"] == "running"
+        later = time.time() + 600  # ten minutes without a step, where steps came every 2 s
+        stalled = effective_status(run, now=later)
+        assert stalled["state"] == "stalled" and 595 <= stalled["stalled_s"] <= 605
+        # preparation counts its progress file as a sign of life
+        _live_status(run, state="preparing", phase="preparing data")
+        (run / "prepare.json").write_text("{}")
+        assert effective_status(run, now=time.time() + 200)["state"] == "preparing"
+        assert effective_status(run, now=time.time() + 400)["state"] == "stalled"
+        # a stalled run is still live: `stop` may act on it
+        old = time.time() - 900
+        _live_status(run, updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old)))
+        table = sparknet("runs").stdout
+        assert "stalled 15m" in table or "stalled 14m" in table
+        assert sparknet("stop", str(run), "--wait", "0").returncode == 0
+    finally:
+        lock.release()
+
+
+def test_the_trainer_raises_the_stall_alarm_once_and_clears_it(tmp_path):
+    rd = RunDir(tmp_path)
+    seen = []
+    watch = StallWatch(rd, lambda name, message: seen.append((name, message)))
+    rd.update_status(state="running", phase="training", step=7, update_every_s=1.0)
+    watch.check()
+    assert seen == []
+    watch.check(now=time.time() + 500)
+    watch.check(now=time.time() + 501)
+    assert [name for name, _ in seen] == ["stalled"] and "step 7" in seen[0][1]
+    rd.update_status(step=8)
+    watch.check()
+    assert [name for name, _ in seen] == ["stalled", "recovered"]
+
+
+def test_one_evaluation_at_a_time_per_run(logs):
+    run = logs / "20260101-000000-evaluated"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "evaluated"\nprofile_name = "tiny-cpu"\n')
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 3}))
+    lock = RunLock.acquire(run, what="evaluation", name=EVAL_LOCK_NAME)
+    try:
+        assert effective_status(run)["evaluating"] is True
+        proc = sparknet("eval", str(run), check=False)
+        assert proc.returncode == 2 and "already has an evaluation running" in proc.stderr
+        assert proc.stderr.count("\n") == 1
+    finally:
+        lock.release()
+    assert effective_status(run)["evaluating"] is False
