@@ -68,11 +68,13 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     tmp = ck_root / f".tmp-step-{step:08d}"
     try:
         _write_checkpoint(tmp, model, optimizer, dict(state, step=step, model_config=_unwrap(model).cfg.__dict__))
-    except OSError as e:
+    except Exception as e:
+        # torch.save reports a full disk as a RuntimeError of its zip writer, so the free space decides too
+        full = is_disk_full(e) or shutil.disk_usage(ck_root).free < (1 << 20)
         shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise DiskFull(disk_full_message(tmp, run_dir)) from None
+        if full:
+            raise DiskFull(disk_full_message(tmp, run_dir)) from None
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -102,6 +104,10 @@ class DiskFull(SparkNetError):
     pass
 
 
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def disk_full_message(path: Path, run_dir: Path) -> str:
     free = shutil.disk_usage(Path(run_dir)).free
     newest = next(iter_checkpoints(run_dir), None)
@@ -125,12 +131,10 @@ def move_aside(path: Path, reason: str) -> Path:
 
 
 def prune_checkpoints(run_dir: Path, keep: int, newest_known_good: Path | None = None, on_event=None) -> None:
-    """Keep the newest `keep` checkpoints that verify; move the ones that fail aside; delete older good ones."""
+    """Keep the newest `keep` checkpoints that verify and delete older good ones; every one that fails verification
+    is moved aside instead, never deleted."""
     kept = 0
     for path in list(iter_checkpoints(run_dir)):
-        if kept >= keep:
-            shutil.rmtree(path, ignore_errors=True)
-            continue
         if path != newest_known_good:
             try:
                 verify_checkpoint(path)
@@ -139,6 +143,9 @@ def prune_checkpoints(run_dir: Path, keep: int, newest_known_good: Path | None =
                 if on_event:
                     on_event("warning", f"checkpoint {path.name} failed verification ({e}); moved to {dest}")
                 continue
+        if kept >= keep:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         kept += 1
 
 

@@ -8,7 +8,6 @@ eval and checkpoint steps.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -307,7 +306,9 @@ class Trainer:
             self.tokens = state["tokens"]
             self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
             self.elapsed_before = state.get("elapsed_s", 0.0)
-            self.event("resumed", f"resumed from {path.name} at step {self.step}", step=self.step)
+            changed = [o for entry in self.run_data.get("resume_overrides", []) for o in entry.get("set", [])]
+            self.event("resumed", f"resumed from {path.name} at step {self.step}" +
+                       (f" with --set {' '.join(changed)}" if changed else ""), step=self.step)
             return
         if failed_any:
             # a checkpoint that failed half-way through loading may have left some of its weights behind
@@ -660,8 +661,7 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
                                  f"`sparknet resume {trainer.run_dir.name}` continues")
         return 0
     except SparkNetError as e:
-        trainer.fail(str(e))
-        print(f"error: {e}", file=sys.stderr)
+        trainer.fail(str(e))  # one line, on the console and in train.log
         return 1
     except BaseException as e:
         message = failure_line(e, trainer)
@@ -669,7 +669,6 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
             traceback.print_exc()
             message = f"{e.__class__.__name__}: {e}".splitlines()[0][:300]
         trainer.fail(message)
-        print(f"error: {message}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
     finally:
         if watch is not None:
@@ -687,9 +686,9 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
 
 def failure_line(e: BaseException, trainer: Trainer) -> str | None:
     """One line for a failure the user can act on (disk full, out of memory, interrupted); None for a bug."""
-    from engine.checkpoint import disk_full_message
+    from engine.checkpoint import disk_full_message, is_disk_full
 
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(e):
         return disk_full_message(Path(e.filename or trainer.run_dir), trainer.run_dir)
     if isinstance(e, torch.OutOfMemoryError):
         b = trainer.profile.batch
