@@ -50,10 +50,18 @@ def load_settings() -> tuple[list[str], tuple[str, ...], str]:
     return urls, tuple(events), str(path)
 
 
+# Services whose URL has a real host name in it; for the rest (slack://TokenA/..., tgram://bot-token/...) the part
+# after the scheme is often a secret, so only the scheme is shown.
+_HOST_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms", "ntfy", "ntfys", "mailto", "mailtos")
+
+
 def shown(url: str) -> str:
-    """A URL without what may be a secret: scheme and host only."""
+    """A URL without what may be a secret, for messages."""
     m = re.match(r"([a-z0-9+]+)://(?:[^@/]*@)?([^/?#]*)", url, re.I)
-    return f"{m.group(1)}://{m.group(2)}" if m else url.split(":", 1)[0]
+    if not m:
+        return url.split(":", 1)[0]
+    scheme = m.group(1).lower()
+    return f"{scheme}://{m.group(2)}" if scheme in _HOST_SCHEMES else f"{scheme}://…"
 
 
 class Notifier:
