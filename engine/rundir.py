@@ -222,7 +222,8 @@ def effective_status(run_dir: Path, now: float | None = None) -> dict:
     from engine.runlock import EVAL_LOCK_NAME, lock_held
 
     status = dict(read_json(run_dir / "status.json") or {"state": "unknown"})
-    status["evaluating"] = lock_held(run_dir, EVAL_LOCK_NAME)
+    if lock_held(run_dir, EVAL_LOCK_NAME):
+        status["evaluating"] = True
     if status.get("state") not in LIVE_STATES:
         return status
     if not lock_held(run_dir):

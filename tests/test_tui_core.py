@@ -87,7 +87,7 @@ def test_scanner_reads_real_runs(tiny_runs):
     assert finished.tokens_per_s == status["tokens_per_s"]
     failed = rows[tiny_runs.failed.name]
     assert failed.state == "failed"
-    assert "no-such-file.jsonl" in failed.status["error"]
+    assert "broken-data.jsonl line 51 is not valid JSON" in failed.status["error"]
     # newest first
     assert [r.run_id for r in RunsScanner(tiny_runs.logs).scan().rows] == sorted(rows, reverse=True)
 

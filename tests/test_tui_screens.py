@@ -93,7 +93,7 @@ async def test_runs_screen_lists_real_runs(panel_env):
         # the failed run's one-line error shows under the table when it is highlighted
         await select_row(pilot, app, panel_env.failed.name)
         detail = plain(app.screen.query_one("#run-detail", Static))
-        assert "no-such-file.jsonl does not exist" in detail
+        assert "broken-data.jsonl line 51 is not valid JSON" in detail
 
 
 async def test_runs_screen_shows_a_run_started_elsewhere_live(private_logs, tiny_runs):
@@ -177,7 +177,7 @@ async def test_compare_two_runs(private_logs, tiny_runs):
         table = plain(app.screen.query_one("#compare-table", Static))
         assert "finished" in table and "failed" in table
         diffs = plain(app.screen.query_one("#compare-diffs", Static))
-        assert "mix.name: demo → missing-data" in diffs
+        assert "mix.name: demo → broken-data" in diffs
         chart = app.screen.query_one(LineChart)
         assert [s.label for s in chart.data.series][:2] == ["A loss", "B loss"]
         assert len(chart.data.series[0].points) == len(read_jsonl(a / "metrics.jsonl"))
@@ -278,7 +278,7 @@ async def test_live_screen_of_a_failed_run_shows_its_error_and_log(panel_env):
         await wait_until(pilot, app, lambda: isinstance(app.screen, LiveScreen) and app.screen.view is not None)
         status = plain(app.screen.query_one("#live-status", Static))
         error = json.loads((panel_env.failed / "status.json").read_text())["error"]
-        assert f"error: {error}" in status.replace("\n", "") or "error: source 'gone'" in status
+        assert f"error: {error}" in status.replace("\n", "") or "error: source 'broken'" in status
         log = plain(app.screen.query_one("#live-events", Static))
         assert "end of train.log" in log
         tail = (panel_env.failed / "train.log").read_text().splitlines()

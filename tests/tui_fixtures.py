@@ -1,7 +1,7 @@
 """Run directories for the control panel's tests, produced by real tiny-cpu runs in the test session.
 
 `tiny_runs` trains a real (very short) tiny-cpu run on the demo mix through
-the `sparknet` CLI and makes a real failed run (a mix whose data is missing).
+the `sparknet` CLI and makes a real failed run (a mix with a broken record).
 `frozen_runs` copies them for snapshot tests and freezes what differs from
 one machine or moment to the next (times, speeds, losses, sampled text, the
 run id's timestamp); the files, keys, steps, tokens and events stay the real
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runlock import RunLock
+from engine.runlock import RunLock, lock_held
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
@@ -109,11 +109,14 @@ def tiny_runs(tmp_path_factory) -> TinyRuns:
     overrides = [a for o in TINY_OVERRIDES for a in ("--set", o)]
     cli("train", "--profile", "tiny-cpu", "--mix", "demo", "--name", "finished", *overrides, env=env)
 
-    missing = tmp_path_factory.mktemp("tui-mix") / "missing-data.toml"
-    missing.write_text('description = "a source whose file is gone"\ntokenizer = "gpt2"\n'
-                       '[[sources]]\nname = "gone"\nweight = 1.0\npath = "no-such-file.jsonl"\n')
+    folder = tmp_path_factory.mktemp("tui-mix")
+    # the first record reads (so the run starts), a later one is broken: the run fails while preparing
+    (folder / "broken-data.jsonl").write_text('{"text": "a good first record"}\n' * 50 + '{"text": "cut off\n')
+    broken = folder / "broken-data.toml"
+    broken.write_text('description = "a source with a broken record"\ntokenizer = "gpt2"\n'
+                      '[[sources]]\nname = "broken"\nweight = 1.0\npath = "broken-data.jsonl"\n')
     # detached, as the panel starts runs: its output, error included, goes to train.log
-    cli("train", "--profile", "tiny-cpu", "--mix", str(missing), "--name", "failed", *overrides, "--detach", env=env)
+    cli("train", "--profile", "tiny-cpu", "--mix", str(broken), "--name", "failed", *overrides, "--detach", env=env)
     runs = TinyRuns(logs, run_dir_named(logs, "finished"), run_dir_named(logs, "failed"))
     assert json.loads((runs.finished / "status.json").read_text())["state"] == "finished"
     assert (runs.finished / "eval.json").exists()
@@ -129,6 +132,8 @@ def copy_run(src: Path, logs: Path, run_id: str | None = None) -> Path:
     for name in TEXT_FILES:
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
+    if lock_held(src):  # a live run's copy is live too: this test process owns it
+        _held_locks.append(RunLock.acquire(dst))
     return dst
 
 
@@ -204,9 +209,9 @@ def freeze_run(src: Path, logs: Path, run_id: str, *, state: str | None = None, 
     if pid is not None:
         status["pid"] = pid
     if state in ("running", "preparing"):
-        # frozen in time, so it must not read as stalled: its status says it updates once a day
+        # frozen in time, so it must not read as stalled: its status says it updates once in decades
         status.update(phase="training", eta_s=95.0, step=last.get("step", 0), tokens=last.get("tokens", 0),
-                      update_every_s=86400.0)
+                      update_every_s=1e9)
         status.pop("finished_at", None)
     elif "eta_s" in status:
         status["eta_s"] = 0 if status.get("state") == "finished" else None
