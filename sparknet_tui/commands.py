@@ -77,6 +77,14 @@ def start_training(profile: str, mix: str | None, overrides: list[str], name: st
     return result
 
 
+def check_run_inputs(profile: str, mix: str, overrides: list[str]) -> CliResult:
+    """`sparknet train ... --check`: the sources, tokenizer and vocabulary, checked without starting anything."""
+    args = ["train", "--profile", profile, "--mix", mix]
+    for override in overrides:
+        args += ["--set", override]
+    return run_cli(*args, "--check")
+
+
 def stop_run(run_dir: Path) -> CliResult:
     # `sparknet stop` waits for the run's checkpoint (up to its own 120 s limit)
     return run_cli("stop", str(run_dir), timeout=300)

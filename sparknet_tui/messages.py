@@ -40,6 +40,15 @@ class CommandDone(Message):
         self.result = result
 
 
+class RunInputsChecked(Message):
+    """`sparknet train --check` answered for the form's profile, mix and overrides (`key`)."""
+
+    def __init__(self, key: tuple, result: CliResult) -> None:
+        super().__init__()
+        self.key = key
+        self.result = result
+
+
 class PanelProblem(Message):
     """Something went wrong inside the panel itself; shown as a notification."""
 

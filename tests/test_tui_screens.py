@@ -471,3 +471,38 @@ async def test_broken_run_directories_show_messages(private_logs, tiny_runs):
         await pilot.press("e")
         await settle(pilot, app)
         assert app.is_running
+
+
+async def test_new_run_checks_the_sources_before_it_says_valid(private_logs, private_profiles):
+    broken = private_profiles / "mixes" / "demo.toml"
+    broken.write_text(broken.read_text().replace('path = "demo/stories.jsonl"', 'path = "demo/no-stories.jsonl"'))
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        await wait_until(pilot, app, lambda: "checking" not in plain(screen.query_one("#new-error", Static)))
+        error = plain(screen.query_one("#new-error", Static))
+        assert "no-stories.jsonl does not exist" in error and str(broken) in error.replace("\n", "")
+        assert "valid" not in error
+        await pilot.press("ctrl+r")
+        await settle(pilot, app)
+        assert list(private_logs.iterdir()) == []
+
+
+async def test_a_second_evaluation_of_a_run_is_refused_while_one_runs(private_logs, tiny_runs):
+    from engine.runlock import EVAL_LOCK_NAME, RunLock
+
+    run = copy_run(tiny_runs.finished, private_logs)
+    lock = RunLock.acquire(run, what="evaluation", name=EVAL_LOCK_NAME)  # an evaluation started elsewhere
+    try:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.open_evaluation(run)
+            await settle(pilot, app)
+            assert "evaluation in progress" in plain(app.screen.query_one("#eval-heading", Static))
+            await pilot.press("v")
+            await settle(pilot, app)
+            assert app.evaluating == set()  # nothing was started
+            assert any("being evaluated already" in n.message for n in app._notifications)
+    finally:
+        lock.release()

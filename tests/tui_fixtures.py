@@ -358,6 +358,7 @@ def frozen_runs(tiny_runs, tmp_path_factory) -> FrozenRuns:
     (profiles / "mixes").mkdir(parents=True)
     (profiles / "tiny-cpu.toml").write_text(FROZEN_PROFILE)
     (profiles / "mixes" / "demo.toml").write_text(FROZEN_MIX)
+    shutil.copytree(PROJECT / "profiles" / "mixes" / "demo", profiles / "mixes" / "demo")  # the mix's own data
     return FrozenRuns(logs, running, finished, failed, profiles)
 
 

@@ -12,7 +12,8 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 from engine.config import ConfigError, list_mixes, list_profiles
 
 from sparknet_tui.format import fmt_count, fmt_duration, fmt_int
-from sparknet_tui.messages import RunsScanned
+from sparknet_tui.commands import CliResult, check_run_inputs
+from sparknet_tui.messages import RunInputsChecked, RunsScanned
 from sparknet_tui.plan import (
     MAIN_FIELDS, MixSource, Plan, ProfileSource, load_mix_source, load_profile_source, make_plan, save_mix,
     save_profile,
@@ -84,6 +85,8 @@ class NewRunScreen(PanelScreen):
         self.plan = Plan()
         self.runs: list[RunRow] = []
         self.weight_inputs: dict[str, Input] = {}  # source name -> its weight field
+        # what `sparknet train --check` said, for which (profile, mix, overrides); None while it runs
+        self.checked: tuple[tuple, CliResult | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -216,7 +219,38 @@ class NewRunScreen(PanelScreen):
             self.query_one(f"#{field_id(key)}", Input).set_class(self.plan.error_field == key, "-invalid")
         for name, field in self.weight_inputs.items():
             field.set_class(self.plan.error_field == f"weight:{name}", "-invalid")
+        self.check_inputs()
         self.show()
+
+    def inputs_key(self) -> tuple | None:
+        if self.source is None or self.mix_source is None or not self.plan.ok or self.plan.weights_changed:
+            return None
+        return (self.source.name, self.mix_source.name, tuple(self.plan.overrides))
+
+    def check_inputs(self) -> None:
+        """What the form cannot see (sources on disk, the tokenizer, the vocabulary) is checked by the engine."""
+        key = self.inputs_key()
+        if key is None or (self.checked is not None and self.checked[0] == key):
+            return
+        self.checked = (key, None)
+        self.in_thread("check", lambda: RunInputsChecked(key, check_run_inputs(key[0], key[1], list(key[2]))))
+
+    def on_run_inputs_checked(self, message: RunInputsChecked) -> None:
+        if self.checked is not None and self.checked[0] == message.key:
+            self.checked = (message.key, message.result)
+            self.show()
+        else:  # the form changed while the check ran: check what it says now
+            self.checked = None
+            self.check_inputs()
+
+    def check_problem(self) -> str | None:
+        """None when the engine said ready; the reason otherwise (or that it is still checking)."""
+        if self.checked is None or self.checked[0] != self.inputs_key():
+            return "checking the mix's sources and tokenizer…"
+        result = self.checked[1]
+        if result is None:
+            return "checking the mix's sources and tokenizer…"
+        return None if result.ok else result.message.removeprefix("sparknet train: error: ")
 
     def show(self) -> None:
         description = Text()
@@ -227,8 +261,16 @@ class NewRunScreen(PanelScreen):
         self.query_one("#new-description", Static).update(description)
         self.query_one("#derived", Static).update(derived_text(self.plan))
         error = self.plan.error
-        self.query_one("#new-error", Static).update(
-            Text(error, style="bold red") if error else Text("valid: ctrl+r starts the run", style="green"))
+        problem = None if error or self.plan.weights_changed else self.check_problem()
+        if error:
+            line = Text(error, style="bold red")
+        elif problem and problem.startswith("checking"):
+            line = Text(problem, style="yellow")
+        elif problem:
+            line = Text(problem, style="bold red")
+        else:
+            line = Text("valid: ctrl+r starts the run", style="green")
+        self.query_one("#new-error", Static).update(line)
 
     # ------------------------------------------------------------ actions
 
@@ -238,6 +280,10 @@ class NewRunScreen(PanelScreen):
             return
         if self.plan.weights_changed:
             self.notify("Mix weights were edited: save the mix first (ctrl+o), then start", severity="warning")
+            return
+        problem = self.check_problem()
+        if problem:
+            self.notify(problem, severity="warning" if problem.startswith("checking") else "error")
             return
         name = self.query_one("#run-name", Input).value.strip() or None
         self.panel.start_run(self.source.name, self.mix_source.name, self.plan.overrides, name)
