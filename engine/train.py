@@ -184,6 +184,7 @@ class Trainer:
         self.sampler = None
         self.thermal = None
         self.notifier = None
+        self.checkpointed_step = -1  # every rank knows it, so all of them skip a repeated checkpoint together
 
     # ------------------------------------------------------------ plumbing
 
@@ -395,6 +396,7 @@ class Trainer:
             raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written; "
                                 f"{self.divergence_advice()}")
         self.status(phase="checkpointing")
+        self.checkpointed_step = self.step
         if self.is_main:
             loader_states = {str(self.rank): self.feeder.consumed_state()}
             if self.world > 1:
@@ -542,7 +544,8 @@ class Trainer:
         if not stop:
             return False
         self.status(state="stopping", phase="checkpointing")
-        self.checkpoint("stop")
+        if self.checkpointed_step != self.step:  # else the interval checkpoint of this very step stands
+            self.checkpoint("stop")
         if self.is_main:
             self.rd.clear_stop()
         self.status(state="stopped", phase="", eta_s=None, step=self.step, tokens=self.tokens)

@@ -185,3 +185,18 @@ def test_resume_set_changes_the_rate_the_optimizer_really_uses(logs):
     final = load_file(str(next(iter_checkpoints(run)) / "model.safetensors"))
     assert max(float((final[k] - before[k]).abs().max()) for k in before) < 1e-5
     assert any("optim.lr=1e-9" in e["message"] for e in events(run) if e["event"] == "resumed")
+
+
+def test_out_of_memory_and_interrupts_are_one_line_with_the_fix(tmp_path):
+    import torch
+    from types import SimpleNamespace
+
+    from engine.config import load_profile
+    from engine.train import failure_line
+
+    trainer = SimpleNamespace(profile=load_profile("codelion-70m"), run_dir=tmp_path, step=12)
+    line = failure_line(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"), trainer)
+    assert line == ("out of GPU memory at batch.micro_batch=120: --set batch.micro_batch=60 --set batch.grad_accum=2 "
+                    "keeps the same tokens per step (start a new run with it)")
+    assert "no checkpoint yet" in failure_line(KeyboardInterrupt(), trainer)
+    assert failure_line(ValueError("a bug"), trainer) is None  # bugs keep their traceback
