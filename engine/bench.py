@@ -49,7 +49,9 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
     from engine.train import Trainer, lr_at
 
     with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
-        run_dir = create_run(profile, mix, [], Path(tmp) / "bench")
+        lock = create_run(profile, mix, [], Path(tmp) / "bench")
+        lock.release()  # a private folder nobody else can see: the bench's trainer runs in this process
+        run_dir = lock.run_dir
         trainer = Trainer(run_dir, resume=False)
         trainer.setup()
         device = trainer.device

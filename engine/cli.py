@@ -23,7 +23,7 @@ from engine.rundir import (
     resolve_run,
     wait_for,
 )
-from engine.runlock import ENV_FD, RunLock
+from engine.runlock import ENV_FD, RunLock, lock_held
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +206,9 @@ def cmd_stop(args) -> int:
     if args.wait <= 0:
         print(f"stop requested for {run_dir.name}")
         return 0
-    done = wait_for(lambda: effective_status(run_dir).get("state") not in LIVE_STATES, args.wait, 0.2)
+    # done when the state says so and the trainer has let go of the run, so a resume right after works
+    done = wait_for(lambda: effective_status(run_dir).get("state") not in LIVE_STATES and not lock_held(run_dir),
+                    args.wait, 0.2)
     final = effective_status(run_dir)
     if not done:
         raise SparkNetError(f"run {run_dir.name} did not stop within {args.wait:.0f} s; it will stop at its next step")

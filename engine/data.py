@@ -780,7 +780,8 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
                         val_tokens=manifest["tokens"]["val"], eta_s=0, force=True)
     except BaseException as e:
         prog.finish(error=str(e) if isinstance(e, SparkNetError) else
-                    "stopped" if isinstance(e, (KeyboardInterrupt, PrepareStopped)) else _one_line(e))
+                    "interrupted" if isinstance(e, KeyboardInterrupt) else
+                    "stopped" if isinstance(e, PrepareStopped) else _one_line(e))
         raise
     finally:
         if encoder is not None:

@@ -74,6 +74,10 @@ class RunLock:
         lock.set_owner(os.getpid())
         return lock
 
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
     def set_owner(self, pid: int) -> None:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{pid}\n".encode(), 0)

@@ -306,9 +306,11 @@ def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):
     model = tiny_model(seed=5)
     run_dir = make_run(logs, model)
     assert eval_command("tiny-run", wikitext=str(WIKITEXT_DIR), max_tokens=300, temperature=0.8, top_k=20) == 0
-    doc = read_eval(run_dir)
+    # no final model yet: the checkpoint's evaluation is kept beside where the final one will go
+    assert not (run_dir / "eval.json").exists() and not (run_dir / "eval-standard.json").exists()
+    doc = json.loads((run_dir / "eval-step-00000010.json").read_text())
     assert set(doc) >= {"created_at", "target", "protocol", "results", "deltas", "samples", "settings"}
-    assert doc == json.loads((run_dir / "eval-standard.json").read_text())
+    assert doc["checkpoint_step"] == 10 and doc["final"] is False
     target, gpt2, codelion = doc["results"]
     assert (target["model"], target["source"], target["tokenizer_matches"]) == ("this run", "measured", True)
     assert target["path"].endswith("checkpoints")
@@ -322,14 +324,17 @@ def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):
                                             for s in doc["samples"])
     assert doc["settings"]["sampling"]["top_k"] == 20
     out = capsys.readouterr().out
-    assert "this run" in out and "published" in out and str(run_dir / "eval.json") in out
+    assert "this run" in out and "published" in out and str(run_dir / "eval-step-00000010.json") in out
+    assert "using checkpoint step-00000010 (step 10)" in out
 
 
 def test_run_with_exported_model_uses_it(logs, tok):
     run_dir = make_run(logs, tiny_model(seed=1))
     trained = tiny_model(seed=2)  # different weights: proves model/ wins over the checkpoint
     export_hf(trained, run_dir / "model", tok)
+    (run_dir / "eval.json").write_text('{"stale": true}')
     eval_command(str(run_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
+    assert read_eval(run_dir)["final"] is True  # the final model's evaluation is eval.json
     row = read_eval(run_dir)["results"][0]
     assert row["path"] == str(run_dir / "model")
     ids = tok.encode(standard_text(wikitext_rows("test", WIKITEXT_DIR)[0]))[:201]

@@ -17,7 +17,7 @@ def test_training_pauses_while_hot_and_resumes_when_cool(logs, monkeypatch):
     profile = load_profile("tiny-cpu", ["batch.grad_accum=1", "run.tokens=8192", "run.log_every=1",
                                         "run.final_eval=false", "thermal.warn_c=85", "thermal.pause_above_c=90",
                                         "thermal.resume_below_c=75"])
-    run = create_run(profile, load_mix("demo"), [], logs / "hot")
+    run = create_run(profile, load_mix("demo"), [], logs / "hot").run_dir
     seen_paused = []
 
     def cool_down_once_paused():

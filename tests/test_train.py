@@ -193,7 +193,7 @@ def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, corpora_mix
     overrides = [f"run.separate_qkv={str(on).lower()}", f"run.fused_gelu={str(on).lower()}", "run.tokens=20_480",
                  "run.compile=false"]
     profile, mix = load_profile("tiny-cpu", overrides), load_mix(str(corpora_mix))
-    trainer = Trainer(create_run(profile, mix, overrides, tmp_path / "run"), resume=False)
+    trainer = Trainer(create_run(profile, mix, overrides, tmp_path / "run").run_dir, resume=False)
     trainer.setup()
     modules = list(trainer.raw_model.modules())
     attention = [m for m in modules if isinstance(m, CausalSelfAttention)]

@@ -282,8 +282,8 @@ class NewRunScreen(PanelScreen):
             self.notify("Mix weights were edited: save the mix first (ctrl+o), then start", severity="warning")
             return
         problem = self.check_problem()
-        if problem:
-            self.notify(problem, severity="warning" if problem.startswith("checking") else "error")
+        if problem and not problem.startswith("checking"):  # while checking, the command checks again itself
+            self.notify(problem, severity="error")
             return
         name = self.query_one("#run-name", Input).value.strip() or None
         self.panel.start_run(self.source.name, self.mix_source.name, self.plan.overrides, name)
