@@ -108,7 +108,7 @@ def main() -> int:
                 lines += ["[[sources]]", f'name = "{name}"', f"weight = {weight}", f'path = "{files[name]}"']
             mix_path.write_text("\n".join(lines) + "\n")
             mix = load_mix(str(mix_path))
-            data.POOL_MIN_TOKENS = 0  # measure the worker pool even on a small budget
+            data.prepare.POOL_MIN_TOKENS = 0  # measure the worker pool even on a small budget
             start = time.perf_counter()
             report = data.prepare_mix(mix, args.tokens, cache_dir=Path(tmp) / "cache", workers=workers)
             seconds = time.perf_counter() - start

@@ -76,7 +76,7 @@ class EncodeCounter:
             self.texts += len(texts)
             return real(tok, texts)
 
-        monkeypatch.setattr(data, "encode_documents", counting)
+        monkeypatch.setattr(data.tokenize, "encode_documents", counting)
 
 
 # ---------------------------------------------------------------- the stand-in corpora, 50/30/20
@@ -316,9 +316,9 @@ def test_interrupted_prepare_continues_where_it_stopped(tmp_path, monkeypatch):
     mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],
                                  validation_share=0.05)))
     clean = prepare_mix(mix, None, cache_dir=tmp_path / "clean", workers=1)
-    monkeypatch.setattr(data, "BATCH_DOCS", 20)
-    monkeypatch.setattr(data, "COMMIT_EVERY_S", 0.0)
-    monkeypatch.setattr(data, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(data.tokenize, "BATCH_DOCS", 20)
+    monkeypatch.setattr(data.prepare, "COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(data.prepare, "PROGRESS_EVERY_S", 0.0)
 
     def stop_midway(snapshot):
         if snapshot["sources"][0]["documents"] >= 100:
@@ -347,7 +347,7 @@ def test_killed_prepare_process_resumes_to_the_same_cache(tmp_path, corpora):
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "SPARKNET_CACHE": str(cache)}
     # small batches, committed at once: the kill lands in the middle of a source
-    script = ("import sys; import engine.data as d; d.BATCH_CHARS = 100_000; d.COMMIT_EVERY_S = 0; "
+    script = ("import sys; import engine.data as d; d.tokenize.BATCH_CHARS = 100_000; d.prepare.COMMIT_EVERY_S = 0; "
               "sys.exit(d.prepare_command(sys.argv[1], 600_000, workers=1))")
     proc = subprocess.Popen([sys.executable, "-c", script, mix.source], env=env, cwd=PROJECT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -391,8 +391,8 @@ def test_parallel_workers_write_the_same_cache_as_one_process(tmp_path, monkeypa
     mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],
                                  validation_share=0.05)))
     one = prepare_mix(mix, None, cache_dir=tmp_path / "one", workers=1)
-    monkeypatch.setattr(data, "POOL_MIN_TOKENS", 0)
-    monkeypatch.setattr(data, "BATCH_DOCS", 25)
+    monkeypatch.setattr(data.prepare, "POOL_MIN_TOKENS", 0)
+    monkeypatch.setattr(data.tokenize, "BATCH_DOCS", 25)
     two = prepare_mix(mix, None, cache_dir=tmp_path / "two", workers=2)
     for split in ("train", "val"):
         assert np.array_equal(stream(Path(one["docs"]["cache"]), split), stream(Path(two["docs"]["cache"]), split))
