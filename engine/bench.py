@@ -46,7 +46,8 @@ def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: 
 
 
 def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
-    from engine.train import Trainer, lr_at
+    from engine.schedule import lr_at
+    from engine.train import Trainer
 
     with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
         lock = create_run(profile, mix, [], Path(tmp) / "bench")

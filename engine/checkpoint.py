@@ -178,7 +178,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         raise CheckpointError(f"{path.name}: model.safetensors does not load ({_first_line(e)})") from None
     # tied weights are stored once; anything else missing is an error
     if unexpected or any(not _is_tied(target, m) for m in missing):
-        raise CheckpointError(f"{path.name}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(f"{path.name}: weights do not match the model (missing {missing}, "
+                              f"unexpected {unexpected})")
     if optimizer is not None:
         try:
             trainer = torch.load(path / "trainer.pt", map_location=device, weights_only=True)

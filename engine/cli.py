@@ -148,7 +148,7 @@ def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock) -> int:
         print(run_dir.name)
         return 0
     if single:
-        from engine.train import run_training
+        from engine.worker import run_training
 
         return run_training(run_dir, resume=resume, log_to_file=True, lock=lock)
     return subprocess.call(worker_command(run_dir, resume, dist, log_to_file=True), env=env, cwd=project_root,
@@ -296,7 +296,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from engine.train import run_training
+    from engine.worker import run_training
 
     return run_training(Path(args.run_dir), resume=args.resume, log_to_file=args.log_to_file)
 

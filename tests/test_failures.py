@@ -192,7 +192,7 @@ def test_out_of_memory_and_interrupts_are_one_line_with_the_fix(tmp_path):
     from types import SimpleNamespace
 
     from engine.config import load_profile
-    from engine.train import failure_line
+    from engine.worker import failure_line
 
     trainer = SimpleNamespace(profile=load_profile("codelion-70m"), run_dir=tmp_path, step=12)
     line = failure_line(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"), trainer)

@@ -153,7 +153,7 @@ def test_cli_user_errors_are_one_line(logs):
 def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora_mix):
     from engine.config import load_mix
     from engine.data import MixLoader, prepare_mix
-    from engine.train import BatchFeeder
+    from engine.feeder import BatchFeeder
 
     mix = load_mix(str(corpora_mix))
     prepare_mix(mix, 100_000)
