@@ -16,12 +16,11 @@ import functools
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
 
 from engine import SparkNetError
+from engine.hub import host_reachable, hub_offline, hub_reachable
 
-HUB_HOST = "huggingface.co"
 TIKTOKEN_HOST = "openaipublic.blob.core.windows.net"
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 _HF_FILES_HINT = "vocab.json+merges.txt or tokenizer.json"
@@ -214,26 +213,13 @@ def _eos_from_vocab(backend) -> str | None:
     return None
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """A quick TCP probe, so a machine without network fails in seconds instead of retrying for minutes."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _from_hub(name: str) -> Tokenizer | None:
     """Hugging Face cache first (works offline), then the hub when it answers."""
     try:
         from transformers import AutoTokenizer
     except ImportError:
         return None
-    attempts = [True] if _offline() or not host_reachable(HUB_HOST) else [True, False]
+    attempts = [True] if not hub_reachable() else [True, False]
     for local_only in attempts:
         try:
             hf = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
@@ -256,7 +242,7 @@ def _from_tiktoken() -> Tokenizer | None:
         import tiktoken
     except ImportError:
         return None
-    can_download = not _offline() and host_reachable(TIKTOKEN_HOST)
+    can_download = not hub_offline() and host_reachable(TIKTOKEN_HOST)
     for encoding_name in ("gpt2", "r50k_base"):
         if not can_download and not _tiktoken_cached(encoding_name):
             continue

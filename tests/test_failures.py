@@ -200,3 +200,23 @@ def test_out_of_memory_and_interrupts_are_one_line_with_the_fix(tmp_path):
                     "keeps the same tokens per step (start a new run with it)")
     assert "no checkpoint yet" in failure_line(KeyboardInterrupt(), trainer)
     assert failure_line(ValueError("a bug"), trainer) is None  # bugs keep their traceback
+
+
+def test_every_hub_check_follows_one_rule_proxies_included(monkeypatch, tmp_path):
+    from engine.config import load_mix
+    from engine.data import DataError, SourceReader
+
+    mix_file = write_mix(tmp_path / "hub.toml", '[[sources]]\nname = "h"\nweight = 1\nhf = "someone/absent"\n')
+    reader = SourceReader(load_mix(str(mix_file)).sources[0], load_mix(str(mix_file)))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # not reachable directly
+    with pytest.raises(DataError, match="cannot reach the Hugging Face hub \\(127.0.0.1\\)"):
+        reader.check_hub()
+    # behind a proxy only the proxy knows: data preparation lets the library try, as evaluation always did
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    reader.check_hub()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reader.check_hub()  # offline: the cached copy is used, nothing is asked

@@ -352,3 +352,19 @@ def test_frozen_runs_keep_the_real_structure(tiny_runs, frozen_runs):
     assert config["run_id"] == frozen_runs.finished.name
     assert os.getpid() == json.loads((frozen_runs.running / "status.json").read_text())["pid"]
     assert Path(frozen_runs.profiles / "tiny-cpu.toml").exists()
+
+
+def test_scanner_reports_a_quiet_live_run_as_stalled(tiny_runs, tmp_path):
+    from engine.runlock import RunLock
+
+    run = copy_run(tiny_runs.finished, tmp_path / "logs")
+    status = json.loads((run / "status.json").read_text())
+    status.update(state="running", phase="training", pid=os.getpid(), update_every_s=1.0,
+                  updated_at="2020-01-01T00:00:00Z")
+    (run / "status.json").write_text(json.dumps(status))
+    lock = RunLock.acquire(run)  # alive, but silent since 2020
+    try:
+        (row,) = RunsScanner(tmp_path / "logs").scan().rows
+        assert row.state == "stalled" and row.status["stalled_s"] > 86400
+    finally:
+        lock.release()

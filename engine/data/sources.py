@@ -13,11 +13,10 @@ import re
 import zlib
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
 
 from engine import SparkNetError
 from engine.config import MixConfig, SourceConfig
-from engine.tokenizer import host_reachable
+from engine.hub import hub_host, hub_offline, hub_reachable
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl", ".json", ".parquet")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
@@ -263,13 +262,10 @@ class SourceReader:
 
     def check_hub(self) -> None:
         """A hub dataset fails in seconds on a machine that cannot reach the hub (unless told to work offline)."""
-        if self.kind != "hf" or self.local_dataset is not None or _hub_offline():
+        if self.kind != "hf" or self.local_dataset is not None or hub_offline():
             return
-        endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-        host = endpoint.hostname or "huggingface.co"
-        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-        if not host_reachable(host, port):
-            raise DataError(f"source '{self.src.name}': cannot reach the Hugging Face hub ({host}) to load "
+        if not hub_reachable():
+            raise DataError(f"source '{self.src.name}': cannot reach the Hugging Face hub ({hub_host()}) to load "
                             f"'{self.src.hf}'; connect to the network, set HF_HUB_OFFLINE=1 to use a cached copy, "
                             f"or download it and set path = \"the local copy\" in {self.mix_where}")
 
@@ -309,8 +305,3 @@ class SourceReader:
             except Exception as e:
                 raise DataError(f"source '{s.name}': reading '{location}' stopped after {n:,} documents "
                                 f"({_one_line(e)}); run prepare again to continue from there") from None
-
-
-def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))

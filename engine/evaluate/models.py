@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from engine import SparkNetError
-from engine.evaluate.hub import hub_offline, hub_reachable
+from engine.hub import hub_offline, hub_reachable
 
 # Text whose GPT-2 ids tell the GPT-2 tokenizer apart from others (spaces,
 # numbers, WikiText's "@-@", accents, a non-Latin script).
