@@ -7,12 +7,11 @@ the file, the key and the fix.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_origin, get_type_hints
 
@@ -22,6 +21,21 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from engine import SparkNetError
+from engine.model_size import (flops_per_token, model_parameter_count, modern_mlp_hidden, modern_parameter_count,
+                               padded_vocab)
+from engine.schema import (MIX_TOP_KEYS, PROFILE_SECTIONS, PROFILE_TOP_KEYS, BatchConfig, DistConfig, MixConfig,
+                           ModelConfig, OptimConfig, Profile, RunConfig, ScheduleConfig, SourceConfig, ThermalConfig)
+
+# The schema and the model arithmetic live in their own modules; they are named here too, so `engine.config`
+# stays the one place to import configuration from.
+__all__ = [
+    "BatchConfig", "ConfigError", "DistConfig", "MixConfig", "ModelConfig", "OptimConfig", "PROJECT_ROOT",
+    "Profile", "RunConfig", "ScheduleConfig", "SourceConfig", "ThermalConfig", "apply_overrides", "dump_toml",
+    "expand", "flops_per_token", "list_mixes", "list_profiles", "load_mix", "load_profile", "mix_from_dict",
+    "mixes_dir", "model_parameter_count", "modern_mlp_hidden", "modern_parameter_count", "padded_vocab",
+    "parse_override", "profile_from_dict", "profiles_dir", "read_toml", "resolve_mix_path", "resolve_profile_path",
+    "validate_profile",
+]
 
 
 class ConfigError(SparkNetError):
@@ -37,186 +51,6 @@ def profiles_dir() -> Path:
 
 def mixes_dir() -> Path:
     return profiles_dir() / "mixes"
-
-
-# ---------------------------------------------------------------- profiles
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "gpt2"  # gpt2 | modern
-    n_layer: int = 12
-    n_embd: int = 512
-    n_head: int = 8
-    context: int = 1024
-    vocab_size: int = 50257
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-    bias: bool = True
-    # the embedding and output matrices are padded internally to a multiple of this
-    # (fast matrix shapes); parameter counts, FLOPs and exports use the true vocab_size
-    pad_vocab_multiple: int = 64
-
-
-@dataclass
-class OptimConfig:
-    name: str = "adamw"  # adamw | muon (Muon for hidden matrices, AdamW for embeddings and norms)
-    lr: float = 5e-4
-    min_lr: float = 5e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.1
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    fused: bool = True
-    muon_lr: float = 0.02
-    muon_momentum: float = 0.95
-    muon_weight_decay: float = 0.0
-
-
-@dataclass
-class ScheduleConfig:
-    warmup: float = 0.02  # < 1: fraction of steps; >= 1: steps
-    decay: str = "cosine"  # cosine | linear | constant
-
-
-@dataclass
-class BatchConfig:
-    micro_batch: int = 24
-    grad_accum: int = 5
-
-
-@dataclass
-class RunConfig:
-    tokens: int = 1_000_000_000
-    precision: str = "bf16"  # bf16 | fp32
-    compile: bool = True
-    log_every: int = 10
-    eval_every: int = 250
-    eval_tokens: int = 262_144
-    wikitext_every: int = 0  # 0 = off; in-training WikiText-2 perplexity every N steps
-    wikitext_tokens: int = 50_000
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    seed: int = 1337
-    device: str = "auto"  # auto | cuda | cpu
-    spike_factor: float = 3.0  # loss above factor x recent mean (after warm-up) stops the run
-    final_eval: bool = True
-    final_eval_tokens: int = 0  # 0 = the whole WikiText-2 test split
-    peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
-    fused_loss: bool = False  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
-    bf16_residual: bool = False  # under bf16 precision, carry the residual stream in bf16 rather than fp32
-    fused_gelu: bool = True  # GPT-2's MLP: GELU takes the first product's bias and sums its gradient (engine/gelu.py)
-    separate_qkv: bool = True  # GPT-2's attention: query, key and value from three products rather than one split
-    fp8_head: bool = False  # with fused_loss, the output layer's three products in FP8 (GPUs of compute capability 8.9+)
-    attention: str = "auto"  # scaled_dot_product_attention backend: auto | flash | cudnn | efficient | math
-
-
-@dataclass
-class ThermalConfig:
-    warn_c: float = 85.0
-    pause_above_c: float = 0.0  # 0 = no thermal guard
-    resume_below_c: float = 0.0
-
-
-@dataclass
-class DistConfig:
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-
-
-@dataclass
-class Profile:
-    name: str = ""
-    source: str = ""  # where it came from, for messages
-    description: str = ""
-    mix: str = ""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    thermal: ThermalConfig = field(default_factory=ThermalConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
-
-    @property
-    def processes(self) -> int:
-        return self.dist.nproc_per_node * self.dist.nnodes
-
-    @property
-    def tokens_per_step(self) -> int:
-        # the effective batch is the profile's whatever the process count: each process
-        # accumulates grad_accum / processes micro-batches
-        return self.batch.micro_batch * self.batch.grad_accum * self.model.context
-
-    @property
-    def steps(self) -> int:
-        return max(1, math.ceil(self.run.tokens / self.tokens_per_step))
-
-    @property
-    def warmup_steps(self) -> int:
-        w = self.schedule.warmup
-        return int(w * self.steps) if w < 1 else int(w)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("name")
-        d.pop("source")
-        return d
-
-
-PROFILE_SECTIONS = {
-    "model": ModelConfig,
-    "optim": OptimConfig,
-    "schedule": ScheduleConfig,
-    "batch": BatchConfig,
-    "run": RunConfig,
-    "thermal": ThermalConfig,
-    "dist": DistConfig,
-}
-PROFILE_TOP_KEYS = {"description": str, "mix": str}
-
-
-# ---------------------------------------------------------------- mixes
-
-
-@dataclass
-class SourceConfig:
-    name: str = ""
-    weight: float = 0.0
-    hf: str = ""
-    config: str = ""
-    split: str = "train"
-    text_field: str = "text"
-    streaming: bool = True
-    path: str = ""
-    repeat: bool = False
-
-
-@dataclass
-class MixConfig:
-    name: str = ""
-    source: str = ""
-    description: str = ""
-    tokenizer: str = "gpt2"
-    validation_share: float = 0.005
-    seed: int = 42
-    sources: list[SourceConfig] = field(default_factory=list)
-
-    @property
-    def shares(self) -> dict[str, float]:
-        total = sum(s.weight for s in self.sources)
-        return {s.name: s.weight / total for s in self.sources}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
-
-
-MIX_TOP_KEYS = {"description": str, "tokenizer": str, "validation_share": float, "seed": int}
 
 
 # ---------------------------------------------------------------- loading helpers
@@ -510,85 +344,15 @@ def load_mix(name_or_path: str) -> MixConfig:
 
 
 def dump_toml(data: dict) -> str:
-    """Write plain nested dicts/lists/scalars as TOML (enough for profiles, mixes and run.toml)."""
+    """Plain nested dicts, lists and scalars as TOML (profiles, mixes, run.toml); None values are left out."""
+    import tomli_w
 
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-    out: list[str] = []
-
-    def table(d: dict, prefix: str) -> None:
-        simple = {k: v for k, v in d.items() if not isinstance(v, dict) and not _is_table_list(v)}
-        for k, v in simple.items():
-            if v is None:
-                continue
-            out.append(f"{k} = {scalar(v)}")
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.append("")
-                out.append(f"[{prefix}{k}]")
-                table(v, f"{prefix}{k}.")
-            elif _is_table_list(v):
-                for item in v:
-                    out.append("")
-                    out.append(f"[[{prefix}{k}]]")
-                    table(item, f"{prefix}{k}.")
-
-    table(data, "")
-    return "\n".join(out).lstrip("\n") + "\n"
+    return tomli_w.dumps(_without_none(data))
 
 
-def _is_table_list(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def padded_vocab(m: ModelConfig) -> int:
-    k = m.pad_vocab_multiple
-    return -(-m.vocab_size // k) * k
-
-
-def model_parameter_count(m: ModelConfig) -> int:
-    """Parameters of the GPT-2 shape, computed without torch (the panel shows it before a run)."""
-    d, L, V, T = m.n_embd, m.n_layer, m.vocab_size, m.context
-    if m.arch == "gpt2":
-        bias = 1 if m.bias else 0
-        per_layer = (
-            2 * (d + d * bias)  # two LayerNorms
-            + d * 3 * d + 3 * d * bias  # qkv
-            + d * d + d * bias  # attention projection
-            + d * 4 * d + 4 * d * bias  # mlp up
-            + 4 * d * d + d * bias  # mlp down
-        )
-        total = V * d + T * d + L * per_layer + (d + d * bias)
-        if not m.tie_embeddings:
-            total += V * d
-        return total
-    return modern_parameter_count(m)
-
-
-def modern_mlp_hidden(n_embd: int) -> int:
-    """SwiGLU width with the parameter count of a 4x GELU MLP, rounded up to a multiple of 128."""
-    return 128 * math.ceil(8 * n_embd / 3 / 128)
-
-
-def modern_parameter_count(m: ModelConfig) -> int:
-    d, h, hd = m.n_embd, modern_mlp_hidden(m.n_embd), m.n_embd // m.n_head
-    per_layer = 4 * d * d + 3 * d * h + 2 * d + 2 * hd  # attention, SwiGLU, two RMSNorms, QK-norms
-    total = m.vocab_size * d + m.n_layer * per_layer + d
-    return total + (0 if m.tie_embeddings else m.vocab_size * d)
-
-
-def flops_per_token(m: ModelConfig) -> int:
-    """Training FLOPs per token, 6N + 12 L d T, N without position embeddings (BASELINES.md)."""
-    n = model_parameter_count(m)
-    if m.arch == "gpt2":
-        n -= m.context * m.n_embd
-    return 6 * n + 12 * m.n_layer * m.n_embd * m.context
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(v) for v in value]
+    return value
