@@ -12,7 +12,7 @@ import torch
 import triton.testing
 
 import engine.losses as L
-from engine.model import logits_or_loss
+from engine.model_parts import logits_or_loss
 
 VOCAB, PADDED, DIM = 50257, 50304, 512
 

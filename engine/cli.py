@@ -27,9 +27,12 @@ from engine.runlock import ENV_FD, RunLock, lock_held
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sparknet", description="Pretrain a GPT-2-style model and watch it learn.")
+    ap = argparse.ArgumentParser(
+        prog="sparknet", description="Pretrain a GPT-2-style model and watch it learn. With no verb, `sparknet` "
+        "opens the control panel (`sparknet --run RUN` opens a run on its Live screen, `--logs DIR` reads runs "
+        "from another folder).")
     ap.add_argument("--version", action="version", version=f"sparknet {__version__}")
-    sub = ap.add_subparsers(dest="verb")
+    sub = ap.add_subparsers(dest="verb", metavar="VERB")
 
     p = sub.add_parser("prepare", help="tokenize and cache a mix's sources")
     p.add_argument("--mix", required=True)
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("dir")
 
-    p = sub.add_parser("_run", help=argparse.SUPPRESS)
+    p = sub.add_parser("_run")  # the training process itself; no help, so it is not listed
     p.add_argument("run_dir")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--log-to-file", action="store_true")
@@ -308,11 +311,11 @@ VERBS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.verb is None:
-        from sparknet_tui.app import main as panel_main
-
-        return panel_main([])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:  # the `sparknet` command opens the panel before it gets here
+        parser.print_help()
+        return 2
     try:
         return VERBS[args.verb](args)
     except SparkNetError as e:

@@ -9,7 +9,8 @@ import torch
 
 from engine import SparkNetError
 from engine.config import ModelConfig
-from engine.model import GPT, build_model, pad_vocab_rows
+from engine.model import GPT, build_model
+from engine.model_parts import pad_vocab_rows
 
 # Hugging Face's GPT-2 uses Conv1D layers whose weights are stored transposed
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

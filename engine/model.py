@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from engine.config import ModelConfig, padded_vocab
 from engine.gelu import gelu_bias
 from engine.losses import fused_linear_cross_entropy
+from engine.model_modern import ModernGPT
+from engine.model_parts import logits_or_loss, num_parameters
 
 
 class CausalSelfAttention(nn.Module):
@@ -163,56 +165,7 @@ class GPT(nn.Module):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        for _ in range(max_new_tokens):
-            cond = idx[:, -self.cfg.context:]
-            logits = self(cond)[:, -1, :].float()
-            if temperature <= 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
-                probs = F.softmax(logits, dim=-1)
-                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
-            idx = torch.cat((idx, nxt), dim=1)
-        return idx
-
-
-def num_parameters(model: nn.Module) -> int:
-    total = sum(p.numel() for p in model.parameters())
-    padding = (model.padded_vocab - model.vocab_size) * model.cfg.n_embd
-    return total - padding * (1 if model.cfg.tie_embeddings else 2)
-
-
-def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor | None):
-    if targets is None:
-        return logits[..., :vocab_size]  # drop the padding columns
-    padded = logits.size(-1)
-    logits = logits.float().reshape(-1, padded)
-    if padded > vocab_size:
-        # the padding columns get -inf rather than being sliced off: rows keep their
-        # aligned width, so the loss kernels read and write them at full bandwidth
-        column = torch.arange(padded, device=logits.device)
-        logits = logits.masked_fill(column >= vocab_size, float("-inf"))
-    return F.cross_entropy(logits, targets.reshape(-1), ignore_index=-100)
-
-
-def pad_vocab_rows(state: dict[str, torch.Tensor], names: tuple[str, ...], cfg: ModelConfig) -> None:
-    """Give exported (true-vocabulary) embedding and output matrices back their internal padding rows, as zeros."""
-    rows = padded_vocab(cfg)
-    for name in names:
-        t = state.get(name)
-        if t is not None and t.size(0) < rows:
-            state[name] = torch.cat([t, t.new_zeros(rows - t.size(0), *t.shape[1:])])
-
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    if cfg.arch == "gpt2":
-        return GPT(cfg)
-    from engine.model_modern import ModernGPT
-
-    return ModernGPT(cfg)
+    """The network a ModelConfig names: GPT-2 here, or the modern one of engine/model_modern.py."""
+    return GPT(cfg) if cfg.arch == "gpt2" else ModernGPT(cfg)

@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig, modern_mlp_hidden as mlp_hidden, padded_vocab
+from engine.losses import fused_linear_cross_entropy
+from engine.model_parts import logits_or_loss, num_parameters, pad_vocab_rows
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-6
@@ -137,14 +139,6 @@ class ModernGPT(nn.Module):
         decay = [p for p in self.parameters() if p.dim() >= 2 and id(p) not in matrices]
         no_decay = [p for p in self.parameters() if p.dim() < 2]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-    generate = None  # set below: the same sampling loop as GPT-2
-
-
-from engine.losses import fused_linear_cross_entropy  # noqa: E402
-from engine.model import GPT, logits_or_loss, num_parameters, pad_vocab_rows  # noqa: E402  (shared pieces)
-
-ModernGPT.generate = GPT.generate
 
 
 def modern_hf_config(cfg: ModelConfig) -> dict:

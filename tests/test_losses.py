@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from engine.config import ModelConfig
 import engine.losses as losses_module
 from engine.losses import fused_linear_cross_entropy, loss_and_grad_
-from engine.model import GPT, logits_or_loss
+from engine.model import GPT
+from engine.model_parts import logits_or_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
