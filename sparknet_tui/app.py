@@ -23,7 +23,8 @@ from engine.rundir import LIVE_STATES, delete_run, resolve_run
 from engine.runlock import EVAL_LOCK_NAME, lock_held
 
 from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_run
-from sparknet_tui.messages import CommandDone, PanelProblem
+from sparknet_tui.messages import (CommandDone, DeleteRun, EvaluateRun, OpenCompare, OpenEvaluation, OpenLive,
+                                   OpenNewRun, PanelProblem, ResumeRun, StartRun, StopRun)
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
 from sparknet_tui.screens.evaluation import EvaluationScreen
@@ -129,6 +130,35 @@ class SparkNetApp(App):
 
         self.push_screen(ConfirmScreen(f"Delete run {run_dir.name} and all its files (checkpoints, model)?",
                                        yes_label="Delete"), answered)
+
+    # ------------------------------------------------------------ what the screens ask for
+
+    def on_open_live(self, message: OpenLive) -> None:
+        self.open_live(message.run_dir)
+
+    def on_open_evaluation(self, message: OpenEvaluation) -> None:
+        self.open_evaluation(message.run_dir)
+
+    def on_open_new_run(self, message: OpenNewRun) -> None:
+        self.open_new_run()
+
+    def on_open_compare(self, message: OpenCompare) -> None:
+        self.open_compare(message.run_a, message.run_b)
+
+    def on_start_run(self, message: StartRun) -> None:
+        self.start_run(message.profile, message.mix, message.overrides, message.name)
+
+    def on_stop_run(self, message: StopRun) -> None:
+        self.stop_run(message.run_dir, message.state)
+
+    def on_resume_run(self, message: ResumeRun) -> None:
+        self.resume_run(message.run_dir, message.state)
+
+    def on_evaluate_run(self, message: EvaluateRun) -> None:
+        self.evaluate_run(message.run_dir)
+
+    def on_delete_run(self, message: DeleteRun) -> None:
+        self.delete_run(message.run_dir, message.state)
 
     def _run_command(self, verb: str, run_dir: Path | None, command: Callable[[], CliResult]) -> None:
         def job() -> None:

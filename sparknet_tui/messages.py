@@ -49,6 +49,58 @@ class RunInputsChecked(Message):
         self.result = result
 
 
+# ---------------------------------------------------------------- intents: a screen asks, the app acts
+
+
+class RunIntent(Message):
+    """Something a screen asks the app to do with one run; `state` is the state the screen showed."""
+
+    def __init__(self, run_dir: Path, state: str = "") -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.state = state
+
+
+class OpenLive(RunIntent):
+    pass
+
+
+class OpenEvaluation(RunIntent):
+    pass
+
+
+class StopRun(RunIntent):
+    pass
+
+
+class ResumeRun(RunIntent):
+    pass
+
+
+class EvaluateRun(RunIntent):
+    pass
+
+
+class DeleteRun(RunIntent):
+    pass
+
+
+class OpenNewRun(Message):
+    pass
+
+
+class OpenCompare(Message):
+    def __init__(self, run_a: Path, run_b: Path) -> None:
+        super().__init__()
+        self.run_a, self.run_b = Path(run_a), Path(run_b)
+
+
+class StartRun(Message):
+    def __init__(self, profile: str, mix: str, overrides: list[str], name: str | None) -> None:
+        super().__init__()
+        self.profile, self.mix, self.overrides, self.name = profile, mix, list(overrides), name
+
+
 class PanelProblem(Message):
     """Something went wrong inside the panel itself; shown as a notification."""
 

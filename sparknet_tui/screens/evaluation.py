@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runlock import EVAL_LOCK_NAME, lock_held
 from sparknet_tui.format import NA, fmt_float, fmt_int, fmt_perplexity, is_number
-from sparknet_tui.messages import EvalLoaded
+from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
 from sparknet_tui.screens.common import PanelScreen, fill_table
 from sparknet_tui.watch import read_eval
 
@@ -195,7 +195,7 @@ class EvaluationScreen(PanelScreen):
         self.query_one("#eval-samples", Static).update(samples_text(data.get("samples")) if self.data else "")
 
     def action_live(self) -> None:
-        self.panel.open_live(self.run_dir)
+        self.post_message(OpenLive(self.run_dir))
 
     def action_evaluate(self) -> None:
-        self.panel.evaluate_run(self.run_dir)
+        self.post_message(EvaluateRun(self.run_dir))

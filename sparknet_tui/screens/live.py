@@ -14,7 +14,7 @@ from textual.widgets import Footer, Header, Static
 from sparknet_tui.format import (
     NA, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
 )
-from sparknet_tui.messages import RunPolled
+from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
 from sparknet_tui.watch import RunView, RunWatcher, ema, log_points
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
@@ -215,10 +215,10 @@ class LiveScreen(PanelScreen):
         return self.view.state if self.view else "unknown"
 
     def action_stop(self) -> None:
-        self.panel.stop_run(self.run_dir, self._state())
+        self.post_message(StopRun(self.run_dir, self._state()))
 
     def action_resume(self) -> None:
-        self.panel.resume_run(self.run_dir, self._state())
+        self.post_message(ResumeRun(self.run_dir, self._state()))
 
     def action_evaluation(self) -> None:
-        self.panel.open_evaluation(self.run_dir)
+        self.post_message(OpenEvaluation(self.run_dir))

@@ -13,7 +13,7 @@ from engine.config import ConfigError, list_mixes, list_profiles
 
 from sparknet_tui.format import fmt_count, fmt_duration, fmt_int
 from sparknet_tui.commands import CliResult, check_run_inputs
-from sparknet_tui.messages import RunInputsChecked, RunsScanned
+from sparknet_tui.messages import RunInputsChecked, RunsScanned, StartRun
 from sparknet_tui.plan import (
     MAIN_FIELDS, MixSource, Plan, ProfileSource, load_mix_source, load_profile_source, make_plan, save_mix,
     save_profile,
@@ -286,7 +286,7 @@ class NewRunScreen(PanelScreen):
             self.notify(problem, severity="error")
             return
         name = self.query_one("#run-name", Input).value.strip() or None
-        self.panel.start_run(self.source.name, self.mix_source.name, self.plan.overrides, name)
+        self.post_message(StartRun(self.source.name, self.mix_source.name, self.plan.overrides, name))
 
     def action_save_profile(self) -> None:
         if self.source is None or self.mix_source is None:

@@ -9,7 +9,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from sparknet_tui.format import NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity
-from sparknet_tui.messages import RunsScanned
+from sparknet_tui.messages import (DeleteRun, OpenCompare, OpenEvaluation, OpenLive, OpenNewRun, ResumeRun,
+                                   RunsScanned, StopRun)
 from sparknet_tui.screens.common import PanelScreen, column_widths, fill_table, state_text
 from sparknet_tui.watch import RunRow, RunsScanner
 
@@ -197,30 +198,30 @@ class RunsScreen(PanelScreen):
     def action_open(self) -> None:
         row = self._need_row()
         if row:
-            self.panel.open_live(row.path)
+            self.post_message(OpenLive(row.path))
 
     def action_new_run(self) -> None:
-        self.panel.open_new_run()
+        self.post_message(OpenNewRun())
 
     def action_evaluation(self) -> None:
         row = self._need_row()
         if row:
-            self.panel.open_evaluation(row.path)
+            self.post_message(OpenEvaluation(row.path))
 
     def action_stop(self) -> None:
         row = self._need_row()
         if row:
-            self.panel.stop_run(row.path, row.state)
+            self.post_message(StopRun(row.path, row.state))
 
     def action_resume(self) -> None:
         row = self._need_row()
         if row:
-            self.panel.resume_run(row.path, row.state)
+            self.post_message(ResumeRun(row.path, row.state))
 
     def action_delete(self) -> None:
         row = self._need_row()
         if row:
-            self.panel.delete_run(row.path, row.state)
+            self.post_message(DeleteRun(row.path, row.state))
 
     def action_mark(self) -> None:
         row = self._need_row()
@@ -241,4 +242,4 @@ class RunsScreen(PanelScreen):
             self.notify("Mark two runs with m, then press c", severity="warning")
             return
         paths = [next(r.path for r in self.rows if r.run_id == run_id) for run_id in picked]
-        self.panel.open_compare(paths[0], paths[1])
+        self.post_message(OpenCompare(paths[0], paths[1]))
