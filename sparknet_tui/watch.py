@@ -8,7 +8,6 @@ partial or malformed files and reports them as a message instead of raising.
 from __future__ import annotations
 
 import json
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from engine.config import ConfigError, ThermalConfig, read_toml
 from engine.rundir import LIVE_STATES, JsonlFollower, effective_status, logs_dir, tail_text
 
+from sparknet_tui.evalfile import eval_path, read_eval
 from sparknet_tui.format import is_number, perplexity
 
 HISTORY = 120  # samples kept for the short histories (sparklines)
@@ -430,42 +430,3 @@ class RunWatcher:
         if stamp != self._eval_stamp:
             self._eval_stamp = stamp
             self._eval, self._eval_problem = read_eval(self.path)
-
-
-def eval_path(run_dir: Path) -> Path:
-    """eval.json (the final model's), else the newest evaluation of a checkpoint (eval-step-N.json)."""
-    final = Path(run_dir) / "eval.json"
-    if final.exists():
-        return final
-    return max(Path(run_dir).glob("eval-step-*.json"), default=final)
-
-
-def read_eval(run_dir: Path) -> tuple[dict | None, str | None]:
-    """The run's evaluation (see eval_path), or None and a one-line problem; (None, None) when there is none yet."""
-    path = eval_path(run_dir)
-    if not path.exists():
-        return None, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return None, f"{path}: unreadable ({e.__class__.__name__})"
-    if not isinstance(data, dict):
-        return None, f"{path}: not a JSON object"
-    return data, None
-
-
-def ema(values: list[float], smoothing: float) -> list[float]:
-    """Exponential moving average with TensorBoard's debiasing; smoothing 0 returns the values."""
-    if smoothing <= 0:
-        return list(values)
-    out, last, weight = [], 0.0, 0.0
-    for v in values:
-        last = smoothing * last + (1 - smoothing) * v
-        weight = smoothing * weight + (1 - smoothing)
-        out.append(last / weight)
-    return out
-
-
-def log_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(step, perplexity) -> (step, ln perplexity), the same unit as a loss."""
-    return [(x, math.log(y)) for x, y in points if y > 0]

@@ -17,9 +17,9 @@ from sparknet_tui.format import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt
 from sparknet_tui.plan import (
     load_mix_source, load_profile_source, make_plan, save_mix, save_profile,
 )
-from sparknet_tui.watch import (
-    RunsScanner, RunWatcher, ema, last_jsonl_row, measured_throughput, read_eval, read_status,
-)
+from sparknet_tui.evalfile import read_eval
+from sparknet_tui.series import ema
+from sparknet_tui.watch import RunsScanner, RunWatcher, last_jsonl_row, measured_throughput, read_status
 from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
 from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text
 from tui_fixtures import PROJECT, copy_run, read_jsonl

@@ -15,7 +15,7 @@ from engine.runlock import EVAL_LOCK_NAME, lock_held
 from sparknet_tui.format import NA, fmt_float, fmt_int, fmt_perplexity, is_number
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
 from sparknet_tui.screens.common import PanelScreen, fill_table
-from sparknet_tui.watch import read_eval
+from sparknet_tui.evalfile import read_eval
 
 EVAL_COLUMNS = [(name, name) for name in
                 ("model", "source", "loss", "perplexity", "bits/byte", "tokens", "protocol", "note")]

@@ -16,7 +16,8 @@ from sparknet_tui.format import (
 )
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
-from sparknet_tui.watch import RunView, RunWatcher, ema, log_points
+from sparknet_tui.series import ema, log_points
+from sparknet_tui.watch import RunView, RunWatcher
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
 from sparknet_tui.widgets.hardware import HardwarePanel
 
