@@ -161,17 +161,7 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
     prepare_mix(mix, steps * p.tokens_per_step)
     # the loader's draws are numbered globally, so any split of a step yields the same sequences in order
     loader = MixLoader(mix, split="train", batch=micro, context=p.model.context, seed=p.run.seed)
-    rows = [loader.next_batch() for _ in range(steps * accum)]
-
-    class Windows(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(rows) * micro
-
-        def __getitem__(self, i):
-            arr = rows[i // micro][i % micro]
-            ids = torch.from_numpy(arr[:-1].copy())
-            return {"input_ids": ids, "labels": ids}  # GPT2LMHeadModel shifts labels itself
-
+    windows = _Windows([loader.next_batch() for _ in range(steps * accum)], micro)
     m = p.model
     config = GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.n_embd, n_layer=m.n_layer,
                         n_head=m.n_head, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
@@ -196,17 +186,8 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
                 losses.append(logs["loss"])
 
     with tempfile.TemporaryDirectory(prefix="sparknet-hf-") as out_dir:
-        args = TrainingArguments(
-            output_dir=out_dir, per_device_train_batch_size=micro,
-            gradient_accumulation_steps=accum, max_steps=steps, learning_rate=p.optim.lr,
-            weight_decay=p.optim.weight_decay, adam_beta1=p.optim.betas[0], adam_beta2=p.optim.betas[1],
-            adam_epsilon=p.optim.eps, max_grad_norm=p.optim.grad_clip, lr_scheduler_type="cosine",
-            warmup_steps=min(p.warmup_steps, steps), bf16=cuda and p.run.precision == "bf16",
-            optim="adamw_torch_fused" if cuda else "adamw_torch", logging_steps=interval, report_to=[],
-            save_strategy="no", dataloader_num_workers=0, seed=p.run.seed, use_cpu=not cuda,
-            disable_tqdm=True,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=Windows())
+        args = TrainingArguments(output_dir=out_dir, **_trainer_settings(p, micro, accum, steps, interval, cuda))
+        trainer = Trainer(model=model, args=args, train_dataset=windows)
         trainer.add_callback(Timer())
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the bench's JSON line
             trainer.train()
@@ -221,9 +202,34 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
     return out
 
 
+class _Windows(torch.utils.data.Dataset):
+    """The loader's batches, one sequence an item, in the Trainer's format."""
+
+    def __init__(self, rows: list, micro: int):
+        self.rows, self.micro = rows, micro
+
+    def __len__(self):
+        return len(self.rows) * self.micro
+
+    def __getitem__(self, i):
+        ids = torch.from_numpy(self.rows[i // self.micro][i % self.micro][:-1].copy())
+        return {"input_ids": ids, "labels": ids}  # GPT2LMHeadModel shifts labels itself
+
+
+def _trainer_settings(p: Profile, micro: int, accum: int, steps: int, interval: int, cuda: bool) -> dict:
+    """The profile's recipe in TrainingArguments' words."""
+    return dict(
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accum, max_steps=steps,
+        learning_rate=p.optim.lr, weight_decay=p.optim.weight_decay, adam_beta1=p.optim.betas[0],
+        adam_beta2=p.optim.betas[1], adam_epsilon=p.optim.eps, max_grad_norm=p.optim.grad_clip,
+        lr_scheduler_type="cosine", warmup_steps=min(p.warmup_steps, steps), bf16=cuda and p.run.precision == "bf16",
+        optim="adamw_torch_fused" if cuda else "adamw_torch", logging_steps=interval, report_to=[],
+        save_strategy="no", dataloader_num_workers=0, seed=p.run.seed, use_cpu=not cuda, disable_tqdm=True,
+    )
+
+
 def bench_command(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     steps = args.steps
     if steps < 2:
@@ -257,7 +263,15 @@ def bench_command(args) -> int:
     print(line)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")
-    table = Table(title=f"sparknet bench: {profile.name} on {result['device']}", box=None)
+    Console(file=sys.stderr).print(result_table(result, profile.name, args.eval))
+    return 0
+
+
+def result_table(result: dict, profile_name: str, evaluate: bool):
+    """The bench's figures as a table, SparkNet beside the Trainer when it ran."""
+    from rich.table import Table
+
+    table = Table(title=f"sparknet bench: {profile_name} on {result['device']}", box=None)
     table.add_column("figure")
     table.add_column("SparkNet", justify="right")
     if "baseline" in result:
@@ -268,7 +282,7 @@ def bench_command(args) -> int:
 
     base = result.get("baseline", {})
     rows = [
-        ("tokens/s (median)", fmt(tps), fmt(base.get("tokens_per_s"))),
+        ("tokens/s (median)", fmt(result["tokens_per_s"]), fmt(base.get("tokens_per_s"))),
         ("MFU", fmt(result["mfu"], "{:.1%}"),
          fmt(base["tokens_per_s"] * result["flops_per_token"] / result["peak_flops"], "{:.1%}")
          if base.get("tokens_per_s") and result["peak_flops"] else "—"),
@@ -277,7 +291,7 @@ def bench_command(args) -> int:
         ("data wait / step time", fmt(result["data_wait_share"], "{:.1%}"), ""),
         ("final loss", fmt(result["final_loss"], "{:.4f}"), fmt(base.get("final_loss"), "{:.4f}")),
     ]
-    if args.eval:
+    if evaluate:
         rows += [("validation loss", fmt(result["val_loss"], "{:.4f}"), fmt(base.get("val_loss"), "{:.4f}")),
                  ("WikiText-2 perplexity", fmt(result["wikitext_ppl"], "{:.2f}"), fmt(base.get("wikitext_ppl"), "{:.2f}")),
                  ("WikiText-2 bits/byte", fmt(result["wikitext_bits_per_byte"], "{:.4f}"),
@@ -286,5 +300,4 @@ def bench_command(args) -> int:
         rows.append(("speed-up vs Trainer", f"{result['speedup_vs_baseline']:.2f}x", ""))
     for r in rows:
         table.add_row(*(r if "baseline" in result else r[:2]))
-    Console(file=sys.stderr).print(table)
-    return 0
+    return table

@@ -64,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change an optimizer, schedule, interval or thermal key from here on (recorded in run.toml)")
 
+    _add_eval(sub)
+    _add_bench(sub)
+
+    p = sub.add_parser("export", help="write a run's model in Hugging Face format")
+    p.add_argument("run")
+    p.add_argument("dir")
+
+    p = sub.add_parser("_run")  # the training process itself; no help, so it is not listed
+    p.add_argument("run_dir")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--log-to-file", action="store_true")
+    return ap
+
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="WikiText-2 evaluation against the baselines")
     p.add_argument("target", help="run id, run directory or model folder")
     p.add_argument("--protocol", choices=["standard", "sparknet-2000"], default="standard")
@@ -77,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens")
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure training throughput")
     p.add_argument("--profile", required=True)
     p.add_argument("--mix", default=None)
@@ -88,16 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Trainer's micro-batch (default: the largest divisor of the step's sequences up to 24)")
     p.add_argument("--eval", action="store_true", help="also report validation loss and WikiText-2 perplexity")
     p.add_argument("--json-out", default=None)
-
-    p = sub.add_parser("export", help="write a run's model in Hugging Face format")
-    p.add_argument("run")
-    p.add_argument("dir")
-
-    p = sub.add_parser("_run")  # the training process itself; no help, so it is not listed
-    p.add_argument("run_dir")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--log-to-file", action="store_true")
-    return ap
 
 
 # ------------------------------------------------------------------ launching

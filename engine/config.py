@@ -232,21 +232,7 @@ def validate_profile(p: Profile) -> None:
          f"schedule.warmup >= 1 counts steps and must be whole, got {s.warmup}")
     need(s.decay in ("cosine", "linear", "constant"),
          f"schedule.decay must be cosine, linear or constant, got {s.decay!r}")
-    need(b.micro_batch > 0, f"batch.micro_batch must be a positive integer, got {b.micro_batch}")
-    need(b.grad_accum > 0, f"batch.grad_accum must be a positive integer, got {b.grad_accum}")
-    need(r.tokens > 0, f"run.tokens must be a positive integer, got {r.tokens}")
-    need(r.precision in ("bf16", "fp32"), f"run.precision must be 'bf16' or 'fp32', got {r.precision!r}")
-    need(r.attention in ("auto", "flash", "cudnn", "efficient", "math"),
-         f"run.attention must be auto, flash, cudnn, efficient or math, got {r.attention!r}")
-    need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
-    need(r.fused_loss or not r.fp8_head, "run.fp8_head needs run.fused_loss = true (it is part of the one-pass loss)")
-    for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
-        need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")
-    need(r.wikitext_every >= 0, f"run.wikitext_every must be >= 0 (0 = off), got {r.wikitext_every}")
-    need(r.wikitext_tokens > 0, f"run.wikitext_tokens must be positive, got {r.wikitext_tokens}")
-    need(r.spike_factor > 1, f"run.spike_factor must be > 1, got {r.spike_factor}")
-    need(p.warmup_steps <= p.steps,
-         f"schedule.warmup ({p.warmup_steps} steps) is longer than the run ({p.steps} steps); lower it")
+    _validate_batch_and_run(p, need)
     need(t.warn_c > 0, f"thermal.warn_c must be > 0, got {t.warn_c}")
     if t.pause_above_c > 0:
         need(0 < t.resume_below_c < t.pause_above_c,
@@ -356,3 +342,22 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_without_none(v) for v in value]
     return value
+
+
+def _validate_batch_and_run(p: Profile, need) -> None:
+    b, r = p.batch, p.run
+    need(b.micro_batch > 0, f"batch.micro_batch must be a positive integer, got {b.micro_batch}")
+    need(b.grad_accum > 0, f"batch.grad_accum must be a positive integer, got {b.grad_accum}")
+    need(r.tokens > 0, f"run.tokens must be a positive integer, got {r.tokens}")
+    need(r.precision in ("bf16", "fp32"), f"run.precision must be 'bf16' or 'fp32', got {r.precision!r}")
+    need(r.attention in ("auto", "flash", "cudnn", "efficient", "math"),
+         f"run.attention must be auto, flash, cudnn, efficient or math, got {r.attention!r}")
+    need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
+    need(r.fused_loss or not r.fp8_head, "run.fp8_head needs run.fused_loss = true (it is part of the one-pass loss)")
+    for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
+        need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")
+    need(r.wikitext_every >= 0, f"run.wikitext_every must be >= 0 (0 = off), got {r.wikitext_every}")
+    need(r.wikitext_tokens > 0, f"run.wikitext_tokens must be positive, got {r.wikitext_tokens}")
+    need(r.spike_factor > 1, f"run.spike_factor must be > 1, got {r.spike_factor}")
+    need(p.warmup_steps <= p.steps,
+         f"schedule.warmup ({p.warmup_steps} steps) is longer than the run ({p.steps} steps); lower it")

@@ -277,7 +277,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
               max_tokens) -> int:
     from rich.console import Console
 
-    from engine.rundir import utc_now, write_json_atomic
+    from engine.rundir import utc_now
 
     dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
     dev = resolve_device(device)
@@ -287,37 +287,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
     rows, data_origin = wikitext_rows("test" if protocol == "standard" else "validation", wikitext)
     runner = StandardProtocol(rows, stride, max_tokens) if protocol == "standard" else \
         Sparknet2000Protocol(rows, max_tokens)
-    gpt2_tokenized = is_gpt2_tokenizer(loaded.tokenizer)
-    target_fp = loaded.tokenizer.fingerprint
-
-    results = []
-    with _progress() as progress:
-        def start_task(name: str, total: int) -> Advance:
-            task = progress.add_task(name, total=total)
-            return lambda n: progress.advance(task, n)
-
-        results.append(runner.measure(TARGET_NAME, loaded, dev, amp, start_task))
-        results[0]["tokenizer_matches"] = True
-        for b in BASELINES:
-            if not (baselines or b.key in dirs):
-                results.append(published_row(b, protocol, gpt2_tokenized))
-                continue
-            try:
-                base = load_baseline(b, dirs.get(b.key))
-            except BaselineUnavailable as e:
-                Console(stderr=True).print(f"{b.name}: {e}; showing its published figures", markup=False,
-                                           highlight=False, soft_wrap=True)
-                results.append(published_row(b, protocol, gpt2_tokenized, reason=str(e)))
-                continue
-            base.model.to(dev)
-            row = runner.measure(b.name, base, dev, amp, start_task)
-            row["hf_id"] = b.hf_id
-            row["tokenizer_matches"] = base.tokenizer.fingerprint == target_fp
-            results.append(row)
-            del base
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-
+    results = _score_all(runner, loaded, protocol, baselines, dirs, dev, amp)
     sampled = []
     if samples:
         sampled = sample_continuations(loaded.model, loaded.tokenizer, SAMPLE_PROMPTS, dev,
@@ -343,20 +313,63 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
             "engine_version": __version__,
         },
     }
-    out_dir = Path(loaded.out_dir or loaded.path)
-    if loaded.final is False:  # an earlier checkpoint: kept beside the final evaluation, never over it
-        out = out_dir / f"eval-step-{loaded.checkpoint_step:08d}.json"
-        write_json_atomic(out, doc)
-    else:
-        out = out_dir / "eval.json"
-        write_json_atomic(out, doc)
-        # one file per protocol as well, so evaluating with the other protocol keeps both
-        write_json_atomic(out_dir / f"eval-{protocol}.json", doc)
+    out = _write_eval(doc, loaded, protocol)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a log file has no width; 80 columns would squeeze the table
     print_report(doc, console, out)
     return 0 if results[0]["loss"] is not None else 1
+
+
+def _score_all(runner, loaded: LoadedModel, protocol: str, baselines: bool, dirs: dict, dev, amp) -> list[dict]:
+    """This model's row, then each baseline's: measured live when asked for and its weights load, else published."""
+    from rich.console import Console
+
+    gpt2_tokenized = is_gpt2_tokenizer(loaded.tokenizer)
+    results = []
+    with _progress() as progress:
+        def start_task(name: str, total: int) -> Advance:
+            task = progress.add_task(name, total=total)
+            return lambda n: progress.advance(task, n)
+
+        results.append(runner.measure(TARGET_NAME, loaded, dev, amp, start_task))
+        results[0]["tokenizer_matches"] = True
+        for b in BASELINES:
+            if not (baselines or b.key in dirs):
+                results.append(published_row(b, protocol, gpt2_tokenized))
+                continue
+            try:
+                base = load_baseline(b, dirs.get(b.key))
+            except BaselineUnavailable as e:
+                Console(stderr=True).print(f"{b.name}: {e}; showing its published figures", markup=False,
+                                           highlight=False, soft_wrap=True)
+                results.append(published_row(b, protocol, gpt2_tokenized, reason=str(e)))
+                continue
+            base.model.to(dev)
+            row = runner.measure(b.name, base, dev, amp, start_task)
+            row["hf_id"] = b.hf_id
+            row["tokenizer_matches"] = base.tokenizer.fingerprint == loaded.tokenizer.fingerprint
+            results.append(row)
+            del base
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    return results
+
+
+def _write_eval(doc: dict, loaded: LoadedModel, protocol: str) -> Path:
+    """eval.json (and eval-PROTOCOL.json) for a final model; eval-step-N.json for an earlier checkpoint."""
+    from engine.rundir import write_json_atomic
+
+    out_dir = Path(loaded.out_dir or loaded.path)
+    if loaded.final is False:  # an earlier checkpoint: kept beside the final evaluation, never over it
+        out = out_dir / f"eval-step-{loaded.checkpoint_step:08d}.json"
+        write_json_atomic(out, doc)
+        return out
+    out = out_dir / "eval.json"
+    write_json_atomic(out, doc)
+    # one file per protocol as well, so evaluating with the other protocol keeps both
+    write_json_atomic(out_dir / f"eval-{protocol}.json", doc)
+    return out
 
 
 # ------------------------------------------------------------------ printing

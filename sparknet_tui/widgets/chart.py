@@ -53,13 +53,8 @@ def _fmt_tick(value: float) -> str:
     return f"{value:.2f}"
 
 
-def render_chart(data: ChartData, width: int, height: int) -> Text:
-    """Draw the series into width x height cells: y labels on the left, x range on the last line."""
-    points = [(x, y) for s in data.series for x, y in s.points if is_number(x) and is_number(y)]
-    if width < GUTTER + 4 or height < 3 or not points:
-        return Text(data.empty_message if not points else "", style="dim", justify="center")
-    plot_w, plot_h = width - GUTTER, height - 1
-    px_w, px_h = plot_w * 2, plot_h * 4
+def _ranges(points: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """x and y ranges of the points, never empty, with 5% air above and below the curve."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_lo, x_hi = min(xs), max(xs)
     y_lo, y_hi = min(ys), max(ys)
@@ -68,7 +63,17 @@ def render_chart(data: ChartData, width: int, height: int) -> Text:
     if y_hi <= y_lo:
         y_lo, y_hi = y_lo - 1, y_hi + 1
     pad = (y_hi - y_lo) * 0.05
-    y_lo, y_hi = y_lo - pad, y_hi + pad
+    return x_lo, x_hi, y_lo - pad, y_hi + pad
+
+
+def render_chart(data: ChartData, width: int, height: int) -> Text:
+    """Draw the series into width x height cells: y labels on the left, x range on the last line."""
+    points = [(x, y) for s in data.series for x, y in s.points if is_number(x) and is_number(y)]
+    if width < GUTTER + 4 or height < 3 or not points:
+        return Text(data.empty_message if not points else "", style="dim", justify="center")
+    plot_w, plot_h = width - GUTTER, height - 1
+    px_w, px_h = plot_w * 2, plot_h * 4
+    x_lo, x_hi, y_lo, y_hi = _ranges(points)
 
     cells = [[0] * plot_w for _ in range(plot_h)]
     styles: list[list[str | None]] = [[None] * plot_w for _ in range(plot_h)]
