@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:  # the `sparknet` command opens the panel before it gets here
-        parser.print_help()
+        print("sparknet: no verb given; `sparknet` alone opens the control panel, `sparknet --help` lists the "
+              "verbs", file=sys.stderr)
         return 2
     try:
         return VERBS[args.verb](args)

@@ -84,8 +84,10 @@ class Terminal:
 
 
 def sparknet_argv() -> list[str]:
-    installed = shutil.which("sparknet")
-    return [installed] if installed else [sys.executable, "-m", "engine.cli"]
+    """The installed `sparknet` command beside this interpreter (the venv's), else its entry module."""
+    beside = Path(sys.executable).parent / "sparknet"
+    installed = str(beside) if beside.exists() else shutil.which("sparknet")
+    return [installed] if installed else [sys.executable, "-m", "sparknet_tui.entry"]
 
 
 def status_of(logs: Path) -> tuple[Path, dict]:
