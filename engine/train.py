@@ -25,6 +25,7 @@ from engine.device import fp8_products_available, peak_flops, pick_device, selec
 from engine.feeder import BatchFeeder
 from engine.guards import DivergenceGuard
 from engine.hardware import HardwareWatch
+from engine.interrupt import Interrupted, interruptible
 from engine.model import build_model
 from engine.optim import build_optimizer
 from engine.rundir import RunDir, iter_checkpoints, utc_now
@@ -305,17 +306,25 @@ class Trainer:
         self.model.train()
         self.t_log, self.tokens_log = time.monotonic(), self.tokens
         guard = DivergenceGuard(p.warmup_steps, p.run.spike_factor)
+        compiling = p.run.compile
         last_good_loss = None
         try:
             while self.step < p.steps:
                 if self._check_stop():
                     return 0
                 lr = lr_at(self.step, p)
-                loss_t, gnorm_t = self.train_step(lr)
+                if compiling:
+                    try:
+                        loss_t, gnorm_t = self._first_step(lr)
+                    except Interrupted:
+                        self._stopped("while compiling the model; nothing since the last checkpoint was lost")
+                        return 0
+                    compiling = False
+                    self.status(phase="training")
+                else:
+                    loss_t, gnorm_t = self.train_step(lr)
                 self.step += 1
                 self.tokens += p.tokens_per_step
-                if self.rd.status().get("phase") == "compiling":
-                    self.status(phase="training")
                 due = self._due()
                 if not any(due.values()):
                     continue
@@ -343,6 +352,18 @@ class Trainer:
                 self.hardware.stop()
         self.finish(last_good_loss)
         return 0
+
+    def _first_step(self, lr: float):
+        """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree)."""
+        with interruptible(self.stop_requested) if self.world == 1 else nullcontext():
+            return self.train_step(lr)
+
+    def _stopped(self, how: str) -> None:
+        if self.is_main:
+            self.rd.clear_stop()
+        self.status(state="stopped", phase="", eta_s=None, step=self.step, tokens=self.tokens)
+        self.event("stopped", f"stopped at step {self.step} {how}; `sparknet resume {self.run_dir.name}` continues",
+                   step=self.step)
 
     def _due(self) -> dict[str, bool]:
         """What this step owes: a log line, a checkpoint, an evaluation, a WikiText-2 score (all on the last)."""
@@ -390,11 +411,7 @@ class Trainer:
         self.status(state="stopping", phase="checkpointing")
         if self.checkpointed_step != self.step:  # else the interval checkpoint of this very step stands
             self.checkpoint("stop")
-        if self.is_main:
-            self.rd.clear_stop()
-        self.status(state="stopped", phase="", eta_s=None, step=self.step, tokens=self.tokens)
-        self.event("stopped", f"stopped at step {self.step}; `sparknet resume {self.run_dir.name}` continues",
-                   step=self.step)
+        self._stopped("after a checkpoint")
         return True
 
     def finish(self, loss: float | None) -> None:
@@ -421,11 +438,15 @@ class Trainer:
             try:
                 from engine.evaluate import eval_command
 
-                eval_command(str(self.run_dir), stride=None, device=str(self.device.type), wait_for_lock=True,
-                             max_tokens=self.profile.run.final_eval_tokens or None)
+                with interruptible(self.stop_requested):
+                    eval_command(str(self.run_dir), stride=None, device=str(self.device.type), wait_for_lock=True,
+                                 max_tokens=self.profile.run.final_eval_tokens or None)
                 self.event("eval", "final evaluation written to eval.json")
             except SparkNetError as e:
                 self.event("warning", f"final evaluation skipped: {e}")
+            except Interrupted:
+                self.rd.clear_stop()
+                self.event("warning", f"final evaluation stopped; `sparknet eval {self.run_dir.name}` runs it")
         self.status(state="finished", phase="", eta_s=0, finished_at=utc_now())
         final = f"{loss:.4f}" if loss is not None else "unknown"
         self.event("finished", f"finished {self.step} steps, final loss {final}", step=self.step)

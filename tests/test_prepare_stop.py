@@ -145,3 +145,28 @@ def test_a_damaged_token_cache_is_found_and_tokenized_again(private_cache, tmp_p
         MixLoader(load_mix(str(mix)), batch=2, context=16, seed=0)
     out = sparknet("prepare", "--mix", str(mix)).stdout
     assert "tokenizing it again" in out and shard.read_bytes() == good
+
+
+def _phase(run_dir: Path) -> str | None:
+    return (read_json(run_dir / "status.json") or {}).get("phase")
+
+
+def test_stop_while_compiling_the_model_is_at_once_and_loses_nothing(logs):
+    run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.compile=true", "--set", "run.tokens=40_960",
+                      "--set", "run.final_eval=false", "--detach").stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert wait_for(lambda: _phase(run) == "compiling", 300, 0.05), (run / "train.log").read_text()
+    assert "stopped at step 0" in sparknet("stop", run_id).stdout
+    assert [e["message"] for e in events(run) if e["event"] == "stopped"][-1].startswith(
+        "stopped at step 0 while compiling the model")
+
+
+def test_stop_during_the_final_evaluation_ends_finished_without_it(logs):
+    run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=true",
+                      "--set", "run.final_eval_tokens=0", "--detach").stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert wait_for(lambda: _phase(run) == "evaluating", 300, 0.05), (run / "train.log").read_text()
+    out = sparknet("stop", run_id).stdout
+    assert "finished" in out and not (run / "eval.json").exists()
+    assert (run / "model").is_dir()  # the model was saved before the evaluation began
+    assert any("final evaluation stopped" in e["message"] for e in events(run))
