@@ -106,29 +106,28 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
                    batch_size: int | None = None) -> dict:
     """Held-out loss on the mix's validation tokens and WikiText-2 perplexity (standard protocol; the test split,
     capped at run.final_eval_tokens when the profile sets it)."""
-    from engine.data import validation_batches
     from engine.evaluate import capped_wikitext_eval, load_wikitext_ids
+    from engine.heldout import held_out_loss
     from engine.tokenizer import load_tokenizer
 
     model.eval()
     dtype = torch.bfloat16 if device.type == "cuda" and profile.run.precision == "bf16" else None
-    total, count = 0.0, 0
-    batch_size = batch_size or min(profile.batch.micro_batch, MAX_LOGITS_BATCH)
-    for arr in validation_batches(mix, profile.run.eval_tokens, batch=batch_size, context=profile.model.context):
-        batch = torch.from_numpy(arr).to(device)
+
+    def loss_of(windows: torch.Tensor) -> torch.Tensor:  # from logits: the Trainer's model returns no loss
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            out = model(batch[:, :-1])
+            out = model(windows[:, :-1])
             logits = (out.logits if hasattr(out, "logits") else out)[..., :profile.model.vocab_size]
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                     batch[:, 1:].reshape(-1))
-        total += loss.item() * batch.size(0)
-        count += batch.size(0)
+            return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                     windows[:, 1:].reshape(-1))
+
+    val_loss = held_out_loss(loss_of, mix, profile.run.eval_tokens, batch_size or min(profile.batch.micro_batch,
+                             MAX_LOGITS_BATCH), profile.model.context, device)
     ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test")
     cap = profile.run.final_eval_tokens or len(ids)  # the same cap as the final evaluation of a run
     wiki = capped_wikitext_eval(model, ids, cap, profile.model.context, min(512, profile.model.context), device,
                                 autocast_dtype=dtype, n_bytes=n_bytes)
     model.train()
-    return {"val_loss": total / max(1, count), "wikitext_loss": wiki["loss"], "wikitext_ppl": wiki["ppl"],
+    return {"val_loss": val_loss, "wikitext_loss": wiki["loss"], "wikitext_ppl": wiki["ppl"],
             "wikitext_bits_per_byte": wiki.get("bits_per_byte")}
 
 

@@ -4,6 +4,9 @@ before it trains on in vain (and before a checkpoint of broken weights replaces 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+
+from engine.rundir import iter_checkpoints
 
 
 class DivergenceGuard:
@@ -25,3 +28,12 @@ class DivergenceGuard:
                 return f"loss spiked to {loss:.3f} at step {step} (recent mean {mean:.3f})", "loss_spike"
         self.recent = (self.recent + [loss])[-self.WINDOW:]
         return None
+
+
+def divergence_advice(run_dir: Path, lr: float) -> str:
+    """Which checkpoint survives, and the exact command that continues from it with half the rate."""
+    newest = next(iter_checkpoints(run_dir), None)
+    kept = (f"the checkpoint from step {int(newest.name.split('-')[1])} ({newest.name}) is kept" if newest else
+            "no checkpoint was written yet, so a resume starts from step 0")
+    return (f"{kept}: `sparknet resume {run_dir.name} --set optim.lr={lr / 2:.3g}` continues with half the "
+            f"learning rate (or check the data)")

@@ -23,8 +23,9 @@ from engine.checkpoint import CheckpointError, load_checkpoint, move_aside, save
 from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
 from engine.device import fp8_products_available, peak_flops, pick_device, select_attention
 from engine.feeder import BatchFeeder
-from engine.guards import DivergenceGuard
+from engine.guards import DivergenceGuard, divergence_advice
 from engine.hardware import HardwareWatch
+from engine.heldout import held_out_loss
 from engine.interrupt import Interrupted, interruptible
 from engine.model import build_model
 from engine.optim import build_optimizer
@@ -221,21 +222,16 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        from engine.data import validation_batches
+        p, model = self.profile, self.raw_model
 
-        p = self.profile
-        model = self.raw_model
-        model.eval()
-        total, count = 0.0, 0
-        for arr in validation_batches(self.mix, p.run.eval_tokens, batch=p.batch.micro_batch,
-                                      context=p.model.context):
-            batch = torch.from_numpy(arr).to(self.device)
+        def loss_of(windows: torch.Tensor) -> torch.Tensor:
             with self.autocast():
-                loss = model(batch[:, :-1], batch[:, 1:])
-            total += loss.item() * batch.size(0)
-            count += batch.size(0)
+                return model(windows[:, :-1], windows[:, 1:])
+
+        model.eval()
+        loss = held_out_loss(loss_of, self.mix, p.run.eval_tokens, p.batch.micro_batch, p.model.context, self.device)
         model.train()
-        return total / max(1, count)
+        return loss
 
     def wikitext_ppl(self) -> float | None:
         from engine.evaluate import capped_wikitext_eval
@@ -283,27 +279,11 @@ class Trainer:
             self.notifier.send(kind, message)
 
     def divergence_advice(self) -> str:
-        """Which checkpoint survives, and the exact command that continues from it with a lower rate."""
-        newest = next(iter_checkpoints(self.run_dir), None)
-        kept = (f"the checkpoint from step {int(newest.name.split('-')[1])} ({newest.name}) is kept" if newest else
-                "no checkpoint was written yet, so a resume starts from step 0")
-        lr = self.profile.optim.lr / 2
-        return (f"{kept}: `sparknet resume {self.run_dir.name} --set optim.lr={lr:.3g}` continues with half the "
-                f"learning rate (or check the data)")
+        return divergence_advice(self.run_dir, self.profile.optim.lr)
 
     def run(self) -> int:
         p = self.profile
-        self.t_start = time.monotonic()
-        if self.is_main:
-            self.hardware = HardwareWatch(self.rd, self.device, p.thermal, self.event, self.status,
-                                          self.stop_requested)
-            self.hardware.start()
-        # the first step of a compiled model compiles it, which can take minutes on a small GPU
-        self.status(state="running", phase="compiling" if p.run.compile else "training", step=self.step,
-                    steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None)
-        self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
-                   step=self.step, device=str(self.device), world=self.world)
-        self.model.train()
+        self._begin()
         self.t_log, self.tokens_log = time.monotonic(), self.tokens
         guard = DivergenceGuard(p.warmup_steps, p.run.spike_factor)
         compiling = p.run.compile
@@ -352,6 +332,20 @@ class Trainer:
                 self.hardware.stop()
         self.finish(last_good_loss)
         return 0
+
+    def _begin(self) -> None:
+        p = self.profile
+        self.t_start = time.monotonic()
+        if self.is_main:
+            self.hardware = HardwareWatch(self.rd, self.device, p.thermal, self.event, self.status,
+                                          self.stop_requested)
+            self.hardware.start()
+        # the first step of a compiled model compiles it, which can take minutes on a small GPU
+        self.status(state="running", phase="compiling" if p.run.compile else "training", step=self.step,
+                    steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None)
+        self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
+                   step=self.step, device=str(self.device), world=self.world)
+        self.model.train()
 
     def _first_step(self, lr: float):
         """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree)."""
