@@ -22,7 +22,7 @@ import torch
 from engine import SparkNetError
 from engine.config import ModelConfig
 from engine.model import build_model
-from engine.rundir import iter_checkpoints
+from engine.rundir import iter_checkpoints, newest_checkpoint_step
 
 
 class CheckpointError(SparkNetError):
@@ -110,9 +110,8 @@ def is_disk_full(e: BaseException) -> bool:
 
 def disk_full_message(path: Path, run_dir: Path) -> str:
     free = shutil.disk_usage(Path(run_dir)).free
-    newest = next(iter_checkpoints(run_dir), None)
-    kept = f"the checkpoint from step {int(newest.name.split('-')[1])} is intact" if newest else \
-        "no earlier checkpoint exists"
+    step = newest_checkpoint_step(run_dir)
+    kept = f"the checkpoint from step {step} is intact" if step is not None else "no earlier checkpoint exists"
     return (f"disk full writing {path}; {free / 1e6:,.0f} MB free; {kept}; free some space, then "
             f"`sparknet resume {Path(run_dir).name}`")
 
@@ -165,11 +164,12 @@ def verify_checkpoint(path: Path) -> dict:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    device: torch.device) -> dict:
-    """Load a verified checkpoint. Anything wrong with its files, however they were made, is a CheckpointError."""
+                    device: torch.device, verified: dict | None = None) -> dict:
+    """Load a checkpoint, verifying it first unless `verified` is the state.json verify_checkpoint just returned.
+    Anything wrong with its files, however they were made, is a CheckpointError."""
     from safetensors.torch import load_file
 
-    state = verify_checkpoint(path)
+    state = verified if verified is not None else verify_checkpoint(path)
     target = _unwrap(model)
     try:
         weights = load_file(str(path / "model.safetensors"), device=str(device))
@@ -224,7 +224,7 @@ def load_latest_model(run_dir: Path, report=None) -> tuple[torch.nn.Module, str,
             state = verify_checkpoint(path)
             cfg = ModelConfig(**state["model_config"])
             model = build_model(cfg)
-            load_checkpoint(path, model, None, torch.device("cpu"))
+            load_checkpoint(path, model, None, torch.device("cpu"), verified=state)
         except CheckpointError as e:
             skipped.append(f"warning: skipped checkpoint {path.name}: {e}")
             continue

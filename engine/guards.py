@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from engine.rundir import iter_checkpoints
+from engine.rundir import newest_checkpoint_step
 
 
 class DivergenceGuard:
@@ -32,8 +32,8 @@ class DivergenceGuard:
 
 def divergence_advice(run_dir: Path, lr: float) -> str:
     """Which checkpoint survives, and the exact command that continues from it with half the rate."""
-    newest = next(iter_checkpoints(run_dir), None)
-    kept = (f"the checkpoint from step {int(newest.name.split('-')[1])} ({newest.name}) is kept" if newest else
+    step = newest_checkpoint_step(run_dir)
+    kept = (f"the checkpoint from step {step} (step-{step:08d}) is kept" if step is not None else
             "no checkpoint was written yet, so a resume starts from step 0")
     return (f"{kept}: `sparknet resume {run_dir.name} --set optim.lr={lr / 2:.3g}` continues with half the "
             f"learning rate (or check the data)")

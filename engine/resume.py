@@ -6,7 +6,7 @@ import copy
 
 from engine import SparkNetError
 from engine.config import apply_overrides, dump_toml, parse_override, profile_from_dict, read_toml
-from engine.rundir import iter_checkpoints, utc_now, write_text_atomic
+from engine.rundir import iter_checkpoints, newest_checkpoint_step, utc_now, write_text_atomic
 
 # Keys that change how the rest of a run trains without changing what it is: the optimizer, the schedule,
 # the intervals and the thermal guard. The model, batch, token budget and data stay the run's own.
@@ -29,7 +29,7 @@ def apply_resume_overrides(run_dir, overrides: list[str]) -> None:
     profile_from_dict(copy.deepcopy(profile_data), f"{path} with --set {' '.join(overrides)}",
                       name=data.get("profile_name", ""))
     data["profile"] = profile_data
-    step = max((int(p.name.split("-")[1]) for p in iter_checkpoints(run_dir)), default=0)
+    step = newest_checkpoint_step(run_dir) or 0
     data["resume_overrides"] = list(data.get("resume_overrides", [])) + [
         {"at": utc_now(), "newest_checkpoint_step": step, "set": list(overrides)}]
     write_text_atomic(path, dump_toml(data))

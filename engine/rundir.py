@@ -183,23 +183,6 @@ def tail_text(path: Path, max_bytes: int = 8192, lines: int = 20) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-lines:]
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 @dataclass
 class RunInfo:
     run_id: str
@@ -350,6 +333,12 @@ def iter_checkpoints(run_dir: Path) -> Iterator[Path]:
     if not ck.is_dir():
         return iter(())
     return iter(sorted((p for p in ck.glob("step-*") if p.is_dir()), reverse=True))
+
+
+def newest_checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's newest complete checkpoint (checkpoints/step-N), or None when it has none."""
+    newest = next(iter_checkpoints(run_dir), None)
+    return int(newest.name.split("-")[1]) if newest else None
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:

@@ -57,9 +57,9 @@ class RunLock:
                     raise LockHeld(f"run {Path(run_dir).name} already has a{'n' if what[0] in 'aeiou' else ''} "
                                    f"{what} running{owner}{hint}") from None
                 time.sleep(0.01)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return cls(path, fd)
+        lock = cls(path, fd)
+        lock.set_owner(os.getpid())
+        return lock
 
     @classmethod
     def adopt(cls, run_dir: Path, fd: int) -> "RunLock | None":

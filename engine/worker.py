@@ -14,7 +14,7 @@ import torch
 from engine import SparkNetError, distributed
 from engine.data import PrepareStopped
 from engine.notify import Notifier
-from engine.rundir import iter_checkpoints, utc_now
+from engine.rundir import newest_checkpoint_step, utc_now
 from engine.train import Trainer
 from engine.watchdog import StallWatch
 
@@ -90,7 +90,7 @@ def failure_line(e: BaseException, trainer: Trainer) -> str | None:
                f"same tokens per step" if b.micro_batch > 1 else "a smaller model or context is needed")
         return f"out of GPU memory at batch.micro_batch={b.micro_batch}: {fix} (start a new run with it)"
     if isinstance(e, KeyboardInterrupt):
-        newest = next(iter_checkpoints(trainer.run_dir), None)
-        kept = f"the checkpoint from step {int(newest.name.split('-')[1])} is kept" if newest else "no checkpoint yet"
+        step = newest_checkpoint_step(trainer.run_dir)
+        kept = f"the checkpoint from step {step} is kept" if step is not None else "no checkpoint yet"
         return f"interrupted at step {trainer.step} before a checkpoint; {kept}; `sparknet resume` continues"
     return None

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import pid_alive
-from tui_fixtures import PROJECT
+from tui_fixtures import PROJECT, pid_alive
 
 pytest_plugins = ["tui_fixtures"]
 

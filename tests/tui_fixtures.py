@@ -76,10 +76,25 @@ def run_dir_named(logs: Path, name: str) -> Path:
     return found[0]
 
 
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout: float) -> bool:
     """Wait until the run's recorded state is one of `states` and its process is gone."""
-    from engine.rundir import pid_alive
-
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
