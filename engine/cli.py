@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engine import SparkNetError, __version__
 from engine.config import load_mix, load_profile
+from engine.formatting import fmt_count, fmt_duration
 from engine.rundir import (
     LIVE_STATES,
     RunDir,
@@ -226,20 +227,6 @@ def cmd_stop(args) -> int:
     return 0 if final.get("state") in ("stopped", "finished") else 1
 
 
-def _fmt_tokens(n) -> str:
-    if n is None:
-        return "—"
-    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(int(n))
-
-
-def _fmt_age(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def cmd_runs(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -257,9 +244,9 @@ def cmd_runs(args) -> int:
         progress = f"{s.get('step', 0)}/{steps}" + (f" {100 * s.get('step', 0) / steps:.0f}%" if steps else "")
         state = s.get("state", "?") + (" (thermal pause)" if s.get("paused") else "")
         if s.get("stalled_s"):
-            state += f" {_fmt_age(s['stalled_s'])}"
+            state += f" {fmt_duration(s['stalled_s'])}"
         table.add_row(r.run_id, state, r.config.get("profile_name", "?"), r.config.get("mix_name", "?"), progress,
-                      _fmt_tokens(s.get("tokens_per_s")), f"{s['loss']:.3f}" if s.get("loss") is not None else "—",
+                      fmt_count(s.get("tokens_per_s")), f"{s['loss']:.3f}" if s.get("loss") is not None else "—",
                       f"{s['val_loss']:.3f}" if s.get("val_loss") is not None else "—", s.get("started_at", "—"))
     Console(width=max(120, Console().width)).print(table)
     return 0

@@ -5,9 +5,8 @@ tokenizer ends up as a `tokenizers` (Rust) tokenizer, so encoding is fast and
 the worker processes of `prepare` can rebuild it from one JSON string.
 
 Resolution of "gpt2": the folder named by SPARKNET_TOKENIZER, else the
-Hugging Face cache (then the hub), else tiktoken's copy of the same
-vocabulary. Nothing here imports torch; transformers and tiktoken are only
-imported on the fallback paths.
+tokenizer files in the Hugging Face cache (then from the hub). Nothing here
+imports torch; transformers is only imported to save a tokenizer for export.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ import os
 from pathlib import Path
 
 from engine import SparkNetError
-from engine.hub import host_reachable, hub_offline, hub_reachable
+from engine.hub import hub_reachable
 
-TIKTOKEN_HOST = "openaipublic.blob.core.windows.net"
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 _HF_FILES_HINT = "vocab.json+merges.txt or tokenizer.json"
 
@@ -134,8 +132,6 @@ def _load_cached(spec: str, _sparknet_tokenizer_env: str) -> Tokenizer:
         tok.name, tok.origin = "gpt2", str(folder)
         return tok
     tok = _from_hub(spec)
-    if tok is None and spec == "gpt2":
-        tok = _from_tiktoken()
     if tok is None:
         raise SparkNetError(
             f"tokenizer '{spec}' could not be loaded (no network and no cached copy); point `tokenizer` in the mix at "
@@ -213,118 +209,26 @@ def _eos_from_vocab(backend) -> str | None:
     return None
 
 
+_HUB_FILES = ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]
+
+
 def _from_hub(name: str) -> Tokenizer | None:
-    """Hugging Face cache first (works offline), then the hub when it answers."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        return None
+    """The tokenizer files of a hub repository: the Hugging Face cache first (works offline), then the hub."""
+    from huggingface_hub import snapshot_download
+
     attempts = [True] if not hub_reachable() else [True, False]
     for local_only in attempts:
         try:
-            hf = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-        except Exception:
-            continue
-        backend = getattr(hf, "backend_tokenizer", None)
-        eos = (hf.eos_token or _eos_from_vocab(backend)) if backend is not None else None
-        if backend is None or eos is None:
-            raise SparkNetError(
-                f"tokenizer '{name}' has no fast (tokenizers) version or no end-of-text token; "
-                "use a tokenizer folder with tokenizer.json"
-            )
-        return Tokenizer(backend, name, eos, origin=f"hub:{name}")
-    return None
-
-
-def _from_tiktoken() -> Tokenizer | None:
-    """tiktoken's gpt2 / r50k_base encodings hold the GPT-2 vocabulary; convert it to a tokenizers BPE."""
-    try:
-        import tiktoken
-    except ImportError:
-        return None
-    can_download = not hub_offline() and host_reachable(TIKTOKEN_HOST)
-    for encoding_name in ("gpt2", "r50k_base"):
-        if not can_download and not _tiktoken_cached(encoding_name):
+            folder = snapshot_download(name, allow_patterns=_HUB_FILES, local_files_only=local_only)
+        except Exception:  # not cached, no such repository, or the hub refused: try the next way, then say so
             continue
         try:
-            enc = tiktoken.get_encoding(encoding_name)
-        except Exception:
-            continue
-        return Tokenizer(_bpe_from_ranks(enc._mergeable_ranks, enc.eot_token), "gpt2", "<|endoftext|>",
-                         origin=f"tiktoken:{encoding_name}")
+            tok = load_tokenizer_folder(Path(folder))
+        except SparkNetError as e:
+            raise SparkNetError(f"tokenizer '{name}' from the hub: {e}") from None
+        tok.name, tok.origin = name, f"hub:{name}"
+        return tok
     return None
-
-
-_TIKTOKEN_URLS = {
-    "gpt2": ["https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-             "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"],
-    "r50k_base": ["https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"],
-}
-
-
-def _tiktoken_cached(encoding_name: str) -> bool:
-    import tempfile
-
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
-        os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    return all(
-        os.path.exists(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()))
-        for url in _TIKTOKEN_URLS[encoding_name]
-    )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (the alphabet of vocab.json)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
-
-
-def _bpe_from_ranks(ranks: dict[bytes, int], eot_id: int):
-    """Rebuild vocab and merges from tiktoken ranks: each multi-byte token is the merge of the two
-    parts that BPE, limited to lower ranks, leaves it as."""
-    from tokenizers import AddedToken
-    from tokenizers import Tokenizer as RustTokenizer
-    from tokenizers import decoders, models, pre_tokenizers
-
-    table = _bytes_to_unicode()
-
-    def text(b: bytes) -> str:
-        return "".join(table[x] for x in b)
-
-    def split_in_two(token: bytes, rank: int) -> list[bytes]:
-        parts = [bytes([b]) for b in token]
-        while True:
-            best = None
-            for i in range(len(parts) - 1):
-                r = ranks.get(parts[i] + parts[i + 1])
-                if r is not None and r < rank and (best is None or r < best[1]):
-                    best = (i, r)
-            if best is None:
-                return parts
-            i = best[0]
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
-
-    vocab = {text(token): rank for token, rank in ranks.items()}
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(token) > 1:
-            first, second = split_in_two(token, rank)
-            merges.append((text(first), text(second)))
-    backend = RustTokenizer(models.BPE(vocab, merges))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
-    if backend.token_to_id("<|endoftext|>") != eot_id:
-        raise SparkNetError("tiktoken's gpt2 vocabulary did not convert cleanly; use a tokenizer folder instead")
-    return backend
 
 
 def _one_line(e: BaseException) -> str:

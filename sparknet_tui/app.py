@@ -22,6 +22,7 @@ from engine import SparkNetError
 from engine.rundir import LIVE_STATES, delete_run, resolve_run
 from engine.runlock import EVAL_LOCK_NAME, lock_held
 
+from sparknet_tui.context import POLL_INTERVAL_S, PanelContext
 from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_run
 from sparknet_tui.messages import (CommandDone, DeleteRun, EvaluateRun, OpenCompare, OpenEvaluation, OpenLive,
                                    OpenNewRun, PanelProblem, ResumeRun, StartRun, StopRun)
@@ -32,9 +33,6 @@ from sparknet_tui.screens.live import LiveScreen
 from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
 
-POLL_INTERVAL_S = 1.0
-
-
 class SparkNetApp(App):
     TITLE = "SparkNet"
     CSS_PATH = "panel.tcss"
@@ -43,13 +41,11 @@ class SparkNetApp(App):
     def __init__(self, *, clock: Callable[[], float] = time.time, poll_interval: float = POLL_INTERVAL_S,
                  open_run: Path | None = None) -> None:
         super().__init__()
-        self.clock = clock
-        self.poll_interval = poll_interval
+        self.context = PanelContext(clock=clock, poll_interval=poll_interval)
         self.open_run = open_run
-        self.evaluating: set[Path] = set()  # evaluations this panel started that have not ended
 
     def on_mount(self) -> None:
-        self.push_screen(RunsScreen())
+        self.push_screen(RunsScreen(self.context))
         if self.open_run is not None:
             self.open_live(self.open_run)
 
@@ -66,16 +62,16 @@ class SparkNetApp(App):
     def open_live(self, run_dir: Path) -> None:
         if isinstance(self.screen, LiveScreen) and self.screen.run_dir == Path(run_dir):
             return
-        self.push_screen(LiveScreen(run_dir))
+        self.push_screen(LiveScreen(self.context, run_dir))
 
     def open_evaluation(self, run_dir: Path) -> None:
-        self.push_screen(EvaluationScreen(run_dir))
+        self.push_screen(EvaluationScreen(self.context, run_dir))
 
     def open_new_run(self) -> None:
-        self.push_screen(NewRunScreen())
+        self.push_screen(NewRunScreen(self.context))
 
     def open_compare(self, run_a: Path, run_b: Path) -> None:
-        self.push_screen(CompareScreen(run_a, run_b))
+        self.push_screen(CompareScreen(self.context, run_a, run_b))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -111,11 +107,11 @@ class SparkNetApp(App):
         self._run_command("resume", run_dir, partial(resume_run, run_dir))
 
     def evaluate_run(self, run_dir: Path) -> None:
-        if Path(run_dir) in self.evaluating or lock_held(run_dir, EVAL_LOCK_NAME):
+        if Path(run_dir) in self.context.evaluating or lock_held(run_dir, EVAL_LOCK_NAME):
             self.notify(f"{run_dir.name} is being evaluated already; its table appears when that ends",
                         severity="warning")
             return
-        self.evaluating.add(Path(run_dir))
+        self.context.evaluating.add(Path(run_dir))
         self.notify(f"evaluating {run_dir.name} (this can take minutes)…")
         self._run_command("eval", run_dir, partial(evaluate_run, run_dir))
 
@@ -176,7 +172,7 @@ class SparkNetApp(App):
     def on_command_done(self, message: CommandDone) -> None:
         result = message.result
         if message.verb == "eval" and message.run_dir is not None:
-            self.evaluating.discard(Path(message.run_dir))
+            self.context.evaluating.discard(Path(message.run_dir))
         self.notify(result.message, severity="information" if result.ok else "error",
                     timeout=5 if result.ok else 12)
         if message.verb == "train" and result.ok and result.run_id:

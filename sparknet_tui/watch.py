@@ -17,7 +17,7 @@ from engine.config import ConfigError, ThermalConfig, read_toml
 from engine.rundir import LIVE_STATES, JsonlFollower, effective_status, logs_dir, tail_text
 
 from sparknet_tui.evalfile import eval_path, read_eval
-from sparknet_tui.format import is_number, perplexity
+from engine.formatting import is_number, perplexity
 
 HISTORY = 120  # samples kept for the short histories (sparklines)
 EVENTS_KEPT = 50

@@ -1,7 +1,6 @@
-"""Tokenizer resolution: local folders, SPARKNET_TOKENIZER, tiktoken fallback, export, clear failures."""
+"""Tokenizer resolution: local folders, SPARKNET_TOKENIZER, the Hugging Face cache, export, clear failures."""
 
 import json
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,7 +15,6 @@ from engine.tokenizer import Tokenizer, load_tokenizer
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 HF_DIR = SHARED_DATA / "gpt2-tokenizer" / "hf"
-TIKTOKEN_FILE = SHARED_DATA / "gpt2-tokenizer" / "tiktoken" / "gpt2.tiktoken"
 WIKI_VALID = SHARED_DATA / "wikitext-2-raw" / "wiki.valid.raw"
 
 
@@ -126,21 +124,29 @@ def _run_fallback(env_updates: dict, text: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_gpt2_falls_back_to_tiktoken_then_fails_clearly(tmp_path, gpt2):
-    # A fresh process with no SPARKNET_TOKENIZER, an empty Hugging Face cache and no network.
-    base = {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
-    cache = tmp_path / "tiktoken-cache"
-    cache.mkdir()
-    url = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
-    shutil.copy(TIKTOKEN_FILE, cache / hashlib.sha1(url.encode()).hexdigest())
+def _hf_cache_with_gpt2(hf_home: Path) -> None:
+    """The layout the Hugging Face hub client leaves after downloading gpt2's tokenizer files."""
+    repo = hf_home / "hub" / "models--gpt2"
+    commit = "0" * 40
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
+        if (HF_DIR / name).is_file():
+            shutil.copy(HF_DIR / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_gpt2_resolves_from_the_hugging_face_cache_offline_then_fails_clearly(tmp_path, gpt2):
+    # A fresh process with no SPARKNET_TOKENIZER and no network: the hub client's own cache serves the files.
+    _hf_cache_with_gpt2(tmp_path / "hf-home")
     text = WIKI_VALID.read_text(encoding="utf-8")[:3_000]
-    got = _run_fallback({**base, "TIKTOKEN_CACHE_DIR": str(cache)}, text)
-    assert got["origin"] == "tiktoken:r50k_base"
+    got = _run_fallback({"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}, text)
+    assert got["origin"] == "hub:gpt2"
     assert got["ids"] == [15496, 995] and got["eos"] == 50256
     assert got["text"] == gpt2.encode(text)
-    assert got["fingerprint"] == gpt2.fingerprint  # shares the token cache with the Hugging Face files
+    assert got["fingerprint"] == gpt2.fingerprint  # shares the token cache with a local folder of the same files
 
-    (tmp_path / "empty-cache").mkdir()
-    failed = _run_fallback({**base, "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache")}, "x")
+    failed = _run_fallback({"HF_HOME": str(tmp_path / "empty-home"), "HF_HUB_OFFLINE": "1"}, "x")
     assert failed["error"].startswith("tokenizer 'gpt2' could not be loaded (no network and no cached copy)")
     assert "SPARKNET_TOKENIZER=DIR" in failed["error"] and "\n" not in failed["error"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import ConfigError, load_mix, load_profile
-from sparknet_tui.format import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
+from engine.formatting import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
 from sparknet_tui.plan import (
     load_mix_source, load_profile_source, make_plan, save_mix, save_profile,
 )

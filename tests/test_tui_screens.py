@@ -393,7 +393,7 @@ async def test_new_run_estimates_duration_from_finished_runs(private_logs, priva
         await wait_until(pilot, app, lambda: screen.runs != [])
         derived = plain(screen.query_one("#derived", Static))
         profile = load_profile("tiny-cpu")
-        from sparknet_tui.format import fmt_duration
+        from engine.formatting import fmt_duration
 
         assert f"≈ {fmt_duration(profile.steps * profile.tokens_per_step / speed)}" in derived
         assert "median of 1 finished run" in derived
@@ -502,7 +502,7 @@ async def test_a_second_evaluation_of_a_run_is_refused_while_one_runs(private_lo
             assert "evaluation in progress" in plain(app.screen.query_one("#eval-heading", Static))
             await pilot.press("v")
             await settle(pilot, app)
-            assert app.evaluating == set()  # nothing was started
+            assert app.context.evaluating == set()  # nothing was started
             assert any("being evaluated already" in n.message for n in app._notifications)
     finally:
         lock.release()

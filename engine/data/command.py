@@ -9,14 +9,8 @@ from pathlib import Path
 from engine import SparkNetError
 from engine.config import load_mix
 from engine.data.cache import cache_root
+from engine.formatting import fmt_duration
 from engine.data.prepare import DEFAULT_PREPARE_TOKENS, prepare_mix
-
-
-def _fmt_eta(seconds) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _fmt_tokens(n) -> str:
@@ -38,7 +32,7 @@ class _PlainProgressPrinter:
             if row["state"] == "tokenizing":
                 rate = f"{row['tokens_per_s']:,} tok/s" if row["tokens_per_s"] else "starting"
                 print(f"  {row['name']:<16} {row['tokens']:>14,} / {_fmt_tokens(row['quota']):>14} tokens  "
-                      f"{rate:>16}  ETA {_fmt_eta(row['eta_s'])}", file=self.out, flush=True)
+                      f"{rate:>16}  ETA {fmt_duration(row['eta_s'])}", file=self.out, flush=True)
 
 
 def format_report(report: dict) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, cast
+from typing import Callable
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -10,10 +10,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable
 
+from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import PanelProblem
-
-if TYPE_CHECKING:
-    from sparknet_tui.app import SparkNetApp
 
 STATE_STYLES = {
     "preparing": "yellow",
@@ -72,15 +70,12 @@ def fill_table(table: DataTable, columns: list[tuple[str, str]], rows: list[tupl
 
 
 class PanelScreen(Screen):
-    """A screen of the SparkNet panel: typed access to the app, and reading files off the UI thread."""
+    """A screen of the SparkNet panel: the panel's context, and reading files off the UI thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: PanelContext) -> None:
         super().__init__()
+        self.context = context
         self._busy: set[str] = set()
-
-    @property
-    def panel(self) -> "SparkNetApp":
-        return cast("SparkNetApp", self.app)
 
     def in_thread(self, key: str, read: Callable[[], Message]) -> None:
         """Run `read` in a worker thread and post the message it returns.

@@ -13,7 +13,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Header, Static
 
-from sparknet_tui.format import NA, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity, perplexity
+from engine.formatting import NA, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity, perplexity
+from sparknet_tui.context import PanelContext
 from sparknet_tui.screens.common import PanelScreen, state_text
 from sparknet_tui.watch import RunView, RunWatcher
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend
@@ -109,8 +110,8 @@ class CompareScreen(PanelScreen):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, run_a: Path, run_b: Path) -> None:
-        super().__init__()
+    def __init__(self, context: PanelContext, run_a: Path, run_b: Path) -> None:
+        super().__init__(context)
         self.watchers = (RunWatcher(run_a), RunWatcher(run_b))
 
     def compose(self) -> ComposeResult:
@@ -124,7 +125,7 @@ class CompareScreen(PanelScreen):
 
     def on_mount(self) -> None:
         self.refresh_data()
-        self.set_interval(self.panel.poll_interval * 2, self.refresh_data)
+        self.set_interval(self.context.poll_interval * 2, self.refresh_data)
 
     def refresh_data(self) -> None:
         a, b = self.watchers

@@ -12,7 +12,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runlock import EVAL_LOCK_NAME, lock_held
-from sparknet_tui.format import NA, fmt_float, fmt_int, fmt_perplexity, is_number
+from engine.formatting import NA, fmt_float, fmt_int, fmt_perplexity, is_number
+from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
 from sparknet_tui.screens.common import PanelScreen, fill_table
 from sparknet_tui.evalfile import read_eval
@@ -136,8 +137,8 @@ class EvaluationScreen(PanelScreen):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__()
+    def __init__(self, context: PanelContext, run_dir: Path) -> None:
+        super().__init__(context)
         self.run_dir = Path(run_dir)
         self.data: dict | None = None
         self.problem: str | None = None
@@ -155,7 +156,7 @@ class EvaluationScreen(PanelScreen):
     def on_mount(self) -> None:
         self.sub_title = f"Evaluation · {self.run_dir.name}"
         self.refresh_data()
-        self.set_interval(self.panel.poll_interval * 2, self.refresh_data)
+        self.set_interval(self.context.poll_interval * 2, self.refresh_data)
 
     def refresh_data(self) -> None:
         self.in_thread("eval", lambda: EvalLoaded(self.run_dir, *read_eval(self.run_dir)))
@@ -171,7 +172,7 @@ class EvaluationScreen(PanelScreen):
         heading.append(self.run_dir.name, style="bold")
         data = self.data or {}
         table = self.query_one(DataTable)
-        if self.run_dir in self.panel.evaluating or lock_held(self.run_dir, EVAL_LOCK_NAME):
+        if self.run_dir in self.context.evaluating or lock_held(self.run_dir, EVAL_LOCK_NAME):
             heading.append("\nevaluation in progress: the table below updates when it ends", style="bold blue")
         if self.problem:
             heading.append(f"\n{self.problem}", style="bold red")

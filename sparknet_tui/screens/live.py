@@ -11,9 +11,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Static
 
-from sparknet_tui.format import (
+from engine.formatting import (
     NA, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
 )
+from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
 from sparknet_tui.series import ema, log_points
@@ -160,8 +161,8 @@ class LiveScreen(PanelScreen):
 
     smoothing: reactive[float] = reactive(0.6)
 
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__()
+    def __init__(self, context: PanelContext, run_dir: Path) -> None:
+        super().__init__(context)
         self.run_dir = Path(run_dir)
         self.watcher = RunWatcher(self.run_dir)
         self.view: RunView | None = None
@@ -183,7 +184,7 @@ class LiveScreen(PanelScreen):
     def on_mount(self) -> None:
         self.sub_title = f"Live · {self.run_dir.name}"
         self.refresh_data()
-        self.set_interval(self.panel.poll_interval, self.refresh_data)
+        self.set_interval(self.context.poll_interval, self.refresh_data)
 
     def refresh_data(self) -> None:
         self.in_thread("poll", lambda: RunPolled(self.watcher.poll()))

@@ -11,7 +11,8 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 
 from engine.config import ConfigError, list_mixes, list_profiles
 
-from sparknet_tui.format import fmt_count, fmt_duration, fmt_int
+from engine.formatting import fmt_count, fmt_duration, fmt_int
+from sparknet_tui.context import PanelContext
 from sparknet_tui.commands import CliResult, check_run_inputs
 from sparknet_tui.messages import RunInputsChecked, RunsScanned, StartRun
 from sparknet_tui.plan import (
@@ -73,8 +74,8 @@ class NewRunScreen(PanelScreen):
         Binding("ctrl+o", "save_mix", "Save mix"),
     ]
 
-    def __init__(self, profile: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, context: PanelContext, profile: str | None = None) -> None:
+        super().__init__(context)
         profiles = list_profiles()
         self.initial_profile = profile if profile in profiles else (
             "tiny-cpu" if "tiny-cpu" in profiles else (profiles[0] if profiles else None))

@@ -8,7 +8,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from sparknet_tui.format import NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity
+from engine.formatting import NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity
+from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import (DeleteRun, OpenCompare, OpenEvaluation, OpenLive, OpenNewRun, ResumeRun,
                                    RunsScanned, StopRun)
 from sparknet_tui.screens.common import PanelScreen, column_widths, fill_table, state_text
@@ -70,8 +71,8 @@ class RunsScreen(PanelScreen):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: PanelContext) -> None:
+        super().__init__(context)
         self.scanner = RunsScanner()
         self.rows: list[RunRow] = []
         self.marked: list[str] = []
@@ -88,7 +89,7 @@ class RunsScreen(PanelScreen):
 
     def on_mount(self) -> None:
         self.refresh_data()
-        self.set_interval(self.panel.poll_interval * 2, self.refresh_data)
+        self.set_interval(self.context.poll_interval * 2, self.refresh_data)
 
     def on_screen_resume(self) -> None:
         self.refresh_data()
@@ -99,7 +100,7 @@ class RunsScreen(PanelScreen):
         self.in_thread("scan", lambda: RunsScanned(self.scanner.scan()))
 
     def on_runs_scanned(self, message: RunsScanned) -> None:
-        minute = int(self.panel.clock() // 60)  # the "started" ages change once a minute
+        minute = int(self.context.clock() // 60)  # the "started" ages change once a minute
         if (message.result.rows, message.result.error, minute) == (self.rows, self.scan_error, self.rows_shown_at):
             return  # nothing new: no redraw
         self.rows_shown_at = minute
@@ -110,7 +111,7 @@ class RunsScreen(PanelScreen):
 
     def show_rows(self) -> None:
         table = self.query_one(DataTable)
-        now = self.panel.clock()
+        now = self.context.clock()
         current = self.current_row()
         keys = [r.run_id for r in self.rows]
         cells = [row_cells(row, now, row.run_id in self.marked) for row in self.rows]

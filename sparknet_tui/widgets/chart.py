@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from sparknet_tui.format import is_number
+from engine.formatting import is_number
 
 # Braille dot bits by (x in 0..1, y in 0..3), y counted from the top of the cell.
 _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))

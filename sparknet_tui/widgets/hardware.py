@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from sparknet_tui.format import NA, fmt_bytes, fmt_percent
+from engine.formatting import NA, fmt_bytes, fmt_percent
 from sparknet_tui.watch import GpuView, RunView
 from sparknet_tui.widgets.chart import spark
 

@@ -1,4 +1,4 @@
-"""Plain-text formatting of run figures. A value that was not reported is N/A, never 0."""
+"""Plain-text formatting of run figures for the CLI and the panel. A value that was not reported is N/A, never 0."""
 
 from __future__ import annotations
 
