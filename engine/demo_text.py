@@ -4,8 +4,14 @@ A made-up valley of towns and people with fixed facts (who lives where, keeps
 which pet, likes which food), told three ways: short stories (JSON Lines),
 town guides (Markdown with YAML front matter) and arithmetic worksheets
 (plain text). The facts repeat across documents, so even a tiny model
-visibly learns: its loss falls from about 10.8 (a uniform guess over GPT-2's
-50,257 tokens) to the low single digits within a few hundred thousand tokens.
+visibly learns: its loss falls from a uniform guess to below 2 within a few
+hundred thousand tokens.
+
+The demo mix also brings its own tokenizer: a byte-level BPE trained on
+this text (tokenizer/tokenizer.json). Its 1,024 tokens cover the demo's
+words whole, so a tiny model's output layer is 50 times smaller than with
+GPT-2's 50,257 tokens and the demo trains that much faster on a CPU, with
+no download. A uniform guess over 1,024 tokens is a loss of ln(1024) = 6.93.
 
 The files under profiles/mixes/demo/ are this module's output; regenerate them with
     python -m engine.demo_text profiles/mixes/demo
@@ -188,10 +194,40 @@ def generate(n_stories: int = 400, n_worksheets: int = 12) -> dict[str, str]:
     return files
 
 
+DEMO_VOCAB = 1024
+TOKENIZER_FILE = "tokenizer/tokenizer.json"
+
+
+def documents(files: dict[str, str]) -> list[str]:
+    """The text of every document in generate()'s files, as the mix's readers see it."""
+    docs = []
+    for rel, content in sorted(files.items()):
+        if rel.endswith(".jsonl"):
+            docs.extend(json.loads(line)["text"] for line in content.splitlines() if line)
+        elif rel.endswith((".md", ".txt")):
+            docs.append(content)
+    return docs
+
+
+def train_demo_tokenizer(docs: list[str]) -> str:
+    """A byte-level BPE (GPT-2's pre-tokenizer and decoder) of DEMO_VOCAB tokens, as tokenizer.json text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=DEMO_VOCAB, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(docs, trainer)
+    return tok.to_str(pretty=True)
+
+
 def write(out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
+    files = generate()
+    files[TOKENIZER_FILE] = train_demo_tokenizer(documents(files)) + "\n"
     written = []
-    for rel, text in generate().items():
+    for rel, text in files.items():
         path = out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

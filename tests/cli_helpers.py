@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from engine.rundir import read_jsonl
+from engine.rundir import effective_status, read_json, read_jsonl, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+CORPORA = SHARED_DATA / "corpora"
+DEMO_TOKENIZER = PROJECT / "profiles" / "mixes" / "demo" / "tokenizer"  # the demo mix's own 1,024-token BPE
 
 # a small, fast variant of tiny-cpu: 16 micro-batches of 8 x 128 tokens per step
 FAST = ["--set", "batch.grad_accum=1", "--set", "run.log_every=1", "--set", "run.eval_every=10",
         "--set", "run.eval_tokens=8192", "--set", "run.final_eval=false"]
 
 
-def sparknet(*args, check=True, timeout=600, env=None) -> subprocess.CompletedProcess:
+# What starting Python and importing torch takes on a quiet 2-core machine; the tests' patience is in
+# seconds of such a machine and grows with how much slower this one is when the session starts.
+QUIET_TORCH_START_S = 1.5
+
+
+@functools.cache
+def slowness() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch; torch.ones(256, 256) @ torch.ones(256, 256)"], check=True)
+    return max(1.0, (time.perf_counter() - start) / QUIET_TORCH_START_S)
+
+
+def scaled(seconds: float) -> float:
+    """A wait of `seconds` on a quiet machine, stretched to this machine's measured speed."""
+    return seconds * slowness()
+
+
+def sparknet(*args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=scaled(timeout), env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"sparknet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -35,3 +57,21 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 def events(run_dir: Path) -> list[dict]:
     return read_jsonl(run_dir / "events.jsonl")
+
+
+def reaches(run_dir: Path, predicate, timeout: float = 60, interval: float = 0.05) -> bool:
+    """Wait until predicate(status) holds; give up at once when the run has ended without it."""
+    def check() -> bool:
+        status = read_json(run_dir / "status.json") or {}
+        if predicate(status):
+            return True
+        if status.get("state") in ("failed", "finished", "stopped") and effective_status(run_dir)["state"] == \
+                status["state"]:
+            raise AssertionError(f"run {run_dir.name} ended {status['state']} first: {status.get('error', '')}")
+        return False
+
+    return wait_for(check, scaled(timeout), interval)
+
+
+def reaches_step(run_dir: Path, step: int, timeout: float = 60) -> bool:
+    return reaches(run_dir, lambda s: s.get("step", 0) >= step, timeout)

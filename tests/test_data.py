@@ -591,13 +591,25 @@ def test_demo_mix_prepares_offline_from_shipped_text(tmp_path, capsys):
                                                       cache_dir=tmp_path / "cache")) >= 60
 
 
-def test_shipped_demo_text_is_the_generators_output():
+def test_shipped_demo_text_and_tokenizer_are_the_generators_output(tmp_path):
+    from engine.demo_text import DEMO_VOCAB, TOKENIZER_FILE, documents, train_demo_tokenizer
+    from engine.tokenizer import load_tokenizer
+
     shipped = PROJECT / "profiles" / "mixes" / "demo"
     generated = generate_demo_text()
     on_disk = {str(p.relative_to(shipped)): p.read_text(encoding="utf-8")
-               for p in shipped.rglob("*") if p.is_file()}
+               for p in shipped.rglob("*") if p.is_file() and str(p.relative_to(shipped)) != TOKENIZER_FILE}
     assert on_disk == generated
     assert 200_000 < sum(len(t) for t in generated.values()) < 1_000_000
+    # the shipped tokenizer is the one trained on that text: same vocabulary and merges
+    retrained = tmp_path / "retrained"
+    retrained.mkdir()
+    (retrained / "tokenizer.json").write_text(train_demo_tokenizer(documents(generated)))
+    tok = load_tokenizer(str(shipped / "tokenizer"))
+    assert tok.fingerprint == load_tokenizer(str(retrained)).fingerprint
+    assert tok.n_vocab == DEMO_VOCAB and tok.eos_id == 0
+    story = documents(generated)[0]
+    assert tok.decode(tok.encode(story)) == story and len(tok.encode(story)) < len(story.encode()) / 3
 
 
 def test_no_shipped_mix_points_outside_the_project():

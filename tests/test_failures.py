@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import FAST, events, only_run, sparknet
+from cli_helpers import DEMO_TOKENIZER, FAST, events, only_run, sparknet
 from engine.config import load_profile, model_parameter_count
 from engine.rundir import append_jsonl, iter_checkpoints, read_json, read_jsonl
 from engine.checkpoint import verify_checkpoint
@@ -26,7 +25,7 @@ def small_disk(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("disk-full test needs root to mount a small tmpfs")
     checkpoint_b = model_parameter_count(load_profile("tiny-cpu").model) * 4 * 3  # weights + two AdamW moments
-    size = int(checkpoint_b * 1.6) + (2 << 20)
+    size = int(checkpoint_b * 1.6) + (512 << 10)  # room for one checkpoint and the run files, not two
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
                              text=True)
     if mounted.returncode != 0:
@@ -68,7 +67,7 @@ def test_disk_full_while_checkpointing_fails_in_one_line_and_resumes_once_space_
 
 
 def write_mix(path: Path, body: str) -> Path:
-    path.write_text('tokenizer = "gpt2"\nvalidation_share = 0.01\n' + body)
+    path.write_text(f'tokenizer = "{DEMO_TOKENIZER}"\nvalidation_share = 0.01\n' + body)
     return path
 
 
@@ -98,7 +97,7 @@ def test_mistakes_in_a_mix_are_refused_before_a_run_exists(logs, tmp_path, detac
     assert str(bad_tok) in err and "does not load" in err
     good = write_mix(tmp_path / "good.toml", f'[[sources]]\nname = "a"\nweight = 1\npath = "{tmp_path}/docs.jsonl"\n')
     err = refused(logs, "--mix", str(good), "--set", "model.vocab_size=1000", *detach)
-    assert "model.vocab_size (1,000) is smaller" in err and "50257" in err
+    assert "model.vocab_size (1,000) is smaller" in err and "set model.vocab_size = 1024" in err
     hub = write_mix(tmp_path / "hub.toml", '[[sources]]\nname = "h"\nweight = 1\nhf = "someone/absent"\n')
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)

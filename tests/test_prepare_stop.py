@@ -56,7 +56,7 @@ def gone(procs: list[psutil.Process]) -> bool:
 
 
 def test_stop_during_preparation_stops_the_run_and_keeps_what_was_tokenized(logs, private_cache, big_mix):
-    run_id = sparknet("train", "--profile", "tiny-cpu", "--mix", str(big_mix), "--set", "run.tokens=60_000_000",
+    run_id = sparknet("train", "--profile", "tiny-cpu", "--mix", str(big_mix), "--set", "run.tokens=60_000_000", "--set", "model.vocab_size=50257",
                       "--set", "batch.grad_accum=1", "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
     assert wait_for(lambda: tokenizing(run), 300, 0.1), (run / "train.log").read_text()
@@ -73,7 +73,7 @@ def test_stop_during_preparation_stops_the_run_and_keeps_what_was_tokenized(logs
 def test_ctrl_c_during_preparation_says_stopped_and_takes_the_workers_along(logs, private_cache, big_mix):
     # the foreground command in a terminal: Ctrl-C reaches its whole process group, workers included
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--profile", "tiny-cpu", "--mix",
-                             str(big_mix), "--set", "run.tokens=60_000_000", "--set", "batch.grad_accum=1"],
+                             str(big_mix), "--set", "run.tokens=60_000_000", "--set", "model.vocab_size=50257", "--set", "batch.grad_accum=1"],
                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,8 @@ from engine.rundir import effective_status, read_json, read_jsonl, wait_for
 
 
 def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
-    sparknet("train", "--profile", "tiny-cpu", "--mix", str(corpora_mix), *FAST, "--set", "run.tokens=122_880",
+    sparknet("train", "--profile", "tiny-cpu", "--mix", str(corpora_mix), *FAST, "--set", "model.vocab_size=50257",
+             "--set", "run.tokens=122_880",
              "--set", "batch.grad_accum=2", "--set", "run.eval_every=30")
     run = only_run(logs)
     status = read_json(run / "status.json")
@@ -184,7 +184,7 @@ def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora
 
 
 @pytest.mark.parametrize("on", [True, False])
-def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, corpora_mix, on):
+def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, on):
     from engine.config import load_mix, load_profile
     from engine.model import MLP, CausalSelfAttention
     from engine.rundir import create_run
@@ -192,7 +192,7 @@ def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, corpora_mix
 
     overrides = [f"run.separate_qkv={str(on).lower()}", f"run.fused_gelu={str(on).lower()}", "run.tokens=20_480",
                  "run.compile=false"]
-    profile, mix = load_profile("tiny-cpu", overrides), load_mix(str(corpora_mix))
+    profile, mix = load_profile("tiny-cpu", overrides), load_mix("demo")
     trainer = Trainer(create_run(profile, mix, overrides, tmp_path / "run").run_dir, resume=False)
     trainer.setup()
     modules = list(trainer.raw_model.modules())

@@ -29,8 +29,7 @@ import pytest
 
 from engine.runlock import RunLock, lock_held
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT.parent / "shared" / "data"
+from cli_helpers import DEMO_TOKENIZER, PROJECT
 
 # A tiny-cpu run cut to 5 steps that logs and evaluates on every step or two,
 # so the panel has curves, validation points, checkpoints and an eval.json.
@@ -128,7 +127,7 @@ def tiny_runs(tmp_path_factory) -> TinyRuns:
     # the first record reads (so the run starts), a later one is broken: the run fails while preparing
     (folder / "broken-data.jsonl").write_text('{"text": "a good first record"}\n' * 50 + '{"text": "cut off\n')
     broken = folder / "broken-data.toml"
-    broken.write_text('description = "a source with a broken record"\ntokenizer = "gpt2"\n'
+    broken.write_text(f'description = "a source with a broken record"\ntokenizer = "{DEMO_TOKENIZER}"\n'
                       '[[sources]]\nname = "broken"\nweight = 1.0\npath = "broken-data.jsonl"\n')
     # detached, as the panel starts runs: its output, error included, goes to train.log
     cli("train", "--profile", "tiny-cpu", "--mix", str(broken), "--name", "failed", *overrides, "--detach", env=env)
@@ -314,7 +313,7 @@ n_layer = 2
 n_embd = 64
 n_head = 4
 context = 128
-vocab_size = 50257
+vocab_size = 1024
 
 [optim]
 lr = 3e-3
@@ -337,7 +336,7 @@ device = "cpu"
 
 FROZEN_MIX = """\
 description = "A made-up valley told as stories, town guides and worksheets"
-tokenizer = "gpt2"
+tokenizer = "demo/tokenizer"
 validation_share = 0.1
 
 [[sources]]
