@@ -87,19 +87,16 @@ class Tokenizer:
         return cls(RustTokenizer.from_str(data["json"]), data["name"], data["eos_token"], data["origin"])
 
     def save(self, out_dir: Path) -> Path:
-        """Write Hugging Face tokenizer files so AutoTokenizer.from_pretrained(out_dir) works."""
-        from tokenizers import Tokenizer as RustTokenizer
-        from transformers import PreTrainedTokenizerFast
+        """Write the Hugging Face tokenizer files, so AutoTokenizer.from_pretrained(out_dir) works.
 
+        Written directly rather than through transformers' save_pretrained: importing transformers to
+        write two small files took a second of every run's finish (docs/performance.md)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        hf = PreTrainedTokenizerFast(
-            tokenizer_object=RustTokenizer.from_str(self._json),
-            eos_token=self.eos_token,
-            bos_token=self.eos_token,
-            unk_token=self.eos_token,
-        )
-        hf.save_pretrained(str(out_dir))
+        (out_dir / "tokenizer.json").write_text(self._json, encoding="utf-8")
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.eos_token,
+                  "eos_token": self.eos_token, "unk_token": self.eos_token, "clean_up_tokenization_spaces": False}
+        (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         return out_dir
 
     def __repr__(self) -> str:

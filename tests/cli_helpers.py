@@ -38,10 +38,12 @@ def scaled(seconds: float) -> float:
 
 
 def sparknet(*args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
+    """`sparknet ARGS` as a subprocess of this interpreter; `timeout` in seconds of a quiet machine."""
     proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=scaled(timeout), env=env)
+                          timeout=scaled(timeout), env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
-        raise AssertionError(f"sparknet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"sparknet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
     return proc
 
 

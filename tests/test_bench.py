@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from cli_helpers import scaled
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +16,7 @@ def test_bench_prints_json_line_and_table_with_trainer_baseline(tmp_path):
         [sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu",
          "--steps", "6", "--set", "batch.grad_accum=1", "--set", "run.eval_tokens=2048",
          "--baseline", "hf-trainer", "--baseline-micro-batch", "4", "--eval", "--json-out", str(out)],
-        cwd=PROJECT, capture_output=True, text=True, timeout=600)
+        cwd=PROJECT, capture_output=True, text=True, timeout=scaled(600))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stdout  # stdout carries only the JSON line
@@ -41,7 +42,7 @@ def test_bench_prints_json_line_and_table_with_trainer_baseline(tmp_path):
 
 def test_bench_rejects_too_few_steps():
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu", "--steps", "1"],
-                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+                          cwd=PROJECT, capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "--steps must be at least 2" in proc.stderr
 
@@ -49,7 +50,7 @@ def test_bench_rejects_too_few_steps():
 def test_bench_rejects_a_baseline_micro_batch_that_does_not_divide_the_step():
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu", "--steps", "4",
                            "--baseline", "hf-trainer", "--baseline-micro-batch", "3"],
-                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+                          cwd=PROJECT, capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "--baseline-micro-batch must divide the 16 sequences of a step" in proc.stderr
 

@@ -1,15 +1,11 @@
 """Two processes through torchrun and gloo on CPU: the same code path as several GPUs."""
 
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from engine.rundir import read_json, read_jsonl, wait_for
-
-PROJECT = Path(__file__).resolve().parents[1]
+from cli_helpers import losses, reaches_step, sparknet
+from engine.rundir import read_json, read_jsonl
 
 # 20 steps of 2 x 8 x 128 tokens; with 2 processes each accumulates 1 micro-batch per step
 COMMON = ["--profile", "tiny-cpu", "--set", "batch.grad_accum=2", "--set", "run.log_every=1",
@@ -23,18 +19,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sparknet(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"sparknet {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def losses(run: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in read_jsonl(run / "metrics.jsonl")}
-
-
 def test_two_gloo_processes_match_one_process_and_resume(logs):
     sparknet("train", "--name", "single", *COMMON)
     single = losses(next(logs.glob("*-single")))
@@ -43,7 +27,7 @@ def test_two_gloo_processes_match_one_process_and_resume(logs):
     two = ["--nproc-per-node", "2", "--master-port", str(free_port())]
     run_id = sparknet("train", "--name", "ddp", *COMMON, *two, "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
-    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) >= 6, 300, 0.05)
+    assert reaches_step(run, 6)
     assert "stopped" in sparknet("stop", run_id, "--wait", "300").stdout
     stopped_at = read_json(run / "status.json")["step"]
     assert 6 <= stopped_at < 20

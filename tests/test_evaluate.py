@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli_helpers import scaled
 import torch
 import torch.nn.functional as F
 
@@ -401,7 +403,7 @@ def test_baselines_offline_fall_back_to_published(tmp_path, tok):
                PYTHONPATH=str(PROJECT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     code = ("import sys; from engine.evaluate import eval_command; "
             f"sys.exit(eval_command({str(model_dir)!r}, baselines=True, samples=False, max_tokens=100))")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr
     results = read_eval(model_dir)["results"]
     assert [r["source"] for r in results] == ["measured", "published", "published"]

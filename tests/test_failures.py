@@ -9,13 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import DEMO_TOKENIZER, FAST, events, only_run, sparknet
+from cli_helpers import DEMO_TOKENIZER, FAST, events, only_run, reaches_step, sparknet
 from engine.config import load_profile, model_parameter_count
 from engine.rundir import append_jsonl, iter_checkpoints, read_json, read_jsonl
 from engine.checkpoint import verify_checkpoint
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture
 def small_disk(tmp_path):
@@ -168,9 +165,7 @@ def test_resume_set_changes_the_rate_the_optimizer_really_uses(logs):
                       "--set", "run.checkpoint_every=2", "--set", "run.keep_checkpoints=100",
                       "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
-    from engine.rundir import wait_for
-
-    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) >= 4, 300, 0.05)
+    assert reaches_step(run, 4)
     sparknet("stop", run_id)
     stopped = next(iter_checkpoints(run))
     sparknet("resume", run_id, "--set", "optim.lr=1e-9", "--set", "optim.min_lr=0")

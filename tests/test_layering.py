@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from pathlib import Path
+from cli_helpers import scaled
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -11,7 +12,7 @@ def test_engine_never_imports_textual():
     code = ("import sys, engine.cli, engine.train, engine.data, engine.evaluate, engine.bench, engine.telemetry; "
             "engine.cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('textual', 'sparknet_tui')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=scaled(120))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -24,11 +25,11 @@ def test_the_sparknet_command_opens_the_panel_only_without_a_verb():
     # a verb through the command's own entry loads the engine's CLI and never the panel
     code = ("import sys, sparknet_tui.entry as e; rc = e.main(['runs']); "
             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=scaled(120))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 []"
     assert "_run" not in subprocess.run([sys.executable, "-m", "engine.cli", "--help"], cwd=PROJECT,
-                                        capture_output=True, text=True, timeout=120).stdout
+                                        capture_output=True, text=True, timeout=scaled(120)).stdout
 
 
 def module_imports(path: Path, package: str) -> set[str]:

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from cli_helpers import scaled
 import torch
 import torch.nn.functional as F
 
@@ -200,7 +202,7 @@ print("triton kernel ok")
 def test_triton_kernel_matches_pytorch_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=scaled(300))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "triton kernel ok" in done.stdout
 
@@ -235,7 +237,7 @@ print("pair kernel ok")
 def test_fp8_pair_kernels_match_pytorch_under_the_interpreter(tile):
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", PAIR_CHECK, str(tile)], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=scaled(300))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pair kernel ok" in done.stdout
 

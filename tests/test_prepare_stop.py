@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cli_helpers import PROJECT, events, sparknet
+from cli_helpers import PROJECT, events, scaled, sparknet
 from engine.rundir import effective_status, read_json, wait_for
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora"
@@ -59,7 +59,7 @@ def test_stop_during_preparation_stops_the_run_and_keeps_what_was_tokenized(logs
     run_id = sparknet("train", "--profile", "tiny-cpu", "--mix", str(big_mix), "--set", "run.tokens=60_000_000", "--set", "model.vocab_size=50257",
                       "--set", "batch.grad_accum=1", "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
-    assert wait_for(lambda: tokenizing(run), 300, 0.1), (run / "train.log").read_text()
+    assert wait_for(lambda: tokenizing(run), scaled(300), 0.1), (run / "train.log").read_text()
     pid = read_json(run / "status.json")["pid"]
     workers = workers_of(pid)
     out = sparknet("stop", run_id).stdout
@@ -67,7 +67,7 @@ def test_stop_during_preparation_stops_the_run_and_keeps_what_was_tokenized(logs
     assert effective_status(run)["state"] == "stopped"
     assert unfinished_sources(private_cache) >= 1  # it did not wait for tokenizing to finish
     assert any("stopped during data preparation" in e["message"] for e in events(run))
-    assert wait_for(lambda: gone(workers), 60, 0.1)
+    assert wait_for(lambda: gone(workers), scaled(60), 0.1)
 
 
 def test_ctrl_c_during_preparation_says_stopped_and_takes_the_workers_along(logs, private_cache, big_mix):
@@ -77,12 +77,12 @@ def test_ctrl_c_during_preparation_says_stopped_and_takes_the_workers_along(logs
                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        assert wait_for(lambda: any(tokenizing(d) for d in logs.iterdir()), 300, 0.1)
+        assert wait_for(lambda: any(tokenizing(d) for d in logs.iterdir()), scaled(300), 0.1)
         run = next(logs.iterdir())
         workers = workers_of(proc.pid)
         assert workers, "expected a pool of tokenizing workers"
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=scaled(300))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -91,18 +91,18 @@ def test_ctrl_c_during_preparation_says_stopped_and_takes_the_workers_along(logs
     assert status["state"] == "stopped", status
     assert "stopped during data preparation" in out
     assert unfinished_sources(private_cache) >= 1
-    assert wait_for(lambda: gone(workers), 60, 0.1)
+    assert wait_for(lambda: gone(workers), scaled(60), 0.1)
 
 
 def test_sigkill_of_prepare_leaves_no_worker_behind(private_cache, big_mix):
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "prepare", "--mix", str(big_mix), "--tokens",
                              "60_000_000"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_for(lambda: len(workers_of(proc.pid)) >= 1 and '"tokenizing"' in _peek(private_cache), 300, 0.1)
+        assert wait_for(lambda: len(workers_of(proc.pid)) >= 1 and '"tokenizing"' in _peek(private_cache), scaled(300), 0.1)
         workers = workers_of(proc.pid)
         proc.kill()
-        proc.wait(timeout=60)
-        assert wait_for(lambda: gone(workers), 60, 0.1), [p.pid for p in workers if p.is_running()]
+        proc.wait(timeout=scaled(60))
+        assert wait_for(lambda: gone(workers), scaled(60), 0.1), [p.pid for p in workers if p.is_running()]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -155,7 +155,7 @@ def test_stop_while_compiling_the_model_is_at_once_and_loses_nothing(logs):
     run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.compile=true", "--set", "run.tokens=40_960",
                       "--set", "run.final_eval=false", "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
-    assert wait_for(lambda: _phase(run) == "compiling", 300, 0.05), (run / "train.log").read_text()
+    assert wait_for(lambda: _phase(run) == "compiling", scaled(300), 0.05), (run / "train.log").read_text()
     assert "stopped at step 0" in sparknet("stop", run_id).stdout
     assert [e["message"] for e in events(run) if e["event"] == "stopped"][-1].startswith(
         "stopped at step 0 while compiling the model")
@@ -165,7 +165,7 @@ def test_stop_during_the_final_evaluation_ends_finished_without_it(logs):
     run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=true",
                       "--set", "run.final_eval_tokens=0", "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
-    assert wait_for(lambda: _phase(run) == "evaluating", 300, 0.05), (run / "train.log").read_text()
+    assert wait_for(lambda: _phase(run) == "evaluating", scaled(300), 0.05), (run / "train.log").read_text()
     out = sparknet("stop", run_id).stdout
     assert "finished" in out and not (run / "eval.json").exists()
     assert (run / "model").is_dir()  # the model was saved before the evaluation began

@@ -11,10 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from cli_helpers import FAST, PROJECT, events, sparknet
-from engine.rundir import effective_status, read_json, utc_now, wait_for
+from cli_helpers import FAST, PROJECT, reaches_step, scaled, sparknet
+from engine.rundir import effective_status, utc_now, wait_for
 from engine.runlock import EVAL_LOCK_NAME, RunLock, lock_held
 from engine.watchdog import StallWatch
 from engine.rundir import RunDir
@@ -44,9 +42,9 @@ def trainers_of(run_dir: Path) -> list[int]:
 
 def test_racing_resumes_never_start_two_trainers(logs):
     run = detached_run("--set", "run.tokens=204_800")
-    assert wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) >= 2, 300, 0.1)
+    assert reaches_step(run, 2)
     sparknet("stop", str(run))
-    assert wait_for(lambda: not trainers_of(run), 60, 0.05)  # the stopped trainer has exited
+    assert wait_for(lambda: not trainers_of(run), scaled(60), 0.05)  # the stopped trainer has exited
     for attempt in range(20):
         with ThreadPoolExecutor(2) as pool:
             procs = list(pool.map(lambda _: sparknet("resume", str(run), "--detach", check=False), range(2)))
@@ -57,7 +55,7 @@ def test_racing_resumes_never_start_two_trainers(logs):
         found = trainers_of(run)
         assert len(found) == 1, (attempt, found)
         os.kill(found[0], signal.SIGKILL)  # a crash: the lock goes with the process
-        assert wait_for(lambda: not lock_held(run) and not trainers_of(run), 60, 0.02)
+        assert wait_for(lambda: not lock_held(run) and not trainers_of(run), scaled(60), 0.02)
     assert effective_status(run)["state"] == "failed"
 
 
@@ -73,7 +71,7 @@ def test_a_second_trainer_refuses_and_train_refuses_a_held_run(logs):
         # the training process itself, started by hand, refuses too and writes nothing
         before = (run / "status.json").read_text()
         worker = subprocess.run([sys.executable, "-m", "engine.cli", "_run", str(run), "--resume"], cwd=PROJECT,
-                                capture_output=True, text=True, timeout=300)
+                                capture_output=True, text=True, timeout=scaled(300))
         assert worker.returncode == 2 and "already has a trainer running" in worker.stderr
         assert (run / "status.json").read_text() == before
     finally:

@@ -3,6 +3,7 @@
 import sys
 import threading
 
+from cli_helpers import scaled
 from engine.config import load_mix, load_profile
 from engine.rundir import create_run, read_json, read_jsonl, wait_for
 from engine.train import Trainer
@@ -21,7 +22,7 @@ def test_training_pauses_while_hot_and_resumes_when_cool(logs, monkeypatch):
     seen_paused = []
 
     def cool_down_once_paused():
-        if wait_for(lambda: (read_json(run / "status.json") or {}).get("paused") == "thermal", 120, 0.05):
+        if wait_for(lambda: (read_json(run / "status.json") or {}).get("paused") == "thermal", scaled(120), 0.05):
             seen_paused.append(read_json(run / "status.json")["step"])
             fake.set_temperature(0, 60.0)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import scaled
+
 from engine.config import ConfigError, load_mix, load_profile
 from engine.formatting import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
 from sparknet_tui.plan import (
@@ -36,7 +38,7 @@ def test_panel_imports_no_torch_transformers_or_datasets():
         "heavy = sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules);"
         "print(','.join(heavy))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"sparknet_tui imported {proc.stdout.strip()}"
 
@@ -45,14 +47,14 @@ def test_import_guard_detects_a_heavy_import(tmp_path):
     # the same check, pointed at a module that does import torch, must see it (the guard is not vacuous)
     (tmp_path / "heavy_mod.py").write_text("import torch\n")
     code = "import sys, heavy_mod; print('torch' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=scaled(120))
     assert proc.stdout.strip() == "True"
 
 
 def test_main_names_an_unknown_run_in_one_line(tmp_path):
     env = dict(os.environ, SPARKNET_LOGS=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "sparknet_tui.app", "--run", "no-such-run"], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "sparknet: error: run 'no-such-run' not found: give a run id from `sparknet runs` or a run directory path"]

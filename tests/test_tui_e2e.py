@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tui_fixtures import PROJECT, pid_alive
+from cli_helpers import PROJECT, scaled
+from tui_fixtures import pid_alive
 
 pytest_plugins = ["tui_fixtures"]
 
@@ -37,7 +38,7 @@ class Terminal:
         self.env = env
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=scaled(30))
 
     def start(self, argv: list[str]) -> None:
         assignments = [f"{k}={v}" for k, v in self.env.items()]
@@ -60,8 +61,9 @@ class Terminal:
         self.tmux("send-keys", "-t", "panel", "-l", text)
         time.sleep(0.15)
 
-    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
-        end = time.monotonic() + timeout
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
+        """Wait up to `timeout` seconds of a quiet machine for the pattern to appear."""
+        end = time.monotonic() + scaled(timeout)
         while time.monotonic() < end:
             found = re.search(pattern, self.screen())
             if found:
@@ -73,7 +75,7 @@ class Terminal:
         return self.tmux("has-session", "-t", "panel").returncode == 0
 
     def wait_closed(self, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
+        end = time.monotonic() + scaled(timeout)
         while self.running() and time.monotonic() < end:
             time.sleep(0.2)
         assert not self.running(), f"the panel did not exit:\n{self.screen()}"

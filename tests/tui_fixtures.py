@@ -19,8 +19,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import pytest
 
 from engine.runlock import RunLock, lock_held
 
-from cli_helpers import DEMO_TOKENIZER, PROJECT
+from cli_helpers import DEMO_TOKENIZER, PROJECT, scaled, sparknet
 
 # A tiny-cpu run cut to 5 steps that logs and evaluates on every step or two,
 # so the panel has curves, validation points, checkpoints and an eval.json.
@@ -60,15 +58,6 @@ FROZEN_START = FROZEN_NOW - 3600
 TEXT_FILES = ("run.toml", "status.json", "metrics.jsonl", "system.jsonl", "events.jsonl", "train.log", "eval.json")
 
 
-def cli(*args: str, env: dict | None = None, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """`sparknet ARGS` as a subprocess of this interpreter."""
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, env=env or dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"sparknet {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 def run_dir_named(logs: Path, name: str) -> Path:
     found = [p for p in logs.iterdir() if p.is_dir() and p.name.endswith(f"-{name}")]
     assert len(found) == 1, f"expected one run named {name} in {logs}, found {found}"
@@ -93,8 +82,8 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def wait_for_state(run_dir: Path, states: tuple[str, ...], timeout: float) -> bool:
-    """Wait until the run's recorded state is one of `states` and its process is gone."""
-    end = time.monotonic() + timeout
+    """Wait until the run's recorded state is one of `states` and its process is gone (timeout as in scaled)."""
+    end = time.monotonic() + scaled(timeout)
     while time.monotonic() < end:
         try:
             status = json.loads((run_dir / "status.json").read_text())
@@ -121,7 +110,7 @@ def tiny_runs(tmp_path_factory) -> TinyRuns:
     logs = tmp_path_factory.mktemp("tui-logs")
     env = dict(os.environ, SPARKNET_LOGS=str(logs))
     overrides = [a for o in TINY_OVERRIDES for a in ("--set", o)]
-    cli("train", "--profile", "tiny-cpu", "--mix", "demo", "--name", "finished", *overrides, env=env)
+    sparknet("train", "--profile", "tiny-cpu", "--mix", "demo", "--name", "finished", *overrides, env=env)
 
     folder = tmp_path_factory.mktemp("tui-mix")
     # the first record reads (so the run starts), a later one is broken: the run fails while preparing
@@ -130,7 +119,7 @@ def tiny_runs(tmp_path_factory) -> TinyRuns:
     broken.write_text(f'description = "a source with a broken record"\ntokenizer = "{DEMO_TOKENIZER}"\n'
                       '[[sources]]\nname = "broken"\nweight = 1.0\npath = "broken-data.jsonl"\n')
     # detached, as the panel starts runs: its output, error included, goes to train.log
-    cli("train", "--profile", "tiny-cpu", "--mix", str(broken), "--name", "failed", *overrides, "--detach", env=env)
+    sparknet("train", "--profile", "tiny-cpu", "--mix", str(broken), "--name", "failed", *overrides, "--detach", env=env)
     runs = TinyRuns(logs, run_dir_named(logs, "finished"), run_dir_named(logs, "failed"))
     assert json.loads((runs.finished / "status.json").read_text())["state"] == "finished"
     assert (runs.finished / "eval.json").exists()
