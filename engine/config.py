@@ -118,26 +118,23 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
-def resolve_profile_path(name_or_path: str) -> Path:
+def _resolve_toml(kind: str, name_or_path: str, folder: Path, names: list[str]) -> Path:
+    """A path as given (a .toml file or anything with a folder in it), else NAME.toml in `folder`."""
     p = Path(os.path.expanduser(name_or_path))
     if p.suffix == ".toml" or os.sep in name_or_path or p.exists():
         return p
-    candidate = profiles_dir() / f"{name_or_path}.toml"
+    candidate = folder / f"{name_or_path}.toml"
     if not candidate.exists():
-        names = ", ".join(list_profiles()) or "none"
-        raise ConfigError(f"profile '{name_or_path}' not found in {profiles_dir()} (available: {names})")
+        raise ConfigError(f"{kind} '{name_or_path}' not found in {folder} (available: {', '.join(names) or 'none'})")
     return candidate
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    return _resolve_toml("profile", name_or_path, profiles_dir(), list_profiles())
 
 
 def resolve_mix_path(name_or_path: str) -> Path:
-    p = Path(os.path.expanduser(name_or_path))
-    if p.suffix == ".toml" or os.sep in name_or_path or p.exists():
-        return p
-    candidate = mixes_dir() / f"{name_or_path}.toml"
-    if not candidate.exists():
-        names = ", ".join(list_mixes()) or "none"
-        raise ConfigError(f"mix '{name_or_path}' not found in {mixes_dir()} (available: {names})")
-    return candidate
+    return _resolve_toml("mix", name_or_path, mixes_dir(), list_mixes())
 
 
 def list_profiles() -> list[str]:
@@ -243,6 +240,7 @@ def validate_profile(p: Profile) -> None:
          f"batch stays {p.tokens_per_step} tokens; pick a grad_accum that is a multiple of {p.processes}")
     need(r.final_eval_tokens >= 0, f"run.final_eval_tokens must be >= 0 (0 = whole split), got {r.final_eval_tokens}")
     need(r.peak_tflops >= 0, f"run.peak_tflops must be >= 0 (0 = from the device table), got {r.peak_tflops}")
+    need(r.memory_floor_gb >= 0, f"run.memory_floor_gb must be >= 0 (0 = no memory guard), got {r.memory_floor_gb}")
     need(d.nproc_per_node >= 1, f"dist.nproc_per_node must be >= 1, got {d.nproc_per_node}")
     need(d.nnodes >= 1, f"dist.nnodes must be >= 1, got {d.nnodes}")
     need(0 <= d.node_rank < d.nnodes, f"dist.node_rank must be in [0, nnodes), got {d.node_rank}")

@@ -4,8 +4,8 @@ A made-up valley of towns and people with fixed facts (who lives where, keeps
 which pet, likes which food), told three ways: short stories (JSON Lines),
 town guides (Markdown with YAML front matter) and arithmetic worksheets
 (plain text). The facts repeat across documents, so even a tiny model
-visibly learns: its loss falls from a uniform guess to below 2 within a few
-hundred thousand tokens.
+visibly learns: tiny-cpu's held-out loss falls from a uniform guess (6.93)
+to below 3 within its 123k tokens.
 
 The demo mix also brings its own tokenizer: a byte-level BPE trained on
 this text (tokenizer/tokenizer.json). Its 1,024 tokens cover the demo's

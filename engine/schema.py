@@ -72,6 +72,7 @@ class RunConfig:
     final_eval: bool = True
     final_eval_tokens: int = 0  # 0 = the whole WikiText-2 test split
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
+    memory_floor_gb: float = 3.0  # checkpoint and stop when the machine's available memory falls below it; 0 = off
     fused_loss: bool = False  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
     bf16_residual: bool = False  # under bf16 precision, carry the residual stream in bf16 rather than fp32
     fused_gelu: bool = True  # GPT-2's MLP: GELU takes the first product's bias and sums its gradient (engine/gelu.py)

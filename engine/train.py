@@ -9,8 +9,6 @@ with the device except on log, eval and checkpoint steps.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -23,10 +21,12 @@ from engine.checkpoint import CheckpointError, load_checkpoint, move_aside, save
 from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
 from engine.device import fp8_products_available, peak_flops, pick_device, select_attention
 from engine.feeder import BatchFeeder
+from engine.finish import finish_run
 from engine.guards import DivergenceGuard, divergence_advice
 from engine.hardware import HardwareWatch
 from engine.heldout import held_out_loss
 from engine.interrupt import Interrupted, interruptible
+from engine.memory_guard import MemoryGuard
 from engine.model import build_model
 from engine.optim import build_optimizer
 from engine.rundir import RunDir, iter_checkpoints, utc_now
@@ -330,12 +330,13 @@ class Trainer:
         finally:
             if self.hardware is not None:
                 self.hardware.stop()
-        self.finish(last_good_loss)
+        finish_run(self, last_good_loss)
         return 0
 
     def _begin(self) -> None:
         p = self.profile
         self.t_start = time.monotonic()
+        self.memory_guard = MemoryGuard(p.run.memory_floor_gb)
         if self.is_main:
             self.hardware = HardwareWatch(self.rd, self.device, p.thermal, self.event, self.status,
                                           self.stop_requested)
@@ -398,51 +399,20 @@ class Trainer:
         self.status(**fields)
 
     def _check_stop(self) -> bool:
+        """A stop asked for, or memory running out (the run then ends failed); either way after a checkpoint."""
         if self.world > 1 and self.step % self.profile.run.log_every:
             return False  # agreeing across processes costs a sync: only on log steps
-        if not distributed.any_rank(self.stop_requested(), self.world, self.device):
+        low = self.memory_guard.low()
+        if not distributed.any_rank(self.stop_requested() or low is not None, self.world, self.device):
             return False
         self.status(state="stopping", phase="checkpointing")
         if self.checkpointed_step != self.step:  # else the interval checkpoint of this very step stands
-            self.checkpoint("stop")
-        self._stopped("after a checkpoint")
+            self.checkpoint("memory" if low else "stop")
+        if low:
+            self.fail(f"{low}; the checkpoint from step {self.step} is kept; free memory (or lower run.memory_floor_gb),"
+                      f" then `sparknet resume {self.run_dir.name}`")
+        else:
+            self._stopped("after a checkpoint")
         return True
-
-    def finish(self, loss: float | None) -> None:
-        if not self.is_main:
-            return
-        from engine.export import export_hf
-
-        self.status(phase="exporting model")
-        tokenizer = None
-        try:
-            from engine.tokenizer import load_tokenizer
-
-            tokenizer = load_tokenizer(self.mix.tokenizer)
-        except SparkNetError as e:
-            self.event("warning", f"tokenizer not saved with the model: {e}")
-        # written aside and renamed: a model/ folder is always a whole final model
-        staging = self.run_dir / ".model.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        export_hf(self.raw_model, staging, tokenizer)
-        shutil.rmtree(self.run_dir / "model", ignore_errors=True)
-        os.replace(staging, self.run_dir / "model")
-        if self.profile.run.final_eval:
-            self.status(phase="evaluating")
-            try:
-                from engine.evaluate import eval_command
-
-                with interruptible(self.stop_requested):
-                    eval_command(str(self.run_dir), stride=None, device=str(self.device.type), wait_for_lock=True,
-                                 max_tokens=self.profile.run.final_eval_tokens or None)
-                self.event("eval", "final evaluation written to eval.json")
-            except SparkNetError as e:
-                self.event("warning", f"final evaluation skipped: {e}")
-            except Interrupted:
-                self.rd.clear_stop()
-                self.event("warning", f"final evaluation stopped; `sparknet eval {self.run_dir.name}` runs it")
-        self.status(state="finished", phase="", eta_s=0, finished_at=utc_now())
-        final = f"{loss:.4f}" if loss is not None else "unknown"
-        self.event("finished", f"finished {self.step} steps, final loss {final}", step=self.step)
 
     # ------------------------------------------------------------ telemetry and thermals

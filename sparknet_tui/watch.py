@@ -95,6 +95,12 @@ def _number(value: Any) -> float | None:
     return float(value) if is_number(value) else None
 
 
+def _append_number(history, value: Any) -> None:
+    """Keep a reported figure; one that was not reported (None, NaN, text) leaves the history as it was."""
+    if is_number(value):
+        history.append(float(value))
+
+
 # ---------------------------------------------------------------- the Runs table
 
 
@@ -362,21 +368,13 @@ class RunWatcher:
         ppl = _number(row.get("wikitext_ppl"))
         if ppl is not None:
             self._wikitext.append((step, ppl))
-        speed = _number(row.get("tokens_per_s"))
-        if speed is not None:
-            self._tokens_per_s.append(speed)
-        mfu = _number(row.get("mfu"))
-        if mfu is not None:
-            self._mfu.append(mfu)
+        _append_number(self._tokens_per_s, row.get("tokens_per_s"))
+        _append_number(self._mfu, row.get("mfu"))
 
     def _add_system(self, row: dict) -> None:
         self._system_last = row
-        cpu = _number(row.get("cpu_pct"))
-        if cpu is not None:
-            self._cpu_hist.append(cpu)
-        ram = _number(row.get("ram_used_b"))
-        if ram is not None:
-            self._ram_hist.append(ram)
+        _append_number(self._cpu_hist, row.get("cpu_pct"))
+        _append_number(self._ram_hist, row.get("ram_used_b"))
         gpus = row.get("gpus")
         for i, gpu in enumerate(gpus if isinstance(gpus, list) else []):
             if not isinstance(gpu, dict):
