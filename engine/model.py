@@ -16,7 +16,7 @@ from engine.config import ModelConfig, padded_vocab
 from engine.gelu import gelu_bias
 from engine.losses import fused_linear_cross_entropy
 from engine.model_modern import ModernGPT
-from engine.model_parts import logits_or_loss, num_parameters
+from engine.model_parts import logits_or_loss, num_parameters, pad_vocab_rows
 
 
 class CausalSelfAttention(nn.Module):
@@ -169,3 +169,65 @@ class GPT(nn.Module):
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The network a ModelConfig names: GPT-2 here, or the modern one of engine/model_modern.py."""
     return GPT(cfg) if cfg.arch == "gpt2" else ModernGPT(cfg)
+
+
+# ---------------------------------------------------------------- Hugging Face GPT2LMHeadModel
+
+# Hugging Face's GPT-2 uses Conv1D layers whose weights are stored transposed
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def gpt2_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in model.state_dict().items():
+        if name in ("wte.weight", "lm_head.weight"):
+            t = t[: model.vocab_size]  # drop the internal padding rows
+        if name == "lm_head.weight":
+            if model.cfg.tie_embeddings:
+                continue
+            out[name] = t.contiguous()
+            continue
+        if name.endswith(_CONV1D):
+            t = t.t()
+        out["transformer." + name] = t.contiguous()
+    return out
+
+
+def hf_to_gpt2_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in state.items():
+        if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias"):
+            continue  # causal-mask buffers of older transformers versions
+        if name.startswith("transformer."):
+            name = name[len("transformer."):]
+        if name.endswith(_CONV1D):
+            t = t.t()
+        out[name] = t.contiguous()
+    pad_vocab_rows(out, ("wte.weight", "lm_head.weight"), cfg)
+    if "lm_head.weight" not in out:
+        out["lm_head.weight"] = out["wte.weight"]
+    return out
+
+
+def gpt2_hf_config(cfg: ModelConfig, eos_id: int | None) -> dict:
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context,
+        "n_ctx": cfg.context,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "torch_dtype": "float32",
+    }

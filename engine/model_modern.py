@@ -141,7 +141,7 @@ class ModernGPT(nn.Module):
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def modern_hf_config(cfg: ModelConfig) -> dict:
+def modern_hf_config(cfg: ModelConfig, eos_id: int | None) -> dict:
     return {
         "architectures": ["Qwen3ForCausalLM"],
         "model_type": "qwen3",
@@ -161,8 +161,8 @@ def modern_hf_config(cfg: ModelConfig) -> dict:
         "attention_dropout": cfg.dropout,
         "tie_word_embeddings": cfg.tie_embeddings,
         "use_sliding_window": False,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
         "torch_dtype": "float32",
     }
 

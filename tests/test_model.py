@@ -1,5 +1,6 @@
 """The GPT-2 model: exact parameter count, and Hugging Face export gives the same logits."""
 
+import pytest
 import torch
 
 from engine.config import ModelConfig, load_profile, model_parameter_count
@@ -103,3 +104,19 @@ def test_separate_qkv_with_attention_dropout_keeps_the_value_bias_in_place():
     split, separate = results
     for name in split:
         assert torch.allclose(separate[name], split[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_export_names_the_tokenizers_own_end_of_text_token(tmp_path, arch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cli_helpers import DEMO_TOKENIZER
+    from engine.model import build_model
+    from engine.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(DEMO_TOKENIZER))  # its end-of-text token is id 0, not GPT-2's 50256
+    model = build_model(ModelConfig(arch=arch, n_layer=1, n_embd=32, n_head=2, context=32, vocab_size=tok.n_vocab))
+    export_hf(model, tmp_path, tok)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert hf.config.eos_token_id == hf.config.bos_token_id == tok.eos_id == 0
+    assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == 0
