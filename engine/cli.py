@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine import SparkNetError, __version__
 from engine.config import load_mix, load_profile
-from engine.formatting import fmt_count, fmt_duration
+from engine.formatting import fmt_age, fmt_count, fmt_duration, fmt_float
 from engine.rundir import (
     LIVE_STATES,
     RunDir,
@@ -227,28 +227,36 @@ def cmd_stop(args) -> int:
     return 0 if final.get("state") in ("stopped", "finished") else 1
 
 
+RUNS_COLUMNS = ("run", "state", "progress", "loss", "val", "tok/s", "started")
+
+
+def runs_table_rows(runs, now: float) -> list[list[str]]:
+    """One row of plain text a run, newest first, as the panel lists them."""
+    rows = []
+    for r in sorted(runs, key=lambda r: r.run_id, reverse=True):  # run ids start with their creation time
+        s = r.status
+        steps, step = s.get("steps") or 0, s.get("step", 0)
+        state = s.get("state", "?") + (" (thermal pause)" if s.get("paused") else "")
+        if s.get("stalled_s"):
+            state += f" {fmt_duration(s['stalled_s'])}"
+        rows.append([r.run_id, state, f"{step}/{steps} {100 * step / steps:.0f}%" if steps else str(step),
+                     fmt_float(s.get("loss"), 3), fmt_float(s.get("val_loss"), 3), fmt_count(s.get("tokens_per_s")),
+                     fmt_age(s.get("started_at"), now)])
+    return rows
+
+
 def cmd_runs(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    import time
 
     runs = list_runs()
     if not runs:
         print(f"no runs in {logs_dir()}")
         return 0
-    table = Table(box=None, header_style="bold")
-    for col in ("run", "state", "profile", "mix", "progress", "tokens/s", "loss", "val loss", "started"):
-        table.add_column(col)
-    for r in runs:
-        s = r.status
-        steps = s.get("steps") or 0
-        progress = f"{s.get('step', 0)}/{steps}" + (f" {100 * s.get('step', 0) / steps:.0f}%" if steps else "")
-        state = s.get("state", "?") + (" (thermal pause)" if s.get("paused") else "")
-        if s.get("stalled_s"):
-            state += f" {fmt_duration(s['stalled_s'])}"
-        table.add_row(r.run_id, state, r.config.get("profile_name", "?"), r.config.get("mix_name", "?"), progress,
-                      fmt_count(s.get("tokens_per_s")), f"{s['loss']:.3f}" if s.get("loss") is not None else "—",
-                      f"{s['val_loss']:.3f}" if s.get("val_loss") is not None else "—", s.get("started_at", "—"))
-    Console(width=max(120, Console().width)).print(table)
+    rows = [list(RUNS_COLUMNS)] + runs_table_rows(runs, time.time())
+    # columns as wide as their widest cell: a run id is never cut, so it can be copied from here
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUNS_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
 
 

@@ -200,3 +200,20 @@ def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, on):
     mlps = [m for m in modules if isinstance(m, MLP)]
     assert attention and mlps
     assert all(m.separate_qkv is on for m in attention) and all(m.fused_gelu is on for m in mlps)
+
+
+def test_runs_lists_newest_first_with_whole_run_ids_in_80_columns(logs):
+    long_id = "20261201-120000-" + "a-very-long-run-name-that-must-never-be-cut-" * 2
+    for run_id, started, step in [("20261130-080000-tiny-cpu", "2026-11-30T08:00:00Z", 60),
+                                  ("20261201-090000-tiny-cpu", "2026-12-01T09:00:00Z", 30), (long_id, None, 0)]:
+        run = logs / run_id
+        run.mkdir()
+        (run / "run.toml").write_text('run_id = "x"\nprofile_name = "tiny-cpu"\n')
+        (run / "status.json").write_text(json.dumps({"state": "finished", "step": step, "steps": 60, "loss": 2.91234,
+                                                     "tokens_per_s": 52_000.0, "started_at": started}))
+    lines = sparknet("runs").stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "state", "progress"]
+    assert [line.split()[0] for line in lines[1:]] == [long_id, "20261201-090000-tiny-cpu", "20261130-080000-tiny-cpu"]
+    assert "30/60 50%" in lines[2] and "2.912" in lines[2] and "52k" in lines[2] and " ago" in lines[2]
+    (logs / long_id / "run.toml").rename(logs / long_id / "gone.toml")  # no longer a run
+    assert all(len(line) <= 80 for line in sparknet("runs").stdout.splitlines())
