@@ -40,20 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=None, help="training tokens to prepare (default: see docs)")
 
     p = sub.add_parser("train", help="start a training run")
-    p.add_argument("--profile", required=True)
+    p.add_argument("--profile", required=True, help="a profile in profiles/ by name (e.g. tiny-cpu) or a .toml file")
     p.add_argument("--mix", default=None, help="overrides the profile's mix")
     p.add_argument("--name", default=None, help="a name for the run id")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one profile key for this run, e.g. run.tokens=2_000_000 (repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run lives on")
     p.add_argument("--check", action="store_true",
                    help="check the profile, mix, sources and tokenizer, then exit without starting")
     p.add_argument("--nproc-per-node", type=int, default=None, help="processes (GPUs) on this node")
-    p.add_argument("--nnodes", type=int, default=None)
-    p.add_argument("--node-rank", type=int, default=None)
-    p.add_argument("--master-addr", default=None)
-    p.add_argument("--master-port", type=int, default=None)
+    p.add_argument("--nnodes", type=int, default=None, help="machines taking part (two linked DGX Sparks: 2)")
+    p.add_argument("--node-rank", type=int, default=None, help="this machine's place among them, from 0")
+    p.add_argument("--master-addr", default=None, help="address of the machine with node rank 0")
+    p.add_argument("--master-port", type=int, default=None, help="a free port on that machine")
 
-    sub.add_parser("runs", help="table of runs and their state")
+    sub.add_parser("runs", help="every run, newest first: state, progress, loss, speed, age")
 
     p = sub.add_parser("stop", help="checkpoint, then stop a run")
     p.add_argument("run")
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
     p.add_argument("run")
-    p.add_argument("--detach", action="store_true")
+    p.add_argument("--detach", action="store_true", help="return at once; the run lives on")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change an optimizer, schedule, interval or thermal key from here on (recorded in run.toml)")
 
@@ -96,16 +97,18 @@ def _add_eval(sub) -> None:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure training throughput")
-    p.add_argument("--profile", required=True)
-    p.add_argument("--mix", default=None)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--baseline", choices=["hf-trainer"], default=None)
+    p.add_argument("--profile", required=True, help="a profile in profiles/ by name (e.g. tiny-cpu) or a .toml file")
+    p.add_argument("--mix", default=None, help="overrides the profile's mix")
+    p.add_argument("--steps", type=int, default=50, help="training steps to time (default 50)")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="first steps left out of the figures, compilation included (default: a third of --steps, at most 10)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one profile key for this run, e.g. run.tokens=2_000_000 (repeatable)")
+    p.add_argument("--baseline", choices=["hf-trainer"], default=None,
+                   help="also time Hugging Face's Trainer on the same model, data and batch")
     p.add_argument("--baseline-micro-batch", type=int, default=None, metavar="N",
                    help="the Trainer's micro-batch (default: the largest divisor of the step's sequences up to 24)")
     p.add_argument("--eval", action="store_true", help="also report validation loss and WikiText-2 perplexity")
-    p.add_argument("--json-out", default=None)
+    p.add_argument("--json-out", default=None, metavar="FILE", help="write the figures as JSON to FILE too")
 
 
 # ------------------------------------------------------------------ launching

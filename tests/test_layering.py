@@ -64,3 +64,14 @@ def test_no_import_cycles_and_the_engine_never_names_the_panel():
 
     for m in graph:
         visit(m, [])
+
+
+def test_every_option_of_train_resume_and_bench_says_what_it_does():
+    import argparse
+
+    from engine.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for verb in ("train", "resume", "bench"):
+        silent = [a.option_strings or a.dest for a in verbs[verb]._actions if not a.help]
+        assert silent in ([], ["run"]), (verb, silent)  # a positional RUN speaks for itself
