@@ -22,6 +22,7 @@ from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, pr
 from engine.device import fp8_products_available, peak_flops, pick_device, select_attention
 from engine.feeder import BatchFeeder
 from engine.finish import finish_run
+from engine.formatting import fmt_duration
 from engine.guards import DivergenceGuard, divergence_advice
 from engine.hardware import HardwareWatch
 from engine.heldout import held_out_loss
@@ -386,13 +387,15 @@ class Trainer:
         if wikitext:
             ppl = self.wikitext_ppl()
             row["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
+        remaining = (p.steps - self.step) * p.tokens_per_step
+        eta = remaining / tps if tps > 0 else None
         if self.is_main:
             self.rd.metric(row)
-            log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %.0f tok/s%s", self.step, p.steps, loss, lr,
-                     gnorm, tps, f" val {row['val_loss']:.4f}" if "val_loss" in row else "")
-        remaining = (p.steps - self.step) * p.tokens_per_step
+            log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %.0f tok/s%s elapsed %s eta %s", self.step, p.steps,
+                     loss, lr, gnorm, tps, f" val {row['val_loss']:.4f}" if "val_loss" in row else "",
+                     fmt_duration(self.elapsed()), fmt_duration(eta))
         fields = dict(step=self.step, tokens=self.tokens, loss=row["loss"], tokens_per_s=row["tokens_per_s"],
-                      eta_s=round(remaining / tps, 1) if tps > 0 else None, mfu=row["mfu"],
+                      eta_s=round(eta, 1) if eta is not None else None, mfu=row["mfu"],
                       update_every_s=round(interval, 2), phase="training")
         if "val_loss" in row:
             fields["val_loss"] = row["val_loss"]

@@ -1,6 +1,7 @@
 """The training engine end to end on CPU: real runs of the tiny-cpu profile through the real CLI."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def test_detached_run_survives_parent_and_reports_in_runs(logs):
     table = sparknet("runs").stdout
     assert run_id in table and "running" in table
     assert wait_for(lambda: effective_status(run)["state"] == "finished", scaled(240), 0.5), effective_status(run)
-    assert "step 40/40" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert re.search(r"step 40/40 loss [\d.]+ .* tok/s.* elapsed \d+s eta 0s\n", log), log[-500:]
+    assert re.search(r"step 20/40 .* elapsed \d+s eta \d+s\n", log)  # a time left while it runs
 
 
 def test_stale_pid_shows_as_failed(logs):
