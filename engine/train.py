@@ -302,6 +302,8 @@ class Trainer:
                         return 0
                     compiling = False
                     self.status(phase="training")
+                    # the compiling step is not a rate: speed and time left count from its end
+                    self.t_log, self.tokens_log = time.monotonic(), self.tokens + p.tokens_per_step
                 else:
                     loss_t, gnorm_t = self.train_step(lr)
                 self.step += 1
@@ -374,11 +376,12 @@ class Trainer:
         p = self.profile
         now = time.monotonic()
         interval = max(1e-9, now - self.t_log)
-        tps = (self.tokens - self.tokens_log) / interval
+        measured = self.tokens - self.tokens_log  # none on a log step right after the compiling one
+        tps = measured / interval if measured > 0 else None
         self.t_log, self.tokens_log = now, self.tokens
         row = {"step": self.step, "tokens": self.tokens, "loss": round(loss, 5), "lr": lr,
-               "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1),
-               "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak else None,
+               "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1) if tps else None,
+               "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak and tps else None,
                "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs(self.feeder.consumed_state())}
         if self.device.type == "cuda":
             row["gpu_mem_peak_b"] = torch.cuda.max_memory_allocated(self.device)
@@ -388,12 +391,12 @@ class Trainer:
             ppl = self.wikitext_ppl()
             row["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
         remaining = (p.steps - self.step) * p.tokens_per_step
-        eta = remaining / tps if tps > 0 else None
+        eta = remaining / tps if tps else None
         if self.is_main:
             self.rd.metric(row)
-            log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %.0f tok/s%s elapsed %s eta %s", self.step, p.steps,
-                     loss, lr, gnorm, tps, f" val {row['val_loss']:.4f}" if "val_loss" in row else "",
-                     fmt_duration(self.elapsed()), fmt_duration(eta))
+            log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %s tok/s%s elapsed %s eta %s", self.step, p.steps,
+                     loss, lr, gnorm, f"{tps:.0f}" if tps else "N/A", f" val {row['val_loss']:.4f}" if "val_loss" in
+                     row else "", fmt_duration(self.elapsed()), fmt_duration(eta))
         fields = dict(step=self.step, tokens=self.tokens, loss=row["loss"], tokens_per_s=row["tokens_per_s"],
                       eta_s=round(eta, 1) if eta is not None else None, mfu=row["mfu"],
                       update_every_s=round(interval, 2), phase="training")

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from cli_helpers import PROJECT, events, scaled, sparknet
-from engine.rundir import effective_status, read_json, wait_for
+from engine.rundir import effective_status, read_json, read_jsonl, wait_for
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora"
 
@@ -170,3 +170,18 @@ def test_stop_during_the_final_evaluation_ends_finished_without_it(logs):
     assert "finished" in out and not (run / "eval.json").exists()
     assert (run / "model").is_dir()  # the model was saved before the evaluation began
     assert any("final evaluation stopped" in e["message"] for e in events(run))
+
+
+def test_a_compiled_run_leaves_its_compiling_step_out_of_speed_and_time_left(logs):
+    proc = sparknet("train", "--profile", "tiny-cpu", "--set", "run.compile=true", "--set", "run.tokens=8192",
+                    "--set", "batch.grad_accum=1", "--set", "run.log_every=1", "--set", "run.final_eval=false",
+                    timeout=300)
+    run = next(logs.iterdir())
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert rows[0]["tokens_per_s"] is None and rows[0]["mfu"] is None  # the step that compiled: no rate
+    rates = [r["tokens_per_s"] for r in rows[1:]]
+    # every later rate is a step's own: none drags the compile time along (it takes seconds on a CPU)
+    assert all(rate > 0 for rate in rates) and min(rates) > max(rates) / 20, rates
+    assert "step 1/8 " in proc.stdout and "N/A tok/s" in proc.stdout
+    assert "eta N/A" in proc.stdout.split("step 1/8 ")[1].splitlines()[0]
