@@ -183,11 +183,20 @@ def cmd_train(args) -> int:
     if args.check:
         print(f"ready: profile {profile.name}, mix {mix.name}, {profile.steps:,} steps")
         return 0
+    warn_about_live_runs()
     lock = create_run(profile, mix, overrides, logs_dir() / run_id)
     try:
         return launch(logs_dir() / run_id, resume=False, detach=args.detach, lock=lock)
     finally:
         lock.release()
+
+
+def warn_about_live_runs(but: str = "") -> None:
+    """Two runs on one device each go at about half speed: say so before a second one starts."""
+    live = [r.run_id for r in list_runs() if r.run_id != but and r.status.get("state") in LIVE_STATES]
+    if live:
+        print(f"sparknet: warning: {', '.join(live)} {'is' if len(live) == 1 else 'are'} training on this machine; "
+              f"runs sharing a GPU (or the CPU) each go at about half speed", file=sys.stderr)
 
 
 def cmd_resume(args) -> int:
@@ -203,6 +212,7 @@ def cmd_resume(args) -> int:
         check_free_space(run_dir, "a checkpoint of this run", checkpoint_size(run_dir))
         if args.overrides:
             apply_resume_overrides(run_dir, args.overrides)
+        warn_about_live_runs(but=run_dir.name)
         rd = RunDir(run_dir)
         rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(), error=None)
         rd.clear_stop()

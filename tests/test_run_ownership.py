@@ -151,3 +151,18 @@ def test_one_evaluation_at_a_time_per_run(logs):
     finally:
         lock.release()
     assert "evaluating" not in effective_status(run)
+
+
+def test_a_second_run_on_the_machine_is_warned_that_both_go_at_half_speed(logs):
+    first = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=4_096_000", "--name", "long",
+                     "--detach").stdout.strip().splitlines()[-1]
+    try:
+        assert reaches_step(logs / first, 1)
+        second = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=2048", "--name", "short")
+        warning = [line for line in second.stderr.splitlines() if "warning" in line]
+        assert warning == [f"sparknet: warning: {first} is training on this machine; runs sharing a GPU (or the CPU)"
+                           " each go at about half speed"]
+    finally:
+        sparknet("stop", first)
+    alone = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=2048", "--name", "alone")
+    assert "warning" not in alone.stderr  # the first run has stopped: nothing to share with
