@@ -58,6 +58,11 @@ def test_detached_run_survives_parent_and_reports_in_runs(logs):
     log = (run / "train.log").read_text()
     assert re.search(r"step 40/40 loss [\d.]+ .* tok/s.* elapsed \d+s eta 0s\n", log), log[-500:]
     assert re.search(r"step 20/40 .* elapsed \d+s eta \d+s\n", log)  # a time left while it runs
+    import pandas as pd
+
+    frame = pd.read_json(run / "metrics.jsonl", lines=True)  # as the README says
+    assert list(frame["step"]) == list(range(1, 41)) and frame["loss"].notna().all()
+    assert frame["val_loss"].notna().sum() == 4 and {"lr", "grad_norm", "tokens_per_s"} <= set(frame.columns)
 
 
 def test_stale_pid_shows_as_failed(logs):
