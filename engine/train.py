@@ -271,11 +271,13 @@ class Trainer:
             self.status(state="failed", error=message, phase="")
         except OSError:  # a full disk may refuse even this; the line still reaches train.log
             pass
-        log.info("error: %s", message)
         try:
-            self.event("error", message, step=self.step)
+            self.event("error", message, step=self.step)  # which writes the line to train.log too
+            logged = self.is_main
         except OSError:
-            pass
+            logged = False
+        if not logged:
+            log.info("error: %s", message)
         if self.notifier is not None:
             self.notifier.send(kind, message)
 

@@ -136,6 +136,8 @@ def test_nan_guard_fails_run_and_keeps_good_checkpoint(logs):
     assert status["state"] == "failed"
     assert "\n" not in status["error"] and ("loss became" in status["error"] or "non-finite" in status["error"])
     assert any(e["event"] == "error" for e in read_jsonl(run / "events.jsonl"))
+    errors = [line for line in (run / "train.log").read_text().splitlines() if " error: " in line]
+    assert len(errors) == 1 and status["error"] in errors[0], errors  # said once, not twice
     from safetensors.torch import load_file
 
     for ck in (run / "checkpoints").glob("step-*"):
