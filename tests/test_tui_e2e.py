@@ -25,7 +25,8 @@ from tui_fixtures import pid_alive
 
 pytest_plugins = ["tui_fixtures"]
 
-TOKENS = 61_440  # 30 steps of 2,048 tokens: time enough to stop it part-way
+STEPS = 600
+TOKENS = STEPS * 2048  # tens of seconds on 2 cores: time enough to close, reopen and stop it part-way
 
 
 class Terminal:
@@ -127,7 +128,7 @@ def test_panel_end_to_end_in_a_terminal(tmp_path):
 
         # Live: metrics arrive
         term.wait_for(r"SparkNet — Live")
-        term.wait_for(r"step (\d+)/30", timeout=180)
+        term.wait_for(rf"step (\d+)/{STEPS}", timeout=180)
         term.wait_for(r"tok/s\s+[\d.]+k?\s")
         run_dir, status = status_of(logs)
         pid = status["pid"]
@@ -139,14 +140,14 @@ def test_panel_end_to_end_in_a_terminal(tmp_path):
         term.start(sparknet_argv())
         term.wait_for(rf"{run_dir.name}\s+running")
         term.keys("o")
-        first = int(term.wait_for(r"step (\d+)/30").group(1))
-        term.wait_for(rf"step (?!{first}/)(\d+)/30", timeout=60)
+        first = int(term.wait_for(rf"step (\d+)/{STEPS}").group(1))
+        term.wait_for(rf"step (?!{first}/)(\d+)/{STEPS}", timeout=60)
 
         # stop, then resume
         term.keys("s")
         term.wait_for(rf"{run_dir.name}\s+stopped", timeout=180)
         stopped_step = status_of(logs)[1]["step"]
-        assert 0 < stopped_step < 30
+        assert 0 < stopped_step < STEPS
         assert any(e["event"] == "stopped" for e in map(json.loads, (run_dir / "events.jsonl").read_text().split(
             "\n")[:-1]))
         term.keys("r")
