@@ -27,6 +27,10 @@ from engine.rundir import (
 from engine.runlock import ENV_FD, RunLock, lock_held
 
 
+PROFILE_HELP = "a profile in profiles/ by name (e.g. tiny-cpu) or a .toml file"
+SET_HELP = "change one profile key for this run, e.g. run.tokens=2_000_000 (repeatable)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="sparknet", description="Pretrain a GPT-2-style model and watch it learn. With no verb, `sparknet` "
@@ -40,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=None, help="training tokens to prepare (default: see docs)")
 
     p = sub.add_parser("train", help="start a training run")
-    p.add_argument("--profile", required=True, help="a profile in profiles/ by name (e.g. tiny-cpu) or a .toml file")
+    p.add_argument("--profile", required=True, help=PROFILE_HELP)
     p.add_argument("--mix", default=None, help="overrides the profile's mix")
     p.add_argument("--name", default=None, help="a name for the run id")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="change one profile key for this run, e.g. run.tokens=2_000_000 (repeatable)")
+                   help=SET_HELP)
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run lives on")
     p.add_argument("--check", action="store_true",
                    help="check the profile, mix, sources and tokenizer, then exit without starting")
@@ -97,12 +101,12 @@ def _add_eval(sub) -> None:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure training throughput")
-    p.add_argument("--profile", required=True, help="a profile in profiles/ by name (e.g. tiny-cpu) or a .toml file")
+    p.add_argument("--profile", required=True, help=PROFILE_HELP)
     p.add_argument("--mix", default=None, help="overrides the profile's mix")
     p.add_argument("--steps", type=int, default=50, help="training steps to time (default 50)")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="first steps left out of the figures, compilation included (default: a third of --steps, at most 10)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one profile key for this run, e.g. run.tokens=2_000_000 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--baseline", choices=["hf-trainer"], default=None,
                    help="also time Hugging Face's Trainer on the same model, data and batch")
     p.add_argument("--baseline-micro-batch", type=int, default=None, metavar="N",
