@@ -9,9 +9,12 @@ mkdir -p "$out"
 declare -A VARIANTS=(
   [profile]=""
   [mb24]="--set batch.micro_batch=24 --set batch.grad_accum=5"
+  [no-compile]="--set run.compile=false"
+  [no-fused-loss]="--set run.fused_loss=false"
   [no-fp8]="--set run.fp8_head=false"
   [plain-gelu]="--set run.fused_gelu=false"
-  [joint-qkv]="--set run.separate_qkv=false"
+  [fp32-residual]="--set run.bf16_residual=false"
+  [reference]="--set run.compile=false --set run.fused_loss=false --set run.fused_gelu=false --set run.bf16_residual=false"
 )
 profile=${PROFILE:-codelion-70m}
 steps=${STEPS:-30}

@@ -18,6 +18,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config import Profile, flops_per_token, load_mix, load_profile, model_parameter_count
+from engine.kernels import PIECES, TITLES
 from engine.rundir import create_run
 
 
@@ -93,7 +94,10 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
             "data_wait_share": (data_time - data_after_warmup) / steady_time if steady_time > 0 else None,
             "final_loss": losses[-1][1] if losses else None,
             "peak_flops": trainer.peak,
-            "compile": profile.run.compile,
+            "peak_source": trainer.peak_source,
+            "compile": trainer.kernels.compile,
+            "kernels": trainer.kernels.as_dict(),
+            "kernels_proof_s": round(trainer.kernels_proof_s, 2),
             "precision": "bf16" if trainer.use_bf16 else "fp32",
         }
         if evaluate:
@@ -295,6 +299,9 @@ def result_table(result: dict, profile_name: str, evaluate: bool):
                  ("WikiText-2 perplexity", fmt(result["wikitext_ppl"], "{:.2f}"), fmt(base.get("wikitext_ppl"), "{:.2f}")),
                  ("WikiText-2 bits/byte", fmt(result["wikitext_bits_per_byte"], "{:.4f}"),
                   fmt(base.get("wikitext_bits_per_byte"), "{:.4f}"))]
+    kernels = result.get("kernels") or {}
+    on = [TITLES[p] for p in PIECES if kernels.get(p)]
+    rows.append(("fast paths", ", ".join(on) or "none (the reference path)", ""))
     if "speedup_vs_baseline" in result:
         rows.append(("speed-up vs Trainer", f"{result['speedup_vs_baseline']:.2f}x", ""))
     for r in rows:

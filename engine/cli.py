@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval(sub)
     _add_bench(sub)
+    _add_doctor(sub)
 
     p = sub.add_parser("export", help="write a run's model in Hugging Face format")
     p.add_argument("run")
@@ -97,6 +98,13 @@ def _add_eval(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens")
+
+
+def _add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="check this machine before a long run: torch build, GPU, fast paths, ceiling")
+    p.add_argument("--profile", default="codelion-70m", help=PROFILE_HELP + " whose fast paths to prove "
+                   "(default codelion-70m)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
 
 def _add_bench(sub) -> None:
@@ -317,6 +325,12 @@ def cmd_bench(args) -> int:
     return bench_command(args)
 
 
+def cmd_doctor(args) -> int:
+    from engine.doctor import doctor_command
+
+    return doctor_command(args)
+
+
 def cmd_worker(args) -> int:
     from engine.worker import run_training
 
@@ -325,7 +339,7 @@ def cmd_worker(args) -> int:
 
 VERBS = {
     "prepare": cmd_prepare, "train": cmd_train, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume,
-    "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export, "_run": cmd_worker,
+    "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "_run": cmd_worker,
 }
 
 

@@ -348,10 +348,7 @@ def _validate_batch_and_run(p: Profile, need) -> None:
     need(b.grad_accum > 0, f"batch.grad_accum must be a positive integer, got {b.grad_accum}")
     need(r.tokens > 0, f"run.tokens must be a positive integer, got {r.tokens}")
     need(r.precision in ("bf16", "fp32"), f"run.precision must be 'bf16' or 'fp32', got {r.precision!r}")
-    need(r.attention in ("auto", "flash", "cudnn", "efficient", "math"),
-         f"run.attention must be auto, flash, cudnn, efficient or math, got {r.attention!r}")
     need(r.device in ("auto", "cuda", "cpu"), f"run.device must be auto, cuda or cpu, got {r.device!r}")
-    need(r.fused_loss or not r.fp8_head, "run.fp8_head needs run.fused_loss = true (it is part of the one-pass loss)")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         need(getattr(r, key) > 0, f"run.{key} must be a positive integer, got {getattr(r, key)}")
     need(r.wikitext_every >= 0, f"run.wikitext_every must be >= 0 (0 = off), got {r.wikitext_every}")

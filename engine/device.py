@@ -8,8 +8,8 @@ from engine import SparkNetError
 from engine.config import Profile
 
 # Dense bf16 tensor-core peaks by device name (published datasheet figures). A GPU
-# missing here (the DGX Spark's GB10 has no published dense figure) gets mfu = null
-# unless run.peak_tflops is set.
+# missing here (the DGX Spark's GB10 has no published dense figure) uses the ceiling
+# `sparknet doctor` measured (engine/ceiling.py), else run.peak_tflops, else mfu = null.
 PEAK_BF16_TFLOPS = [
     ("H200", 989.0),
     ("H100 PCIe", 756.0),
@@ -23,16 +23,20 @@ PEAK_BF16_TFLOPS = [
 ]
 
 
-def peak_flops(device: torch.device, override_tflops: float = 0.0) -> float | None:
+def peak_flops(device: torch.device, override_tflops: float = 0.0) -> tuple[float | None, str | None]:
+    """(the dense bf16 peak in FLOP/s that MFU divides by, where it comes from); (None, None) when nothing says."""
     if override_tflops > 0:
-        return override_tflops * 1e12
+        return override_tflops * 1e12, "run.peak_tflops"
     if device.type != "cuda":
-        return None
+        return None, None
     name = torch.cuda.get_device_name(device)
     for key, tflops in PEAK_BF16_TFLOPS:
         if key in name:
-            return tflops * 1e12
-    return None
+            return tflops * 1e12, "datasheet"
+    from engine.ceiling import measured_peak_flops
+
+    measured = measured_peak_flops(name)
+    return (measured, "measured by sparknet doctor") if measured else (None, None)
 
 
 def pick_device(profile: Profile, local_rank: int) -> torch.device:
@@ -43,21 +47,3 @@ def pick_device(profile: Profile, local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-def select_attention(backend: str, device: torch.device) -> None:
-    """Restrict scaled_dot_product_attention to one backend (auto: PyTorch's own choice)."""
-    if device.type != "cuda" or backend == "auto":
-        return
-    b = torch.backends.cuda
-    b.enable_flash_sdp(backend == "flash")
-    b.enable_mem_efficient_sdp(backend == "efficient")
-    b.enable_math_sdp(backend == "math")
-    if hasattr(b, "enable_cudnn_sdp"):
-        b.enable_cudnn_sdp(backend == "cudnn")
-
-
-def fp8_products_available(cuda_capability: tuple[int, int] | None) -> bool:
-    """FP8 products run on CUDA GPUs of compute capability 8.9 or newer, and off CUDA (None) through PyTorch's own
-    implementation of the same arithmetic."""
-    return cuda_capability is None or tuple(cuda_capability) >= (8, 9)

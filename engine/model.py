@@ -14,13 +14,14 @@ import torch.nn.functional as F
 
 from engine.config import ModelConfig, padded_vocab
 from engine.gelu import gelu_bias
+from engine.kernels import REFERENCE, KernelChoice
 from engine.losses import fused_linear_cross_entropy
 from engine.model_modern import ModernGPT
 from engine.model_parts import logits_or_loss, num_parameters, pad_vocab_rows
 
 
 class CausalSelfAttention(nn.Module):
-    """Causal self-attention, with query, key and value from three products by default (`separate_qkv`).
+    """Causal self-attention, with query, key and value from three products.
 
     The three products take slices of the one c_attn weight, so the attention's backward returns each
     gradient in the layout its own product reads; one product's split would copy them into one tensor.
@@ -31,8 +32,6 @@ class CausalSelfAttention(nn.Module):
       projection's bias as W_proj b_v. With attention dropout the weights no longer sum to one, so
       training with dropout keeps b_v in the value product.
     """
-
-    separate_qkv = True  # set by the trainer from run.separate_qkv
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -47,17 +46,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         dropout = self.dropout if self.training else 0.0
         proj_bias = self.c_proj.bias
-        if self.separate_qkv:
-            w_q, w_k, w_v = self.c_attn.weight.split(C)
-            b_q, _, b_v = self.c_attn.bias.split(C) if self.c_attn.bias is not None else (None, None, None)
-            q, k = F.linear(x, w_q, b_q), F.linear(x, w_k)
-            if b_v is not None and dropout == 0.0:
-                v = F.linear(x, w_v)
-                proj_bias = proj_bias + self.c_proj.weight @ b_v
-            else:
-                v = F.linear(x, w_v, b_v)
+        w_q, w_k, w_v = self.c_attn.weight.split(C)
+        b_q, _, b_v = self.c_attn.bias.split(C) if self.c_attn.bias is not None else (None, None, None)
+        q, k = F.linear(x, w_q, b_q), F.linear(x, w_k)
+        if b_v is not None and dropout == 0.0:
+            v = F.linear(x, w_v)
+            proj_bias = proj_bias + self.c_proj.weight @ b_v
         else:
-            q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+            v = F.linear(x, w_v, b_v)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
@@ -67,10 +63,9 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    fused_gelu = True  # set by the trainer from run.fused_gelu
-
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, fused_gelu: bool):
         super().__init__()
+        self.fused_gelu = fused_gelu
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -86,12 +81,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, kernels: KernelChoice):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias, eps=1e-5)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias, eps=1e-5)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg, kernels.fused_gelu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -99,18 +94,18 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, kernels: KernelChoice = REFERENCE):
         super().__init__()
         self.cfg = cfg
-        self.fused_loss = False  # set by the trainer from run.fused_loss
-        self.fp8_head = False  # set by the trainer from run.fp8_head
-        self.residual_dtype: torch.dtype | None = None  # set by the trainer from run.bf16_residual
+        self.kernels = kernels
+        self.fused_loss, self.fp8_head = kernels.fused_loss, kernels.fp8_head
+        self.residual_dtype = torch.bfloat16 if kernels.bf16_residual else None
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.wte = nn.Embedding(self.padded_vocab, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.context, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.h = nn.ModuleList(Block(cfg, kernels) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias, eps=1e-5)
         self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab, bias=False)
         if cfg.tie_embeddings:
@@ -166,9 +161,10 @@ class GPT(nn.Module):
         ]
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The network a ModelConfig names: GPT-2 here, or the modern one of engine/model_modern.py."""
-    return GPT(cfg) if cfg.arch == "gpt2" else ModernGPT(cfg)
+def build_model(cfg: ModelConfig, kernels: KernelChoice = REFERENCE) -> nn.Module:
+    """The network a ModelConfig names (GPT-2 here, or the modern one of engine/model_modern.py), running the fast
+    paths `kernels` chose (engine/kernels.py); the reference path by default."""
+    return GPT(cfg, kernels) if cfg.arch == "gpt2" else ModernGPT(cfg, kernels)
 
 
 # ---------------------------------------------------------------- Hugging Face GPT2LMHeadModel

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig, modern_mlp_hidden as mlp_hidden, padded_vocab
+from engine.kernels import REFERENCE, KernelChoice
 from engine.losses import fused_linear_cross_entropy
 from engine.model_parts import logits_or_loss, num_parameters, pad_vocab_rows
 
@@ -87,12 +88,12 @@ class ModernBlock(nn.Module):
 
 
 class ModernGPT(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, kernels: KernelChoice = REFERENCE):
         super().__init__()
         self.cfg = cfg
-        self.fused_loss = False  # set by the trainer from run.fused_loss
-        self.fp8_head = False  # set by the trainer from run.fp8_head
-        self.residual_dtype: torch.dtype | None = None  # set by the trainer from run.bf16_residual
+        self.kernels = kernels  # its MLP is SwiGLU: the fused GELU does not apply
+        self.fused_loss, self.fp8_head = kernels.fused_loss, kernels.fp8_head
+        self.residual_dtype = torch.bfloat16 if kernels.bf16_residual else None
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.embed_tokens = nn.Embedding(self.padded_vocab, cfg.n_embd)

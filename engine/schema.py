@@ -58,7 +58,7 @@ class BatchConfig:
 class RunConfig:
     tokens: int = 1_000_000_000
     precision: str = "bf16"  # bf16 | fp32
-    compile: bool = True
+    compile: bool = True  # a fast path too (engine/kernels.py)
     log_every: int = 10
     eval_every: int = 250
     eval_tokens: int = 262_144
@@ -73,12 +73,12 @@ class RunConfig:
     final_eval_tokens: int = 0  # 0 = the whole WikiText-2 test split
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
     memory_floor_gb: float = 3.0  # checkpoint and stop when the machine's available memory falls below it; 0 = off
-    fused_loss: bool = False  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
-    bf16_residual: bool = False  # under bf16 precision, carry the residual stream in bf16 rather than fp32
+    # the fast paths (engine/kernels.py): each runs where the device can and proves itself at start; false forces
+    # the reference PyTorch path, which computes the same function
+    fused_loss: bool = True  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
+    fp8_head: bool = True  # within the one-pass loss, the output layer's three products in FP8
     fused_gelu: bool = True  # GPT-2's MLP: GELU takes the first product's bias and sums its gradient (engine/gelu.py)
-    separate_qkv: bool = True  # GPT-2's attention: query, key and value from three products rather than one split
-    fp8_head: bool = False  # with fused_loss, the output layer's three products in FP8 (GPUs of compute capability 8.9+)
-    attention: str = "auto"  # scaled_dot_product_attention backend: auto | flash | cudnn | efficient | math
+    bf16_residual: bool = True  # under bf16 precision, carry the residual stream in bf16 rather than fp32
 
 
 @dataclass

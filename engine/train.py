@@ -19,7 +19,7 @@ import torch
 from engine import SparkNetError, distributed
 from engine.checkpoint import CheckpointError, load_checkpoint, move_aside, save_checkpoint
 from engine.config import MixConfig, Profile, flops_per_token, mix_from_dict, profile_from_dict, read_toml
-from engine.device import fp8_products_available, peak_flops, pick_device, select_attention
+from engine.device import peak_flops, pick_device
 from engine.feeder import BatchFeeder
 from engine.finish import finish_run
 from engine.formatting import fmt_duration
@@ -27,6 +27,7 @@ from engine.guards import DivergenceGuard, divergence_advice
 from engine.hardware import HardwareWatch
 from engine.heldout import held_out_loss
 from engine.interrupt import Interrupted, interruptible
+from engine.kernel_proof import settle_kernels
 from engine.memory_guard import MemoryGuard
 from engine.model import build_model
 from engine.optim import build_optimizer
@@ -113,43 +114,27 @@ class Trainer:
                                 seed=p.run.seed, rank=self.rank, world=self.world)
 
         self.feeder = BatchFeeder(self.loader, self.device)
+        self.status(phase="checking fast paths")
+        proof = settle_kernels(p, self.device, self.use_bf16, self.world, self.event)
+        self.kernels, self.kernels_proof_s = proof.choice, proof.seconds
         self.raw_model = self._build_model()
-        select_attention(p.run.attention, self.device)
         self.optimizer = build_optimizer(self.raw_model, p, self.device)
         self.step = 0
         self.tokens = 0
         if self.resume:
             self._restore()
         model = self.raw_model
-        if p.run.compile:
+        if self.kernels.compile:
             model = torch.compile(model)
         self.model = distributed.wrap(model, self.world, self.local_rank, self.device)
         self.flops_per_token = flops_per_token(p.model)
-        self.peak = peak_flops(self.device, p.run.peak_tflops)
+        self.peak, self.peak_source = peak_flops(self.device, p.run.peak_tflops)
         self.wikitext_ids = None
         if p.run.wikitext_every and self.is_main:
             self.wikitext_ids = self._load_wikitext()
 
     def _build_model(self) -> torch.nn.Module:
-        p = self.profile
-        model = build_model(p.model).to(self.device)
-        model.fused_loss = p.run.fused_loss
-        model.residual_dtype = torch.bfloat16 if p.run.bf16_residual and self.use_bf16 else None
-        model.fp8_head = p.run.fp8_head and self._fp8_available()
-        for module in model.modules():
-            if hasattr(module, "fused_gelu"):
-                module.fused_gelu = p.run.fused_gelu
-            if hasattr(module, "separate_qkv"):
-                module.separate_qkv = p.run.separate_qkv
-        return model
-
-    def _fp8_available(self) -> bool:
-        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
-        if fp8_products_available(capability):
-            return True
-        self.event("warning", f"run.fp8_head is off: {torch.cuda.get_device_name(self.device)} has no FP8 tensor "
-                              f"cores (compute capability 8.9 or newer); the output layer runs in bf16")
-        return False
+        return build_model(self.profile.model, self.kernels).to(self.device)
 
     def _restore(self) -> None:
         """Load the newest checkpoint that verifies and loads; each one that does not is moved aside."""
@@ -257,6 +242,7 @@ class Trainer:
             loader_states = {str(r): state for r, state in enumerate(gathered)}
             path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
                 "tokens": self.tokens, "loader": loader_states, "tokenizer": self.mix.tokenizer,
+                "kernels": self.kernels.as_dict(),
                 "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
             }, keep=self.profile.run.keep_checkpoints, on_event=self.event)
             self.event("checkpoint", f"saved {path.name} ({reason})", step=self.step)
@@ -289,7 +275,7 @@ class Trainer:
         self._begin()
         self.t_log, self.tokens_log = time.monotonic(), self.tokens
         guard = DivergenceGuard(p.warmup_steps, p.run.spike_factor)
-        compiling = p.run.compile
+        compiling = self.kernels.compile
         last_good_loss = None
         try:
             while self.step < p.steps:
@@ -347,8 +333,9 @@ class Trainer:
                                           self.stop_requested)
             self.hardware.start()
         # the first step of a compiled model compiles it, which can take minutes on a small GPU
-        self.status(state="running", phase="compiling" if p.run.compile else "training", step=self.step,
-                    steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None)
+        self.status(state="running", phase="compiling" if self.kernels.compile else "training", step=self.step,
+                    steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
+                    mfu_basis=self.peak_source, fast_paths=self.kernels.summary())
         self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
                    step=self.step, device=str(self.device), world=self.world)
         self.model.train()

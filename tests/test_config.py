@@ -68,7 +68,6 @@ def _err(overrides):
     ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
     ("thermal.pause_above_c=90", "thermal.resume_below_c"),
     ("dist.nproc_per_node=3", "batch.grad_accum (2) must be divisible by the 3 processes"),
-    ("run.fp8_head=true", "run.fp8_head needs run.fused_loss = true"),
 ])
 def test_each_mistake_names_key_and_fix(override, expected):
     assert expected in _err([override])

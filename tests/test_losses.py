@@ -161,14 +161,6 @@ def test_model_with_fp8_head_learns_a_batch_on_cpu():
 
 
 
-def test_fp8_products_need_compute_capability_8_9():
-    from engine.device import fp8_products_available
-
-    assert fp8_products_available(None)  # off CUDA: PyTorch's own FP8 products
-    assert fp8_products_available((9, 0)) and fp8_products_available((8, 9)) and fp8_products_available((12, 1))
-    assert not fp8_products_available((8, 0)) and not fp8_products_available((7, 5))
-
-
 TRITON_CHECK = r"""
 import torch
 import engine.losses as L

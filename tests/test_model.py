@@ -1,7 +1,10 @@
 """The GPT-2 model: exact parameter count, and Hugging Face export gives the same logits."""
 
+import functools
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.config import ModelConfig, load_profile, model_parameter_count
 from engine.export import export_hf, load_engine_model
@@ -70,7 +73,23 @@ def assert_switch_keeps_loss_and_grads(model: GPT, x: torch.Tensor, switch) -> l
     return [grads for _, grads in switched]
 
 
-def test_separate_qkv_products_match_the_split_product_eager_and_compiled():
+def gpt2_attention(attn, x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's own attention: one product for query, key and value, then the split, every bias where it was."""
+    B, T, C = x.shape
+    q, k, v = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0, is_causal=True)
+    return attn.resid_dropout(attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+def use_gpt2_attention(model: GPT, on: bool) -> None:
+    for block in model.h:
+        if on:
+            block.attn.forward = functools.partial(gpt2_attention, block.attn)
+        else:
+            block.attn.__dict__.pop("forward", None)
+
+
+def test_three_products_and_the_bias_rewrites_compute_gpt2s_attention_eager_and_compiled():
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500)
     model = GPT(cfg)
@@ -78,32 +97,34 @@ def test_separate_qkv_products_match_the_split_product_eager_and_compiled():
         for block in model.h:
             block.attn.c_attn.bias.normal_(0.0, 0.1)
 
-    def separate(on):
-        for block in model.h:
-            block.attn.separate_qkv = on
+    # switch(True) is GPT-2's formula here, so the gradients returned are the reference's
+    assert_switch_keeps_loss_and_grads(model, torch.randint(0, 500, (4, 17)), lambda on: use_gpt2_attention(model, on))
+    use_gpt2_attention(model, False)
+    model.zero_grad()
+    x = torch.randint(0, 500, (4, 17))
+    model(x[:, :-1], x[:, 1:]).backward()
+    bias_grad = model.h[0].attn.c_attn.bias.grad
+    # the key bias cannot change any output: its gradient is exactly zero, not rounding noise
+    assert (bias_grad[32:64] == 0).all()
+    assert bias_grad[64:].abs().max() > 1e-4  # the value bias still learns
 
-    for grads in assert_switch_keeps_loss_and_grads(model, torch.randint(0, 500, (4, 17)), separate):
-        # the key bias cannot change any output: its gradient is exactly zero, not rounding noise
-        assert (grads["h.0.attn.c_attn.bias"][32:64] == 0).all()
-        assert grads["h.0.attn.c_attn.bias"][64:].abs().max() > 1e-4  # the value bias still learns
 
-
-def test_separate_qkv_with_attention_dropout_keeps_the_value_bias_in_place():
+def test_attention_with_dropout_keeps_the_value_bias_in_place():
     cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, context=16, vocab_size=500, dropout=0.5)
     model = GPT(cfg)
     with torch.no_grad():
         model.h[0].attn.c_attn.bias.normal_(0.0, 0.1)
     x = torch.randint(0, 500, (4, 17))
     results = []
-    for separate in (False, True):
-        model.h[0].attn.separate_qkv = separate
+    for reference in (True, False):
+        use_gpt2_attention(model, reference)
         model.zero_grad()
         torch.manual_seed(1)  # the same dropout masks for both paths
         model(x[:, :-1], x[:, 1:]).backward()
         results.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    split, separate = results
-    for name in split:
-        assert torch.allclose(separate[name], split[name], atol=1e-5), name
+    gpt2, ours = results
+    for name in gpt2:
+        assert torch.allclose(ours[name], gpt2[name], atol=1e-5), name
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])

@@ -195,23 +195,25 @@ def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora
     assert feeder.loader.epochs(feeder.consumed_state()) == plain.epochs()
 
 
-@pytest.mark.parametrize("on", [True, False])
-def test_trainer_applies_the_model_switches_of_the_profile(tmp_path, on):
+def test_trainer_builds_the_chosen_paths_and_the_checkpoint_records_them(tmp_path):
+    from engine.checkpoint import verify_checkpoint
     from engine.config import load_mix, load_profile
-    from engine.model import MLP, CausalSelfAttention
-    from engine.rundir import create_run
+    from engine.model import MLP
+    from engine.rundir import create_run, iter_checkpoints
     from engine.train import Trainer
 
-    overrides = [f"run.separate_qkv={str(on).lower()}", f"run.fused_gelu={str(on).lower()}", "run.tokens=20_480",
-                 "run.compile=false"]
+    overrides = ["run.fused_gelu=false", "run.tokens=4096"]
     profile, mix = load_profile("tiny-cpu", overrides), load_mix("demo")
-    trainer = Trainer(create_run(profile, mix, overrides, tmp_path / "run").run_dir, resume=False)
+    run_dir = create_run(profile, mix, overrides, tmp_path / "run").run_dir
+    trainer = Trainer(run_dir, resume=False)
     trainer.setup()
-    modules = list(trainer.raw_model.modules())
-    attention = [m for m in modules if isinstance(m, CausalSelfAttention)]
-    mlps = [m for m in modules if isinstance(m, MLP)]
-    assert attention and mlps
-    assert all(m.separate_qkv is on for m in attention) and all(m.fused_gelu is on for m in mlps)
+    mlps = [m for m in trainer.raw_model.modules() if isinstance(m, MLP)]
+    assert mlps and not any(m.fused_gelu for m in mlps) and not trainer.raw_model.fused_loss
+    assert trainer.run() == 0
+    recorded = verify_checkpoint(next(iter_checkpoints(run_dir)))["kernels"]
+    assert not any(recorded[p] for p in ("compile", "fused_loss", "fp8_head", "fused_gelu", "bf16_residual"))
+    assert recorded["reasons"]["fused_gelu"] == "off in the profile (run.fused_gelu = false)"
+    assert "the reference path is the faster one" in recorded["reasons"]["fused_loss"]
 
 
 def test_runs_lists_newest_first_with_whole_run_ids_in_80_columns(logs):

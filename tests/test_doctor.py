@@ -1,0 +1,65 @@
+"""`sparknet doctor` on the CPU: what it prints and saves, the fix it names for a CPU build on a GPU machine, and the
+projection its figures give."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from cli_helpers import sparknet
+from engine.ceiling import REFERENCE, measured_peak_flops, projected_tokens_per_s, save_ceilings
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(cache):
+    proc = sparknet("doctor", "--profile", "tiny-cpu")
+    out = proc.stdout
+    assert "(CPU build)" in out and "device      cpu" in out
+    assert "MemAvailable" in out
+    lines = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "off in the profile (run.compile = false)" in lines["torch.compile off"]
+    assert "no FP8 tensor cores off CUDA" in lines["FP8 output"]
+    assert "fp32 on CPU" in lines["bf16 residual"]
+    saved = json.loads((cache / "ceilings.json").read_text())["cpu"]
+    assert saved["matmul_tflops"] > 0 and saved["bandwidth_gbs"] > 0
+    assert f"{saved['matmul_tflops']:,.1f} TFLOP/s measured" in out
+    assert "problem:" not in out and proc.returncode == 0
+
+
+def test_a_cpu_build_on_a_machine_with_an_nvidia_gpu_is_a_problem_with_its_fix(cache, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"  # what the real one prints for -L on a DGX Spark
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA GB10 (UUID: GPU-5d6f0000-0000-0000-0000-000000000000)'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = sparknet("doctor", "--profile", "tiny-cpu", check=False, env=env)
+    assert proc.returncode == 1
+    problem = [line for line in proc.stdout.splitlines() if line.startswith("problem:")]
+    assert problem == ["problem: torch is a CPU build but this machine has an NVIDIA GPU (NVIDIA GB10); "
+                       "./scripts/setup.sh replaces it with a CUDA build from PyTorch's own wheel index"]
+
+
+def test_a_saved_ceiling_is_the_peak_for_mfu_of_that_device_only(cache):
+    assert measured_peak_flops("NVIDIA GB10") is None
+    save_ceilings("NVIDIA GB10", {"matmul_tflops": 92.0, "bandwidth_gbs": 240.0})
+    assert measured_peak_flops("NVIDIA GB10") == pytest.approx(92e12)
+    assert measured_peak_flops("NVIDIA H200") is None
+
+
+def test_the_projection_is_the_reference_at_its_own_ceilings_and_scales_with_each_bound():
+    ref = REFERENCE
+    at_ref = projected_tokens_per_s(ref["matmul_tflops"], ref["bandwidth_gbs"], ref["flops_per_token"])
+    assert at_ref == pytest.approx(ref["tokens_per_s"])
+    # half the arithmetic and half the bandwidth: half the speed
+    half = projected_tokens_per_s(ref["matmul_tflops"] / 2, ref["bandwidth_gbs"] / 2, ref["flops_per_token"])
+    assert half == pytest.approx(ref["tokens_per_s"] / 2)
+    # a fast path the device cannot run costs what the reference measured for it
+    no_fp8 = projected_tokens_per_s(ref["matmul_tflops"], ref["bandwidth_gbs"], ref["flops_per_token"], ["fp8_head"])
+    assert no_fp8 == pytest.approx(ref["tokens_per_s"] * ref["without"]["fp8_head"])
