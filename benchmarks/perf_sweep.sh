@@ -14,7 +14,8 @@ declare -A VARIANTS=(
   [no-fp8]="--set run.fp8_head=false"
   [plain-gelu]="--set run.fused_gelu=false"
   [fp32-residual]="--set run.bf16_residual=false"
-  [reference]="--set run.compile=false --set run.fused_loss=false --set run.fused_gelu=false --set run.bf16_residual=false"
+  [compiled-reference]="--set run.fused_loss=false --set run.fused_gelu=false --set run.bf16_residual=false"
+  [eager-reference]="--set run.compile=false --set run.fused_loss=false --set run.fused_gelu=false --set run.bf16_residual=false"
 )
 profile=${PROFILE:-codelion-70m}
 steps=${STEPS:-30}
