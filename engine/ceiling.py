@@ -25,18 +25,20 @@ import torch
 
 from engine.rundir import utc_now
 
-# The reference: `sparknet doctor` and `sparknet bench --profile codelion-70m` on one NVIDIA H200 (PyTorch
-# 2.11.0+cu130, Triton 3.6.0), docs/performance.md. compute_share is the share of CUDA kernel time in matrix
-# products and attention in the profile of a codelion-70m step; each fast path's figure is the profile's tokens/s
-# with that path forced off, as a fraction of the tokens/s with every path on.
+# The reference, docs/performance.md ("The fast paths, each forced off"): `sparknet doctor` (its two ceilings) and
+# `sparknet bench --profile codelion-70m --steps 40` (the median of two runs) in one call on one NVIDIA H200
+# (PyTorch 2.11.0+cu130, Triton 3.6.0). compute_share is the share of a codelion-70m step's CUDA kernel time in
+# matrix products and attention (its profile in docs/performance.md); each fast path's figure is the profile's
+# tokens/s with that path forced off, as a fraction of the tokens/s with every path on, from one call.
 REFERENCE = {
     "device": "NVIDIA H200",
-    "matmul_tflops": 760.0,
-    "bandwidth_gbs": 4300.0,
-    "tokens_per_s": 1_050_000.0,
+    "matmul_tflops": 789.3,
+    "bandwidth_gbs": 4212.0,
+    "tokens_per_s": 1_064_570.0,
     "flops_per_token": 456.9e6,
     "compute_share": 0.653,
-    "without": {"compile": 0.45, "fused_loss": 0.85, "fp8_head": 0.94, "fused_gelu": 0.995, "bf16_residual": 0.94},
+    "without": {"compile": 0.769, "fused_loss": 0.871, "fp8_head": 0.924, "fused_gelu": 0.988,
+                "bf16_residual": 0.951},
 }
 
 

@@ -123,11 +123,11 @@ def doctor_command(args) -> int:
 
 
 def print_ceilings(device: torch.device, facts, profile, off: list[str]) -> None:
-    tflops, gbs = measure_matmul_tflops(device), measure_bandwidth_gbs(device)
+    tflops, gbs = round(measure_matmul_tflops(device), 2), round(measure_bandwidth_gbs(device), 1)
     kind = "bf16 8192^3 matrix product" if device.type == "cuda" else "fp32 1024^3 matrix product"
     print(f"{'ceiling':<11} {tflops:,.1f} TFLOP/s measured ({kind})")
     print(f"{'bandwidth':<11} {gbs:,.0f} GB/s measured (device copy, bytes read and written)")
-    path = save_ceilings(facts.name, {"matmul_tflops": round(tflops, 2), "bandwidth_gbs": round(gbs, 1),
+    path = save_ceilings(facts.name, {"matmul_tflops": tflops, "bandwidth_gbs": gbs,
                                       "torch": torch.__version__})
     if device.type == "cuda":
         tps = projected_tokens_per_s(tflops, gbs, flops_per_token(profile.model), off)

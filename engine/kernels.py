@@ -33,6 +33,9 @@ TITLES = {
 }
 # Triton before 3.6 has no ptxas that assembles for sm_12x (the DGX Spark's GB10 is sm_121)
 TRITON_FOR_CAPABILITY_12 = (3, 6)
+# the most shared memory one block of the engine's own Triton kernels uses at the configurations it launches (the
+# FP8 transpose's 128 x 128 tile; benchmarks/kernel_resources.py measures each); a GB10 block may use 101,376 bytes
+ENGINE_SHARED_MEMORY_B = 16_384
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,9 @@ def _device_reason(piece: str, facts: DeviceFacts, model: ModelConfig, use_bf16:
     major, minor = facts.capability or (0, 0)
     if piece in ("compile", "fused_loss", "fused_gelu", "fp8_head") and cuda and facts.triton_problem:
         return facts.triton_problem
+    smem = facts.shared_memory_per_block
+    if piece in ("fused_loss", "fused_gelu", "fp8_head") and cuda and smem is not None and smem < ENGINE_SHARED_MEMORY_B:
+        return f"its kernels need {ENGINE_SHARED_MEMORY_B:,} bytes of shared memory per block; this device has {smem:,}"
     if piece in ("fused_loss", "fused_gelu") and not cuda:
         return "its kernel is Triton's, for CUDA; off CUDA the reference path is the faster one"
     if piece == "fp8_head" and not cuda:

@@ -18,6 +18,8 @@ A100 = DeviceFacts(kind="cuda", name="NVIDIA A100-SXM4-80GB", capability=(8, 0),
                    bf16=True, triton_version="3.6.0")
 T4 = DeviceFacts(kind="cuda", name="Tesla T4", capability=(7, 5), shared_memory_per_block=65_536, bf16=False,
                  triton_version="3.6.0")
+SMALL_SHARED = DeviceFacts(kind="cuda", name="a small GPU", capability=(8, 9), shared_memory_per_block=12_288,
+                          bf16=True, triton_version="3.6.0")
 CPU = DeviceFacts(kind="cpu", name="cpu")
 
 ALL_ON = dict.fromkeys(PIECES, True)
@@ -35,6 +37,8 @@ def states(choice: KernelChoice) -> dict[str, bool]:
     (A100, True, {**ALL_ON, "fp8_head": False}, {"fp8_head": "compute capability 8.0; 8.9 or newer"}),
     (T4, True, {**ALL_ON, "fp8_head": False, "bf16_residual": False},
      {"fp8_head": "compute capability 7.5", "bf16_residual": "no bf16 arithmetic"}),
+    (SMALL_SHARED, True, {**dict.fromkeys(PIECES, False), "compile": True, "bf16_residual": True},
+     dict.fromkeys(["fused_loss", "fused_gelu"], "need 16,384 bytes of shared memory per block; this device has 12,288")),
     (CPU, False, {**dict.fromkeys(PIECES, False), "compile": True},
      {"fused_loss": "off CUDA the reference path is the faster one", "fp8_head": "off CUDA",
       "bf16_residual": "fp32 on CPU"}),
