@@ -123,11 +123,21 @@ class TelemetrySampler:
                 # matters on a unified-memory machine where the GPU shares RAM
                 "ram_used_b": int(vm.total - vm.available),
                 "ram_total_b": int(vm.total),
+                "ram_available_b": int(vm.available),
+                "run_rss_b": self._run_rss(),
                 "gpus": [self._sample_gpu(i) for i in self._gpu_list()],
             }
         with self._latest_lock:
             self._latest = row
         return row
+
+    @staticmethod
+    def _run_rss() -> int | None:
+        """Resident memory of this process (the sampler runs inside the trainer): the run's own RAM."""
+        try:
+            return int(psutil.Process().memory_info().rss)
+        except (psutil.Error, OSError):
+            return None
 
     def _cpu_pct(self) -> float | None:
         now = time.monotonic()

@@ -335,7 +335,8 @@ class Trainer:
         # the first step of a compiled model compiles it, which can take minutes on a small GPU
         self.status(state="running", phase="compiling" if self.kernels.compile else "training", step=self.step,
                     steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
-                    mfu_basis=self.peak_source, fast_paths=self.kernels.summary())
+                    mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
+                    memory_floor_b=int(p.run.memory_floor_gb * (1 << 30)))
         self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
                    step=self.step, device=str(self.device), world=self.world)
         self.model.train()

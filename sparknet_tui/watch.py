@@ -265,6 +265,8 @@ class RunView:
     ram_used_b: float | None
     ram_total_b: float | None
     ram_history: list[float]
+    ram_available_b: float | None
+    run_rss_b: float | None  # the training process's own resident memory
     events: list[dict]
     log_tail: list[str]
     eval: dict | None
@@ -348,6 +350,8 @@ class RunWatcher:
             ram_used_b=_number(self._system_last.get("ram_used_b")),
             ram_total_b=_number(self._system_last.get("ram_total_b")),
             ram_history=list(self._ram_hist),
+            ram_available_b=_number(self._system_last.get("ram_available_b")),
+            run_rss_b=_number(self._system_last.get("run_rss_b")),
             events=list(self._events_list),
             log_tail=list(self._log_tail),
             eval=self._eval,

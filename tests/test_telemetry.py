@@ -32,6 +32,8 @@ def assert_cpu_fields(row):
     assert row["time"].endswith("Z") and row["time"][:4].isdigit()
     assert row["ram_total_b"] == psutil.virtual_memory().total
     assert 0 < row["ram_used_b"] <= row["ram_total_b"]
+    assert 0 < row["ram_available_b"] <= row["ram_total_b"]
+    assert row["run_rss_b"] == pytest.approx(psutil.Process().memory_info().rss, rel=0.5)  # this process's own
 
 
 # --- sampling ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from sparknet_tui.evalfile import read_eval
 from sparknet_tui.series import ema
 from sparknet_tui.watch import RunsScanner, RunWatcher, last_jsonl_row, measured_throughput, read_status
 from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
-from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text
+from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text, memory_line
 from tui_fixtures import PROJECT, copy_run, read_jsonl
 
 pytest_plugins = ["tui_fixtures"]
@@ -370,3 +370,17 @@ def test_scanner_reports_a_quiet_live_run_as_stalled(tiny_runs, tmp_path):
         assert row.state == "stalled" and row.status["stalled_s"] > 86400
     finally:
         lock.release()
+
+
+def test_the_memory_line_shows_the_runs_own_ram_what_is_free_and_the_floor(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"state": "running", "memory_floor_b": 3 * 1024**3}))
+    (run / "system.jsonl").write_text(json.dumps({"t": 1.0, "ram_used_b": 5 * 1024**3, "ram_total_b": 8 * 1024**3,
+                                                  "ram_available_b": 3.5 * 1024**3, "run_rss_b": 1.25 * 1024**3,
+                                                  "gpus": []}) + "\n")
+    view = RunWatcher(run).poll()
+    assert memory_line(view) == "RAM of the run 1.2 GiB · free 3.5 GiB · stops below 3.0 GiB"
+    (run / "status.json").write_text(json.dumps({"state": "running", "memory_floor_b": 0}))
+    (run / "system.jsonl").write_text(json.dumps({"t": 1.0, "gpus": []}) + "\n")  # an older run: no such fields
+    assert memory_line(RunWatcher(run).poll()) == "RAM of the run N/A · free N/A · off"

@@ -239,6 +239,7 @@ def freeze_run(src: Path, logs: Path, run_id: str, *, state: str | None = None, 
     for i in range(samples):
         rows.append({"t": FROZEN_START + 5 * i, "time": t_at(5 * i), "cpu_pct": 150.0 + 10 * (i % 4),
                      "ram_used_b": 2_000_000_000 + i * 20_000_000, "ram_total_b": 25_276_502_016,
+                     "ram_available_b": 23_276_502_016 - i * 20_000_000, "run_rss_b": 900_000_000 + i * 1_000_000,
                      "gpus": [stand_in_gpu(i, hot)] if gpu else []})
     write_jsonl(dst / "system.jsonl", rows)
 

@@ -20,7 +20,7 @@ from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
 from sparknet_tui.series import ema, log_points
 from sparknet_tui.watch import RunView, RunWatcher
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
-from sparknet_tui.widgets.hardware import HardwarePanel
+from sparknet_tui.widgets.hardware import HardwarePanel, memory_line
 
 EVENT_STYLES = {
     "error": "bold red",
@@ -178,6 +178,7 @@ class LiveScreen(PanelScreen):
                     yield Static(id="live-figures")
                 with Vertical(id="live-right"):
                     yield HardwarePanel(id="hardware")
+                    yield Static(id="live-memory")  # wraps rather than cut: the floor is what a user must read
                     yield Static(id="live-events")
         yield Footer(compact=True)
 
@@ -205,6 +206,7 @@ class LiveScreen(PanelScreen):
         self.query_one(LineChart).data = data
         self.query_one("#live-figures", Static).update(figures_text(view))
         self.query_one(HardwarePanel).show(view)
+        self.query_one("#live-memory", Static).update(memory_line(view))
         self.query_one("#live-events", Static).update(events_text(view))
 
     def watch_smoothing(self) -> None:

@@ -81,6 +81,14 @@ def host_line(view: RunView) -> Text:
     return text
 
 
+def memory_line(view: RunView) -> str:
+    """The run's own memory, what the machine has left, and the floor below which the run stops itself."""
+    floor = view.status.get("memory_floor_b")
+    floor_text = (NA if not isinstance(floor, (int, float)) else "off" if floor <= 0
+                  else f"stops below {fmt_bytes(floor)}")
+    return f"RAM of the run {fmt_bytes(view.run_rss_b)} · free {fmt_bytes(view.ram_available_b)} · {floor_text}"
+
+
 def hardware_text(view: RunView) -> Text:
     parts = [gpu_lines(g, view.warn_c) for g in view.gpus]
     if not view.gpus:
