@@ -262,6 +262,8 @@ def runs_table_rows(runs, now: float) -> list[list[str]]:
         s = r.status
         steps, step = s.get("steps") or 0, s.get("step", 0)
         state = s.get("state", "?") + (" (thermal pause)" if s.get("paused") else "")
+        if s.get("phase") == "compiling" and s.get("state") == "running":
+            state += " (compiling)"  # the first step: minutes on a small GPU, and no speed yet
         if s.get("stalled_s"):
             state += f" {fmt_duration(s['stalled_s'])}"
         rows.append([r.run_id, state, f"{step}/{steps} {100 * step / steps:.0f}%" if steps else str(step),

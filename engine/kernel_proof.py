@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
@@ -104,7 +105,9 @@ def prove(choice: KernelChoice, cfg: ModelConfig, device: torch.device, use_bf16
     if not wanted:
         return Proof(choice, [], 0.0)
     faults, failures = _faults(), []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # the compiler's advice about the proof's tiny model is not the run's
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.manual_seed(0)
         small, state, batch = _proof_inputs(cfg, device)
         reference = _forward_backward(small, REFERENCE, state, batch, device, use_bf16, False, None)

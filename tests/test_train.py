@@ -231,3 +231,13 @@ def test_runs_lists_newest_first_with_whole_run_ids_in_80_columns(logs):
     assert "30/60 50%" in lines[2] and "2.912" in lines[2] and "52k" in lines[2] and " ago" in lines[2]
     (logs / long_id / "run.toml").rename(logs / long_id / "gone.toml")  # no longer a run
     assert all(len(line) <= 80 for line in sparknet("runs").stdout.splitlines())
+
+
+def test_runs_says_a_run_is_compiling_its_first_step():
+    from types import SimpleNamespace
+
+    from engine.cli import runs_table_rows
+
+    run = SimpleNamespace(run_id="20261201-120000-spark", status={"state": "running", "phase": "compiling",
+                                                                    "step": 0, "steps": 8138})
+    assert runs_table_rows([run], now=0.0)[0][1] == "running (compiling)"
