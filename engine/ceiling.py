@@ -2,7 +2,9 @@
 
 The GB10 has no published dense bf16 peak, so a run's MFU there would have
 nothing to divide by; `sparknet doctor` measures a large bf16 matrix product
-and a device copy and saves both per device name in the cache folder. The
+and a device copy (engine/doctor.py) and saves both per device name in the
+cache folder. No torch here: the panel's New run screen reads the saved figures
+for its time estimate. The
 trainer's MFU then uses, in order: run.peak_tflops, the datasheet figure of
 engine/device.py, this measured ceiling (and says which).
 
@@ -18,10 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
-
-import torch
 
 from engine.rundir import utc_now
 
@@ -40,42 +39,6 @@ REFERENCE = {
     "without": {"compile": 0.769, "fused_loss": 0.871, "fp8_head": 0.924, "fused_gelu": 0.988,
                 "bf16_residual": 0.951},
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_matmul_tflops(device: torch.device) -> float:
-    """TFLOP/s of a large square matrix product: bf16 8192^3 on CUDA, fp32 1024^3 on the CPU."""
-    cuda = device.type == "cuda"
-    n, reps, dtype = (8192, 10, torch.bfloat16) if cuda else (1024, 5, torch.float32)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
-
-
-def measure_bandwidth_gbs(device: torch.device) -> float:
-    """GB/s of a device copy, counting the bytes read and the bytes written (1 GiB on CUDA, 256 MiB on the CPU)."""
-    n_bytes = (1 << 30) if device.type == "cuda" else (1 << 28)
-    src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    _sync(device)
-    reps = 10
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        dst.copy_(src)
-    _sync(device)
-    return 2 * n_bytes * reps / (time.perf_counter() - t0) / 1e9
 
 
 def projected_tokens_per_s(matmul_tflops: float, bandwidth_gbs: float, flops_per_token: float,
@@ -119,3 +82,15 @@ def read_ceilings() -> dict:
 def measured_peak_flops(device_name: str) -> float | None:
     figure = (read_ceilings().get(device_name) or {}).get("matmul_tflops")
     return float(figure) * 1e12 if isinstance(figure, (int, float)) and figure > 0 else None
+
+
+def projected_from_saved(flops_per_token: float) -> tuple[float, str] | None:
+    """(projected tokens/s, device name) from the GPU `sparknet doctor` measured last on this machine; None when it
+    measured none."""
+    gpus = [(v.get("measured_at", ""), name, v) for name, v in read_ceilings().items()
+            if name != "cpu" and isinstance(v, dict)]
+    for _, name, v in sorted(gpus, key=lambda g: str(g[0]), reverse=True):
+        tflops, gbs = v.get("matmul_tflops"), v.get("bandwidth_gbs")
+        if isinstance(tflops, (int, float)) and isinstance(gbs, (int, float)) and tflops > 0 and gbs > 0:
+            return projected_tokens_per_s(tflops, gbs, flops_per_token, v.get("fast_paths_off", [])), name
+    return None

@@ -13,10 +13,11 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
+import time
 
 import torch
 
-from engine.ceiling import measure_bandwidth_gbs, measure_matmul_tflops, projected_tokens_per_s, save_ceilings
+from engine.ceiling import projected_tokens_per_s, save_ceilings
 from engine.config import flops_per_token, load_profile
 from engine.formatting import fmt_count
 from engine.kernel_proof import fallback_message, prove
@@ -25,6 +26,42 @@ from engine.memory_guard import GIB, read_meminfo
 
 NA = "N/A"
 SETUP_FIX = "./scripts/setup.sh replaces it with a CUDA build from PyTorch's own wheel index"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_matmul_tflops(device: torch.device) -> float:
+    """TFLOP/s of a large square matrix product: bf16 8192^3 on CUDA, fp32 1024^3 on the CPU."""
+    cuda = device.type == "cuda"
+    n, reps, dtype = (8192, 10, torch.bfloat16) if cuda else (1024, 5, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def measure_bandwidth_gbs(device: torch.device) -> float:
+    """GB/s of a device copy, counting the bytes read and the bytes written (1 GiB on CUDA, 256 MiB on the CPU)."""
+    n_bytes = (1 << 30) if device.type == "cuda" else (1 << 28)
+    src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    reps = 10
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    _sync(device)
+    return 2 * n_bytes * reps / (time.perf_counter() - t0) / 1e9
 
 
 def nvidia_gpu_name() -> str | None:
@@ -127,8 +164,8 @@ def print_ceilings(device: torch.device, facts, profile, off: list[str]) -> None
     kind = "bf16 8192^3 matrix product" if device.type == "cuda" else "fp32 1024^3 matrix product"
     print(f"{'ceiling':<11} {tflops:,.1f} TFLOP/s measured ({kind})")
     print(f"{'bandwidth':<11} {gbs:,.0f} GB/s measured (device copy, bytes read and written)")
-    path = save_ceilings(facts.name, {"matmul_tflops": tflops, "bandwidth_gbs": gbs,
-                                      "torch": torch.__version__})
+    path = save_ceilings(facts.name, {"matmul_tflops": tflops, "bandwidth_gbs": gbs, "torch": torch.__version__,
+                                      "fast_paths_off": off})
     if device.type == "cuda":
         tps = projected_tokens_per_s(tflops, gbs, flops_per_token(profile.model), off)
         print(f"{'implies':<11} about {fmt_count(tps)} tokens/s for {profile.name} (a projection from these "

@@ -337,6 +337,9 @@ class Trainer:
                     steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
                     mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
                     memory_floor_b=int(p.run.memory_floor_gb * (1 << 30)))
+        if self.device.type == "cuda":
+            log.info("MFU against %s", f"{self.peak / 1e12:,.1f} TFLOP/s ({self.peak_source})" if self.peak else
+                     "nothing: this GPU has no datasheet peak and no measured ceiling yet (run `sparknet doctor`)")
         self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
                    step=self.step, device=str(self.device), world=self.world)
         self.model.train()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.ceiling import projected_from_saved
 from engine.rundir import write_text_atomic
 from engine.config import (
     ConfigError,
@@ -131,6 +132,7 @@ class Plan:
     per_source: list[tuple[str, float, int]] = field(default_factory=list)  # name, share, tokens
     throughput: float | None = None
     throughput_runs: int = 0
+    projected_on: str | None = None  # the device whose measured ceilings gave `throughput`, when no run did
     duration_s: float | None = None
 
     @property
@@ -190,6 +192,8 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
     shape = (profile.model.arch, profile.model.n_layer, profile.model.n_embd, profile.model.n_head,
              profile.model.context, profile.model.vocab_size)
     plan.throughput, plan.throughput_runs = measured_throughput(runs, shape)
+    if not plan.throughput and (projected := projected_from_saved(plan.flops_per_token)):
+        plan.throughput, plan.projected_on = projected
     if plan.throughput:
         plan.duration_s = total / plan.throughput
     return plan

@@ -44,7 +44,11 @@ def derived_text(plan: Plan) -> Text:
         text.append(f"{label:<12}", style="dim")
         text.append(value + "\n", style="bold")
     text.append(f"{'duration':<12}", style="dim")
-    if plan.duration_s is not None and plan.throughput:
+    if plan.duration_s is not None and plan.projected_on:
+        text.append(f"≈ {fmt_duration(plan.duration_s)}", style="bold yellow")
+        text.append(f" at {fmt_count(plan.throughput)} tok/s (projected from the ceilings `sparknet doctor` "
+                    f"measured on the {plan.projected_on}; no finished run of this shape yet)\n", style="dim")
+    elif plan.duration_s is not None and plan.throughput:
         text.append(f"≈ {fmt_duration(plan.duration_s)}", style="bold green")
         runs = "run" if plan.throughput_runs == 1 else "runs"
         text.append(f" at {fmt_count(plan.throughput)} tok/s (median of {plan.throughput_runs} finished {runs} "
