@@ -397,3 +397,23 @@ def test_the_memory_line_shows_the_runs_own_ram_what_is_free_and_the_floor(tmp_p
     (run / "status.json").write_text(json.dumps({"state": "running", "memory_floor_b": 0}))
     (run / "system.jsonl").write_text(json.dumps({"t": 1.0, "gpus": []}) + "\n")  # an older run: no such fields
     assert memory_line(RunWatcher(run).poll()) == "RAM of the run N/A · free N/A · off"
+
+
+def test_a_live_run_shows_its_heartbeat_and_an_ended_one_labels_its_last_readings(tmp_path):
+    from dataclasses import replace
+
+    from engine.formatting import parse_time
+    from sparknet_tui.screens.live import status_text
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "system.jsonl").write_text(json.dumps({"t": 1.0, "cpu_pct": 97.0, "gpus": []}) + "\n")
+    polled = RunWatcher(run).poll()
+    updated = "2026-12-01T12:00:00Z"
+    # as a reader sees a run whose trainer holds its lock, and one whose trainer has ended
+    live = replace(polled, status={"state": "running", "updated_at": updated, "step": 3, "steps": 9}, problems=[])
+    ended = replace(live, status={**live.status, "state": "finished"})
+    assert "status updated 3s ago" in status_text(live, parse_time(updated) + 3).plain
+    assert "last readings" not in hardware_text(live).plain
+    assert "status updated" not in status_text(ended, parse_time(updated) + 3).plain
+    assert hardware_text(ended).plain.startswith("last readings while the run lived (it is finished)")

@@ -12,7 +12,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Header, Static
 
 from engine.formatting import (
-    NA, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
+    NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
 )
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
@@ -37,7 +37,7 @@ LOG_SHOWN = 6
 LOG_SHOWN_FAILED = 15
 
 
-def status_text(view: RunView) -> Text:
+def status_text(view: RunView, now: float) -> Text:
     s = view.status
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(view.run_id, style="bold")
@@ -63,8 +63,10 @@ def status_text(view: RunView) -> Text:
         text.append(" · ETA ")
         text.append(fmt_duration(s.get("eta_s")), style="bold")
     elapsed = view.last_metric.get("elapsed_s")
-    if is_number(elapsed):
-        text.append(f" · elapsed {fmt_duration(elapsed)}")
+    text.append(f"\nelapsed {fmt_duration(elapsed) if is_number(elapsed) else NA}")
+    if view.state in ("preparing", "running", "stopping", "stalled"):
+        # the heartbeat: a run that still writes its status is alive, however slow its steps
+        text.append(f" · status updated {fmt_age(s.get('updated_at'), now)}", style="dim")
     for problem in view.problems:
         text.append(f"\n{problem}", style="bold red")
     if view.state == "failed":
@@ -192,15 +194,20 @@ class LiveScreen(PanelScreen):
 
     def on_run_polled(self, message: RunPolled) -> None:
         if message.view == self.view:
-            return  # nothing new: no redraw
+            self.show_status()  # nothing new but the heartbeat's age
+            return
         self.view = message.view
         self.show()
+
+    def show_status(self) -> None:
+        if self.view is not None:
+            self.query_one("#live-status", Static).update(status_text(self.view, self.context.clock()))
 
     def show(self) -> None:
         view = self.view
         if view is None:
             return
-        self.query_one("#live-status", Static).update(status_text(view))
+        self.show_status()
         data = chart_data(view, self.smoothing)
         self.query_one("#chart-legend", Static).update(legend(data.series))
         self.query_one(LineChart).data = data

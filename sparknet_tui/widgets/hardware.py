@@ -91,6 +91,9 @@ def memory_line(view: RunView) -> str:
 
 def hardware_text(view: RunView) -> Text:
     parts = [gpu_lines(g, view.warn_c) for g in view.gpus]
+    if view.state in ("finished", "failed", "stopped") and (view.gpus or view.cpu_pct is not None):
+        # what the sampler saw last, not what the machine does now
+        parts.insert(0, Text(f"last readings while the run lived (it is {view.state})", style="dim"))
     if not view.gpus:
         parts.append(Text("No GPU reported (CPU run or no NVML)", style="dim"))
     parts.append(host_line(view))
