@@ -118,6 +118,13 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
+def _head_count_hint(width: int) -> str:
+    """Head counts that divide the width, nearest the usual 64-wide heads first."""
+    divisors = sorted((h for h in range(1, min(width, 64) + 1) if width % h == 0), key=lambda h: abs(width / h - 64))
+    return f"head counts that divide {width}: {', '.join(str(h) for h in sorted(divisors[:4]))}" if width > 0 else \
+        "set model.n_embd first"
+
+
 def _resolve_toml(kind: str, name_or_path: str, folder: Path, names: list[str]) -> Path:
     """A path as given (a .toml file or anything with a folder in it), else NAME.toml in `folder`."""
     p = Path(os.path.expanduser(name_or_path))
@@ -206,8 +213,7 @@ def validate_profile(p: Profile) -> None:
     for key in ("n_layer", "n_embd", "n_head", "context", "vocab_size"):
         need(getattr(m, key) > 0, f"model.{key} must be a positive integer, got {getattr(m, key)}")
     need(m.n_embd % m.n_head == 0,
-         f"model.n_head ({m.n_head}) must divide model.n_embd ({m.n_embd}); pick a head count such as "
-         f"{', '.join(str(h) for h in (4, 8, 16) if m.n_embd % h == 0) or 'one that divides it'}")
+         f"model.n_head ({m.n_head}) must divide model.n_embd ({m.n_embd}); {_head_count_hint(m.n_embd)}")
     if m.arch == "modern":
         need((m.n_embd // m.n_head) % 2 == 0, "model.n_embd / model.n_head must be even for rotary embeddings")
     need(m.pad_vocab_multiple >= 1, f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {m.pad_vocab_multiple}")

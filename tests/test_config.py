@@ -56,7 +56,7 @@ def _err(overrides):
     ("model.tie_embeddings=1", "model.tie_embeddings must be true or false"),
     ("optim.lr='fast'", "optim.lr must be a number"),
     ("optim.betas=[0.9]", "optim.betas must be two numbers"),
-    ("model.n_head=5", "model.n_head (5) must divide model.n_embd (64)"),
+    ("model.n_head=5", "model.n_head (5) must divide model.n_embd (64); head counts that divide 64: 1, 2, 4, 8"),
     ("batch.micro_batch=0", "batch.micro_batch must be a positive integer"),
     ("batch.grad_accum=-1", "batch.grad_accum must be a positive integer"),
     ("optim.min_lr=1.0", "optim.min_lr (1.0) must not exceed optim.lr"),
