@@ -92,6 +92,14 @@ def parse_time(value: Any) -> float | None:
     return dt.timestamp()
 
 
+def fmt_ratio(value: Any) -> str:
+    """A ratio of two figures, e.g. two perplexities: ×1.51, ×17.5, ×1,750; never in exponent notation."""
+    if not is_number(value):
+        return NA
+    r = float(value)
+    return f"×{r:,.0f}" if r >= 100 else f"×{r:.1f}" if r >= 10 else f"×{r:.2f}"
+
+
 def fmt_age(then: Any, now: float) -> str:
     """How long ago, from an injected clock so screens render the same for the same files."""
     t = parse_time(then)

@@ -417,3 +417,9 @@ def test_a_live_run_shows_its_heartbeat_and_an_ended_one_labels_its_last_reading
     assert "last readings" not in hardware_text(live).plain
     assert "status updated" not in status_text(ended, parse_time(updated) + 3).plain
     assert hardware_text(ended).plain.startswith("last readings while the run lived (it is finished)")
+
+
+def test_ratios_read_in_plain_figures_never_in_exponent_notation():
+    from engine.formatting import fmt_ratio
+
+    assert [fmt_ratio(r) for r in (1.5134, 0.998, 17.46, 1750.4, None)] == ["×1.51", "×1.00", "×17.5", "×1,750", "N/A"]

@@ -20,6 +20,7 @@ from engine.evaluate.scoring import (as_scoring_model, bits_per_byte, default_au
                                      sample_continuations, score_lines, score_stream, sliding_windows)
 from engine.evaluate.wikitext import (SPARKNET_2000_LINES, SPARKNET_2000_SEED, byte_counter, sparknet_2000_lines,
                                       standard_text, wikitext_rows)
+from engine.formatting import fmt_ratio
 
 PROTOCOLS = ("standard", "sparknet-2000")
 DEFAULT_STRIDE = 512  # half of GPT-2's context, as in the Hugging Face recipe
@@ -404,7 +405,7 @@ def print_report(doc: dict, console, written_to: Path | None = None) -> None:
         if d["loss_delta"] is not None:
             parts.append(f"loss {d['loss_delta']:+.4f}")
         if d["perplexity_ratio"] is not None:
-            parts.append(f"perplexity x{d['perplexity_ratio']:.3f}")
+            parts.append(f"perplexity {fmt_ratio(d['perplexity_ratio'])}")
         if d["bits_per_byte_delta"] is not None:
             parts.append(f"bits/byte {d['bits_per_byte_delta']:+.4f}")
         text = ", ".join(parts) or "—"

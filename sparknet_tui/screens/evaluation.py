@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runlock import EVAL_LOCK_NAME, lock_held
-from engine.formatting import NA, fmt_float, fmt_int, fmt_perplexity, is_number
+from engine.formatting import NA, fmt_float, fmt_int, fmt_perplexity, fmt_ratio, is_number
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
 from sparknet_tui.screens.common import PanelScreen, fill_table
@@ -83,7 +83,7 @@ def delta_text(delta: Any) -> Text:
     if is_number(delta.get("loss_delta")):
         parts.append(f"loss {delta['loss_delta']:+.4f}")
     if is_number(delta.get("perplexity_ratio")):
-        parts.append(f"perplexity ×{delta['perplexity_ratio']:.3g}")
+        parts.append(f"perplexity {fmt_ratio(delta['perplexity_ratio'])}")
     if is_number(delta.get("bits_per_byte_delta")):
         parts.append(f"bits/byte {delta['bits_per_byte_delta']:+.4f}")
     text.append(" · ".join(parts) or "no figure to compare")
