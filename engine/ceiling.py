@@ -18,11 +18,9 @@ measured for it.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from engine.rundir import utc_now
+from engine.rundir import read_json, utc_now, write_json_atomic
 
 # The reference, docs/performance.md ("The fast paths, each forced off"): `sparknet doctor` (its two ceilings) and
 # `sparknet bench --profile codelion-70m --steps 40` (the median of two runs) in one call on one NVIDIA H200
@@ -62,21 +60,12 @@ def ceilings_path() -> Path:
 
 def save_ceilings(device_name: str, figures: dict) -> Path:
     path = ceilings_path()
-    saved = read_ceilings()
-    saved[device_name] = {**figures, "measured_at": utc_now()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(saved, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, {**read_ceilings(), device_name: {**figures, "measured_at": utc_now()}})
     return path
 
 
 def read_ceilings() -> dict:
-    try:
-        data = json.loads(ceilings_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(ceilings_path()) or {}
 
 
 def measured_peak_flops(device_name: str) -> float | None:
@@ -84,10 +73,10 @@ def measured_peak_flops(device_name: str) -> float | None:
     return float(figure) * 1e12 if isinstance(figure, (int, float)) and figure > 0 else None
 
 
-def projected_from_saved(flops_per_token: float) -> tuple[float, str] | None:
-    """(projected tokens/s, device name) from the GPU `sparknet doctor` measured last on this machine; None when it
-    measured none."""
-    gpus = [(v.get("measured_at", ""), name, v) for name, v in read_ceilings().items()
+def projected_from_saved(flops_per_token: float, saved: dict) -> tuple[float, str] | None:
+    """(projected tokens/s, device name) from the GPU `sparknet doctor` measured last on this machine, in `saved`
+    (read_ceilings' figures); None when it measured none."""
+    gpus = [(v.get("measured_at", ""), name, v) for name, v in saved.items()
             if name != "cpu" and isinstance(v, dict)]
     for _, name, v in sorted(gpus, key=lambda g: str(g[0]), reverse=True):
         tflops, gbs = v.get("matmul_tflops"), v.get("bandwidth_gbs")

@@ -16,6 +16,12 @@ class RunsScanned(Message):
         self.result = result
 
 
+class CeilingsRead(Message):
+    def __init__(self, saved: dict) -> None:
+        super().__init__()
+        self.saved = saved
+
+
 class RunPolled(Message):
     def __init__(self, view: RunView) -> None:
         super().__init__()

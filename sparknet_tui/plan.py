@@ -141,7 +141,9 @@ class Plan:
 
 
 def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, str], weights: dict[str, str],
-              runs: list[RunRow]) -> Plan:
+              runs: list[RunRow], ceilings: dict | None = None) -> Plan:
+    """The run the form describes; `runs` and `ceilings` (the figures `sparknet doctor` saved) are read by the
+    caller, off the UI thread, and give the time estimate."""
     plan = Plan()
     # fields: changed values become overrides, validated together exactly as `--set` would be
     for key, _ in MAIN_FIELDS:
@@ -192,7 +194,7 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
     shape = (profile.model.arch, profile.model.n_layer, profile.model.n_embd, profile.model.n_head,
              profile.model.context, profile.model.vocab_size)
     plan.throughput, plan.throughput_runs = measured_throughput(runs, shape)
-    if not plan.throughput and (projected := projected_from_saved(plan.flops_per_token)):
+    if not plan.throughput and (projected := projected_from_saved(plan.flops_per_token, ceilings or {})):
         plan.throughput, plan.projected_on = projected
     if plan.throughput:
         plan.duration_s = total / plan.throughput

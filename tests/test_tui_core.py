@@ -283,12 +283,12 @@ def test_plan_of_an_unedited_profile_matches_the_engine(private_profiles):
 
 def test_without_a_finished_run_the_plan_projects_from_the_ceilings_doctor_saved(private_profiles, tmp_path,
                                                                                  monkeypatch):
-    from engine.ceiling import projected_tokens_per_s, save_ceilings
+    from engine.ceiling import projected_tokens_per_s, read_ceilings, save_ceilings
 
     monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
     save_ceilings("NVIDIA GB10", {"matmul_tflops": 92.0, "bandwidth_gbs": 240.0, "fast_paths_off": ["fp8_head"]})
     source, mix = load_profile_source("codelion-70m"), load_mix_source("demo")
-    plan = make_plan(source, mix, source.field_defaults(), mix.weight_defaults(), [])
+    plan = make_plan(source, mix, source.field_defaults(), mix.weight_defaults(), [], read_ceilings())
     expected = projected_tokens_per_s(92.0, 240.0, plan.flops_per_token, ["fp8_head"])
     assert plan.projected_on == "NVIDIA GB10" and plan.throughput == pytest.approx(expected)
     assert plan.duration_s == pytest.approx(plan.steps * plan.tokens_per_step / expected)

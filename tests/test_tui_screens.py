@@ -402,6 +402,20 @@ async def test_new_run_estimates_duration_from_finished_runs(private_logs, priva
         assert "unknown" in plain(screen.query_one("#derived", Static))
 
 
+async def test_new_run_projects_the_duration_from_the_ceilings_doctor_saved(private_logs, private_profiles, tmp_path,
+                                                                            monkeypatch):
+    from engine.ceiling import save_ceilings
+
+    monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
+    save_ceilings("NVIDIA GB10", {"matmul_tflops": 92.0, "bandwidth_gbs": 240.0})
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        await wait_until(pilot, app, lambda: screen.ceilings != {})
+        derived = plain(screen.query_one("#derived", Static))
+        assert "projected from the ceilings `sparknet doctor` measured on the NVIDIA GB10" in derived
+
+
 async def test_new_run_saves_a_profile_and_a_mix(private_logs, private_profiles):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

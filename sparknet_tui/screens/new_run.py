@@ -9,12 +9,12 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
+from engine.ceiling import read_ceilings
 from engine.config import ConfigError, list_mixes, list_profiles
-
 from engine.formatting import fmt_count, fmt_duration, fmt_int
 from sparknet_tui.context import PanelContext
 from sparknet_tui.commands import CliResult, check_run_inputs
-from sparknet_tui.messages import RunInputsChecked, RunsScanned, StartRun
+from sparknet_tui.messages import CeilingsRead, RunInputsChecked, RunsScanned, StartRun
 from sparknet_tui.plan import (
     MAIN_FIELDS, MixSource, Plan, ProfileSource, load_mix_source, load_profile_source, make_plan, save_mix,
     save_profile,
@@ -89,6 +89,7 @@ class NewRunScreen(PanelScreen):
         self.mix_error: str | None = None
         self.plan = Plan()
         self.runs: list[RunRow] = []
+        self.ceilings: dict = {}  # what `sparknet doctor` measured on this machine, for the time estimate
         self.weight_inputs: dict[str, Input] = {}  # source name -> its weight field
         # what `sparknet train --check` said, for which (profile, mix, overrides); None while it runs
         self.checked: tuple[tuple, CliResult | None] | None = None
@@ -139,9 +140,14 @@ class NewRunScreen(PanelScreen):
 
     def scan_runs(self) -> None:
         self.in_thread("scan", lambda: RunsScanned(RunsScanner().scan()))
+        self.in_thread("ceilings", lambda: CeilingsRead(read_ceilings()))
 
     def on_runs_scanned(self, message: RunsScanned) -> None:
         self.runs = message.result.rows
+        self.recompute()
+
+    def on_ceilings_read(self, message: CeilingsRead) -> None:
+        self.ceilings = message.saved
         self.recompute()
 
     # ------------------------------------------------------------ loading a profile and mix
@@ -219,7 +225,8 @@ class NewRunScreen(PanelScreen):
         if self.source is None or self.mix_source is None:
             self.plan = Plan(error=self.profile_error or self.mix_error or "pick a profile and a mix")
         else:
-            self.plan = make_plan(self.source, self.mix_source, self.form_fields(), self.form_weights(), self.runs)
+            self.plan = make_plan(self.source, self.mix_source, self.form_fields(), self.form_weights(), self.runs,
+                                  self.ceilings)
         for key, _ in MAIN_FIELDS:
             self.query_one(f"#{field_id(key)}", Input).set_class(self.plan.error_field == key, "-invalid")
         for name, field in self.weight_inputs.items():
