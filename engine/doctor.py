@@ -19,12 +19,11 @@ import torch
 
 from engine.ceiling import projected_tokens_per_s, save_ceilings
 from engine.config import flops_per_token, load_profile
-from engine.formatting import fmt_count
+from engine.formatting import NA, fmt_count
 from engine.kernel_proof import fallback_message, prove
 from engine.kernels import PIECES, TITLES, choose, probe_device
 from engine.memory_guard import GIB, read_meminfo
 
-NA = "N/A"
 SETUP_FIX = "./scripts/setup.sh replaces it with a CUDA build from PyTorch's own wheel index"
 
 

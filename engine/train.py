@@ -336,7 +336,7 @@ class Trainer:
         self.status(state="running", phase="compiling" if self.kernels.compile else "training", step=self.step,
                     steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
                     mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
-                    memory_floor_b=int(p.run.memory_floor_gb * (1 << 30)))
+                    memory_floor_b=self.memory_guard.floor_b)
         if self.device.type == "cuda":
             log.info("MFU against %s", f"{self.peak / 1e12:,.1f} TFLOP/s ({self.peak_source})" if self.peak else
                      "nothing: this GPU has no datasheet peak and no measured ceiling yet (run `sparknet doctor`)")

@@ -14,6 +14,7 @@ from textual.widgets import Footer, Header, Static
 from engine.formatting import (
     NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
 )
+from engine.rundir import LIVE_STATES
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
@@ -59,12 +60,12 @@ def status_text(view: RunView, now: float) -> Text:
     text.append_text(bar_text(min(1.0, fraction) if fraction is not None else None))
     text.append(f"  step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
     text.append(f" · {fmt_count(done)}/{fmt_count(total)} tokens")
-    if view.state in ("preparing", "running", "stopping", "stalled"):
+    if view.state in LIVE_STATES:
         text.append(" · ETA ")
         text.append(fmt_duration(s.get("eta_s")), style="bold")
     elapsed = view.last_metric.get("elapsed_s")
     text.append(f"\nelapsed {fmt_duration(elapsed) if is_number(elapsed) else NA}")
-    if view.state in ("preparing", "running", "stopping", "stalled"):
+    if view.state in LIVE_STATES:
         # the heartbeat: a run that still writes its status is alive, however slow its steps
         text.append(f" · status updated {fmt_age(s.get('updated_at'), now)}", style="dim")
     for problem in view.problems:

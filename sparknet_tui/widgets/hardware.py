@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.formatting import NA, fmt_bytes, fmt_percent
+from engine.formatting import NA, fmt_bytes, fmt_percent, is_number
 from sparknet_tui.watch import GpuView, RunView
 from sparknet_tui.widgets.chart import spark
 
@@ -84,7 +84,7 @@ def host_line(view: RunView) -> Text:
 def memory_line(view: RunView) -> str:
     """The run's own memory, what the machine has left, and the floor below which the run stops itself."""
     floor = view.status.get("memory_floor_b")
-    floor_text = (NA if not isinstance(floor, (int, float)) else "off" if floor <= 0
+    floor_text = (NA if not is_number(floor) else "off" if floor <= 0
                   else f"stops below {fmt_bytes(floor)}")
     return f"RAM of the run {fmt_bytes(view.run_rss_b)} · free {fmt_bytes(view.ram_available_b)} · {floor_text}"
 
