@@ -55,12 +55,37 @@ class Terminal:
 
     def keys(self, *keys: str) -> None:
         for key in keys:
-            self.tmux("send-keys", "-t", "panel", key)
+            result = self.tmux("send-keys", "-t", "panel", key)
+            assert result.returncode == 0, result.stderr
             time.sleep(0.15)
 
     def type(self, text: str) -> None:
-        self.tmux("send-keys", "-t", "panel", "-l", text)
+        result = self.tmux("send-keys", "-t", "panel", "-l", text)
+        assert result.returncode == 0, result.stderr
         time.sleep(0.15)
+
+    def cursor(self) -> tuple[int, int]:
+        """Where the panel put the terminal's cursor: on the focused field."""
+        shown = self.tmux("display", "-p", "-t", "panel", "#{cursor_x} #{cursor_y}").stdout.split()
+        return (int(shown[0]), int(shown[1])) if len(shown) == 2 else (-1, -1)
+
+    def tab_to(self, label: str, most: int = 20) -> None:
+        """Press Tab until the field after `label` has the focus, each press taking effect before the next.
+
+        The panel hands a key to whichever widget has the focus when the key
+        is read, so a key sent before the previous Tab moved the focus would
+        land in the previous field.
+        """
+        for _ in range(most):
+            x, y = self.cursor()
+            rows = self.screen().split("\n")
+            if 0 <= y < len(rows) and re.search(rf"(^|\s){re.escape(label)}\s+\S*\s*$", rows[y][:x]):
+                return
+            self.keys("Tab")
+            end = time.monotonic() + scaled(10)
+            while self.cursor() == (x, y) and time.monotonic() < end:
+                time.sleep(0.05)
+        raise AssertionError(f"Tab never reached the field {label!r}; the screen:\n{self.screen()}")
 
     def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
         """Wait up to `timeout` seconds of a quiet machine for the pattern to appear."""
@@ -120,8 +145,9 @@ def test_panel_end_to_end_in_a_terminal(tmp_path):
         term.wait_for(r"valid: ctrl\+r starts the run")
         screen = term.screen()
         assert "profile tiny-cpu" in screen and "mix demo" in screen
-        term.keys(*["Tab"] * 8)  # profile, mix, then the fields in order up to "tokens"
+        term.tab_to("tokens")
         term.keys("C-u")
+        term.wait_for(r"run\.tokens is empty")
         term.type(str(TOKENS))
         term.wait_for(rf"--set run\.tokens={TOKENS}")
         term.keys("C-r")
