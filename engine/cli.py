@@ -22,9 +22,13 @@ from engine.rundir import (
     read_json,
     request_stop,
     resolve_run,
+    sharing_warning,
     wait_for,
 )
 from engine.runlock import ENV_FD, RunLock, lock_held
+
+# engine.evaluate.PROTOCOLS, spelled here so that `sparknet --help` does not import torch (a test holds them equal)
+EVAL_PROTOCOLS = ("standard", "sparknet-2000", "held-out")
 
 
 PROFILE_HELP = "a profile in profiles/ by name (e.g. tiny-cpu) or a .toml file"
@@ -88,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="WikiText-2 evaluation against the baselines")
     p.add_argument("target", help="run id, run directory or model folder")
-    p.add_argument("--protocol", choices=["standard", "sparknet-2000"], default="standard")
+    p.add_argument("--protocol", choices=EVAL_PROTOCOLS, default=None,
+                   help="one protocol (default: standard and sparknet-2000 for a GPT-2-tokenized model, held-out "
+                        "for a run with its own tokenizer, such as the demo's)")
     p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: half the context, at most 512)")
     p.add_argument("--wikitext", default=None, help="folder with wiki.test.raw and wiki.valid.raw")
     p.add_argument("--baselines", action="store_true", help="evaluate GPT-2 and CodeLion 70M live when they load")
@@ -207,8 +213,7 @@ def warn_about_live_runs(but: str = "") -> None:
     """Two runs on one device each go at about half speed: say so before a second one starts."""
     live = [r.run_id for r in list_runs() if r.run_id != but and r.status.get("state") in LIVE_STATES]
     if live:
-        print(f"sparknet: warning: {', '.join(live)} {'is' if len(live) == 1 else 'are'} training on this machine; "
-              f"runs sharing a GPU (or the CPU) each go at about half speed", file=sys.stderr)
+        print(f"sparknet: warning: {sharing_warning(live)}", file=sys.stderr)
 
 
 def cmd_resume(args) -> int:

@@ -106,3 +106,12 @@ def fmt_age(then: Any, now: float) -> str:
     if t is None:
         return NA
     return fmt_duration(max(0.0, now - t)) + " ago"
+
+
+def fmt_protocol_title(protocol: Any) -> str:
+    """What an evaluation section scored: 'WikiText-2 (standard protocol, test split)', or a mix's held-out text."""
+    if not isinstance(protocol, dict):
+        return "evaluation"
+    if protocol.get("name") == "held-out":
+        return f"held-out text of mix '{protocol.get('mix')}' (held-out protocol)"
+    return f"WikiText-2 ({protocol.get('name')} protocol, {protocol.get('split')} split)"

@@ -23,6 +23,13 @@ from engine.config import PROJECT_ROOT
 
 # "stalled" is never written: readers derive it for a live run that has gone quiet for too long
 LIVE_STATES = ("preparing", "running", "stopping", "stalled")
+
+
+def sharing_warning(live_run_ids: list[str]) -> str:
+    """What a second run on the machine costs, said before it starts (the CLI and the panel say the same)."""
+    verb = "is" if len(live_run_ids) == 1 else "are"
+    return (f"{', '.join(live_run_ids)} {verb} training on this machine; runs sharing a GPU (or the CPU) each go "
+            "at about half speed")
 MAX_NAME = 64
 # How long a live run may go without a sign of progress before it is shown as stalled, by phase. Training
 # uses the larger of its floor and STALL_FACTOR times the measured interval between its status updates.

@@ -27,7 +27,7 @@ from engine.config import ModelConfig
 from engine.evaluate import (capped_wikitext_eval, eval_command, load_model_folder, load_wikitext_ids,
                              sample_continuations, score_stream, sliding_windows, sparknet_2000_lines,
                              standard_text, wikitext_rows)
-from engine.evaluate.command import StandardProtocol
+from engine.evaluate.protocols import StandardProtocol
 from engine.export import export_hf
 from engine.model import GPT
 from engine.tokenizer import load_tokenizer
@@ -66,8 +66,14 @@ def no_progress(name, total):
     return lambda n: None
 
 
-def read_eval(folder: Path) -> dict:
-    return json.loads((folder / "eval.json").read_text())
+def in_protocol(doc: dict, protocol: str = "standard") -> dict:
+    """The document with one protocol's section (its protocol, results, deltas) lifted to the top."""
+    (section,) = [s for s in doc["evaluations"] if s["protocol"]["name"] == protocol]
+    return {**doc, **section}
+
+
+def read_eval(folder: Path, protocol: str = "standard", name: str = "eval.json") -> dict:
+    return in_protocol(json.loads((folder / name).read_text()), protocol)
 
 
 # ------------------------------------------------------------------ data
@@ -133,7 +139,7 @@ def test_eval_without_wikitext_fails_before_writing(monkeypatch, tmp_path, tok):
     monkeypatch.delenv("SPARKNET_WIKITEXT", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SparkNetError, match="SPARKNET_WIKITEXT"):
-        eval_command(str(model_dir), samples=False, max_tokens=100)
+        eval_command(str(model_dir), protocol="standard", samples=False, max_tokens=100)
     assert not (model_dir / "eval.json").exists()
 
 
@@ -239,7 +245,7 @@ def test_sparknet_2000_matches_line_by_line(tmp_path, tok):
     model_dir = export_hf(model, tmp_path / "model", tok)
     assert eval_command(str(model_dir), protocol="sparknet-2000", wikitext=str(WIKITEXT_DIR), samples=False,
                         max_tokens=1950) == 0
-    doc = read_eval(model_dir)
+    doc = read_eval(model_dir, "sparknet-2000")
     row = doc["results"][0]
     assert doc["protocol"]["name"] == row["protocol"] == "sparknet-2000"
     assert doc["protocol"]["split"] == "validation"
@@ -258,7 +264,7 @@ def test_sparknet_2000_short_context_is_labelled(tmp_path, tok):
     model_dir = export_hf(tiny_model(context=64), tmp_path / "model", tok)
     eval_command(str(model_dir), protocol="sparknet-2000", wikitext=str(WIKITEXT_DIR), samples=False,
                  max_tokens=300)
-    doc = read_eval(model_dir)
+    doc = read_eval(model_dir, "sparknet-2000")
     assert doc["results"][0]["max_len"] == 64
     assert "truncated to the model's context 64" in doc["results"][0]["deviation"]
     published = {d["against"]: d for d in doc["deltas"]}
@@ -278,7 +284,8 @@ def test_hf_export_and_engine_model_score_the_same(tmp_path, tok):
     assert isinstance(engine_loaded.model, GPT)
     assert not isinstance(hf_loaded.model, GPT)
     for folder in (engine_dir, hf_dir):
-        assert eval_command(str(folder), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=400, stride=32) == 0
+        assert eval_command(str(folder), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False,
+                            max_tokens=400, stride=32) == 0
     a, b = read_eval(engine_dir)["results"][0], read_eval(hf_dir)["results"][0]
     assert a["tokens_scored"] == b["tokens_scored"] == 400
     assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-5)
@@ -288,7 +295,8 @@ def test_hf_export_and_engine_model_score_the_same(tmp_path, tok):
 
 def test_stride_none_is_half_of_each_context(tmp_path, tok):
     model_dir = export_hf(tiny_model(context=64), tmp_path / "model", tok)
-    eval_command(str(model_dir), stride=None, wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
+    eval_command(str(model_dir), protocol="standard", stride=None, wikitext=str(WIKITEXT_DIR), samples=False,
+                 max_tokens=200)
     doc = read_eval(model_dir)
     row = doc["results"][0]
     assert (row["stride"], row["tokens_scored"]) == (32, 200)  # overlapping windows score every token
@@ -307,11 +315,12 @@ def make_run(logs: Path, model: GPT, name="tiny-run") -> Path:
 def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):
     model = tiny_model(seed=5)
     run_dir = make_run(logs, model)
-    assert eval_command("tiny-run", wikitext=str(WIKITEXT_DIR), max_tokens=300, temperature=0.8, top_k=20) == 0
+    assert eval_command("tiny-run", protocol="standard", wikitext=str(WIKITEXT_DIR), max_tokens=300,
+                        temperature=0.8, top_k=20) == 0
     # no final model yet: the checkpoint's evaluation is kept beside where the final one will go
-    assert not (run_dir / "eval.json").exists() and not (run_dir / "eval-standard.json").exists()
-    doc = json.loads((run_dir / "eval-step-00000010.json").read_text())
-    assert set(doc) >= {"created_at", "target", "protocol", "results", "deltas", "samples", "settings"}
+    assert not (run_dir / "eval.json").exists()
+    doc = read_eval(run_dir, name="eval-step-00000010.json")
+    assert set(doc) >= {"created_at", "target", "evaluations", "samples", "settings"}
     assert doc["checkpoint_step"] == 10 and doc["final"] is False
     target, gpt2, codelion = doc["results"]
     assert (target["model"], target["source"], target["tokenizer_matches"]) == ("this run", "measured", True)
@@ -335,7 +344,7 @@ def test_run_with_exported_model_uses_it(logs, tok):
     trained = tiny_model(seed=2)  # different weights: proves model/ wins over the checkpoint
     export_hf(trained, run_dir / "model", tok)
     (run_dir / "eval.json").write_text('{"stale": true}')
-    eval_command(str(run_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
+    eval_command(str(run_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
     assert read_eval(run_dir)["final"] is True  # the final model's evaluation is eval.json
     row = read_eval(run_dir)["results"][0]
     assert row["path"] == str(run_dir / "model")
@@ -362,7 +371,7 @@ def test_bad_targets_and_options_are_one_line_errors(tmp_path, logs):
 
 def test_published_figures_when_baselines_are_not_measured(tmp_path, tok):
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
-    eval_command(str(model_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
+    eval_command(str(model_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
     doc = read_eval(model_dir)
     _, gpt2, codelion = doc["results"]
     assert gpt2["source"] == codelion["source"] == "published"
@@ -377,18 +386,21 @@ def test_published_figures_when_baselines_are_not_measured(tmp_path, tok):
 
     eval_command(str(model_dir), protocol="sparknet-2000", wikitext=str(WIKITEXT_DIR), samples=False,
                  max_tokens=200)
-    _, gpt2, codelion = read_eval(model_dir)["results"]
+    _, gpt2, codelion = read_eval(model_dir, "sparknet-2000")["results"]
     assert (gpt2["loss"], gpt2["perplexity"], codelion["loss"], codelion["perplexity"]) == \
         (3.9407, 51.45, 5.0129, 150.35)
     assert gpt2["protocol"] == codelion["protocol"] == "sparknet-2000"
-    assert (model_dir / "eval-standard.json").exists()  # the other protocol's results are kept
+    # the other protocol's section is kept beside it, first as always
+    assert [s["protocol"]["name"] for s in json.loads((model_dir / "eval.json").read_text())["evaluations"]] == \
+        ["standard", "sparknet-2000"]
+    assert read_eval(model_dir)["results"][1]["perplexity"] == 29.9
 
 
 def test_unloadable_baseline_folder_falls_back_to_published(tmp_path, tok, capsys):
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    eval_command(str(model_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200,
+    eval_command(str(model_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200,
                  baseline_dirs={"gpt2": str(empty)})
     gpt2 = read_eval(model_dir)["results"][1]
     assert gpt2["source"] == "published" and gpt2["perplexity"] == 29.9
@@ -416,7 +428,7 @@ def test_baseline_measured_from_local_folder(tmp_path, tok):
     baseline_model = tiny_model(seed=2)
     baseline_dir = export_hf(baseline_model, tmp_path / "gpt2-local", tok)
     (baseline_dir / "sparknet_model.json").unlink()  # as a Hugging Face download would be
-    eval_command(str(target_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=300,
+    eval_command(str(target_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=300,
                  baseline_dirs={"GPT2": str(baseline_dir)})
     doc = read_eval(target_dir)
     target, gpt2, codelion = doc["results"]
@@ -449,7 +461,7 @@ def test_tokenizer_mismatch_leaves_bits_per_byte(tmp_path, tok, test_rows):
     assert own_tok.n_vocab < 1000
     target_dir = export_hf(tiny_model(vocab_size=own_tok.n_vocab), tmp_path / "target", own_tok)
     baseline_dir = export_hf(tiny_model(seed=2), tmp_path / "gpt2-local", tok)
-    eval_command(str(target_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=300,
+    eval_command(str(target_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=300,
                  baseline_dirs={"gpt2": str(baseline_dir)})
     doc = read_eval(target_dir)
     target, gpt2, codelion = doc["results"]
@@ -496,13 +508,71 @@ def test_broken_model_exits_nonzero_with_valid_json(tmp_path, tok):
     with torch.no_grad():
         model.ln_f.weight.fill_(float("nan"))
     model_dir = export_hf(model, tmp_path / "model", tok)
-    assert eval_command(str(model_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=100) == 1
+    assert eval_command(str(model_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False,
+                        max_tokens=100) == 1
 
     def no_nan(name):
         raise ValueError(f"{name} in eval.json")
 
-    doc = json.loads((model_dir / "eval.json").read_text(), parse_constant=no_nan)
+    doc = in_protocol(json.loads((model_dir / "eval.json").read_text(), parse_constant=no_nan))
     row = doc["results"][0]
     assert row["loss"] is None and row["perplexity"] is None and row["bits_per_byte"] is None
     assert "not a finite number" in row["note"]
     assert doc["deltas"][0]["loss_delta"] is None
+
+
+# ------------------------------------------------------------------ which protocols run by default
+
+
+def test_default_evaluation_runs_both_wikitext_protocols_so_both_baselines_have_figures(tmp_path, tok, capsys):
+    model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
+    assert eval_command(str(model_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200) == 0
+    doc = json.loads((model_dir / "eval.json").read_text())
+    assert [s["protocol"]["name"] for s in doc["evaluations"]] == ["standard", "sparknet-2000"]
+    standard, published_2000 = in_protocol(doc, "standard"), in_protocol(doc, "sparknet-2000")
+    assert standard["results"][1]["perplexity"] == 29.9  # GPT-2's only standard-protocol figure
+    assert published_2000["results"][2]["perplexity"] == 150.35  # CodeLion's, under its own protocol
+    assert all(r["protocol"] == "sparknet-2000" for r in published_2000["results"])
+    out = capsys.readouterr().out
+    assert "WikiText-2 (standard protocol, test split)" in out and "(sparknet-2000 protocol" in out
+
+
+def test_cli_offers_every_protocol():
+    from engine.cli import EVAL_PROTOCOLS
+    from engine.evaluate import PROTOCOLS
+
+    assert EVAL_PROTOCOLS == PROTOCOLS
+
+
+def test_demo_run_is_evaluated_on_its_held_out_text_with_no_download(logs, tmp_path):
+    """The tour's run: the demo mix and its own tokenizer, with no WikiText and no GPT-2 tokenizer to be had."""
+    from cli_helpers import only_run, sparknet
+    from engine.data import validation_batches
+    from engine.evaluate import load_target
+    from engine.train import load_run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARKNET_WIKITEXT", "SPARKNET_TOKENIZER")}
+    env.update(HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")
+    sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=8192", env=env)
+    run_dir = only_run(logs)
+    (section,) = json.loads((run_dir / "eval.json").read_text())["evaluations"]
+    assert section["protocol"]["name"] == "held-out" and section["protocol"]["mix"] == "demo"
+    (row,) = section["results"]  # nothing is published on the demo's text: no baseline rows
+    assert "WikiText-2" in section["note"] and "gpt2" in section["note"]
+    assert row["bits_per_byte"] == pytest.approx(row["loss"] * row["tokens_scored"]
+                                                 / (row["bytes_scored"] * math.log(2)))
+    # the same figure computed directly from the final model and the mix's held-out windows
+    loaded, (_, mix, _) = load_target(str(run_dir)), load_run(run_dir)
+    nll, count, n_bytes = 0.0, 0, 0
+    with torch.no_grad():
+        for batch in validation_batches(mix, 262_144, batch=8, context=loaded.model.cfg.context - 1):
+            x = torch.from_numpy(batch)
+            logits = loaded.model(x[:, :-1])
+            nll += float(F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum"))
+            count += x[:, 1:].numel()
+            n_bytes += sum(len(loaded.tokenizer.decode(r[1:].tolist()).encode("utf-8")) for r in batch)
+    assert (row["tokens_scored"], row["bytes_scored"]) == (count, n_bytes)
+    assert row["loss"] == pytest.approx(nll / count, rel=1e-5)
+
+    proc = sparknet("eval", run_dir.name, "--no-samples", env=env)
+    assert "held-out text of mix 'demo'" in proc.stdout and "WikiText-2" in proc.stdout

@@ -161,9 +161,14 @@ def test_stop_while_compiling_the_model_is_at_once_and_loses_nothing(logs):
         "stopped at step 0 while compiling the model")
 
 
-def test_stop_during_the_final_evaluation_ends_finished_without_it(logs):
-    run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=true",
-                      "--set", "run.final_eval_tokens=0", "--detach").stdout.strip().splitlines()[-1]
+def test_stop_during_the_final_evaluation_ends_finished_without_it(logs, tmp_path):
+    # the demo's stories under the GPT-2 tokenizer: the final evaluation scores all of WikiText-2 (long on a CPU)
+    mix = tmp_path / "stories-gpt2.toml"
+    mix.write_text(f'tokenizer = "gpt2"\nvalidation_share = 0.1\n[[sources]]\nname = "stories"\nweight = 1.0\n'
+                   f'path = "{PROJECT / "profiles" / "mixes" / "demo" / "stories.jsonl"}"\nrepeat = true\n')
+    run_id = sparknet("train", "--profile", "tiny-cpu", "--mix", str(mix), "--set", "model.vocab_size=50257",
+                      "--set", "run.tokens=4096", "--set", "run.final_eval=true", "--set", "run.final_eval_tokens=0",
+                      "--detach").stdout.strip().splitlines()[-1]
     run = logs / run_id
     assert wait_for(lambda: _phase(run) == "evaluating", scaled(300), 0.05), (run / "train.log").read_text()
     out = sparknet("stop", run_id).stdout

@@ -416,7 +416,7 @@ def test_a_live_run_shows_its_heartbeat_and_an_ended_one_labels_its_last_reading
     assert "status updated 3s ago" in status_text(live, parse_time(updated) + 3).plain
     assert "last readings" not in hardware_text(live).plain
     assert "status updated" not in status_text(ended, parse_time(updated) + 3).plain
-    assert hardware_text(ended).plain.startswith("last readings while the run lived (it is finished)")
+    assert hardware_text(ended).plain.startswith("last readings (run finished)")
 
 
 def test_ratios_read_in_plain_figures_never_in_exponent_notation():

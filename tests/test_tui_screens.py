@@ -307,21 +307,33 @@ async def test_evaluation_screen_shows_eval_json(panel_env):
         await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
         await select_row(pilot, app, panel_env.finished.name)
         await pilot.press("e")
-        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded)
+        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded
+                         and len(app.screen.query(".eval-table")) == 3)
         doc = json.loads((panel_env.finished / "eval.json").read_text())
-        table = app.screen.query_one("#eval-table", DataTable)
-        rows = [[str(c.plain if isinstance(c, Text) else c) for c in table.get_row_at(i)]
-                for i in range(table.row_count)]
-        assert [r[0] for r in rows] == [r["model"] for r in doc["results"]]
-        assert [r[1] for r in rows] == [r["source"] for r in doc["results"]]
-        measured = doc["results"][0]
-        assert rows[0][2] == f"{measured['loss']:.4f}"
-        assert rows[0][4] == f"{measured['bits_per_byte']:.3f}"
-        assert "capped at" in rows[0][7]  # the measured row's deviation from the full protocol
-        heading = plain(app.screen.query_one("#eval-heading", Static))
-        assert "protocol  name standard" in heading and "published =" in heading
-        deltas = plain(app.screen.query_one("#eval-deltas", Static))
-        assert f"vs {doc['deltas'][0]['against']}" in deltas and "comparable" in deltas
+        # a table per protocol, in eval.json's order: standard, sparknet-2000, the demo's held-out text
+        assert [s["protocol"]["name"] for s in doc["evaluations"]] == ["standard", "sparknet-2000", "held-out"]
+        for i, section in enumerate(doc["evaluations"]):
+            table = app.screen.query_one(f"#eval-table-{i}", DataTable)
+            rows = [[str(c.plain if isinstance(c, Text) else c) for c in table.get_row_at(j)]
+                    for j in range(table.row_count)]
+            assert [r[0] for r in rows] == [r["model"] for r in section["results"]]
+            assert [r[1] for r in rows] == [r["source"] for r in section["results"]]
+            measured = section["results"][0]
+            assert rows[0][2] == f"{measured['loss']:.4f}"
+            assert rows[0][4] == f"{measured['bits_per_byte']:.3f}"
+        standard_notes = plain(app.screen.query_one("#eval-notes-0", Static))
+        assert "capped at" in standard_notes  # the measured row's deviation from the full protocol
+        assert "protocol: HF sliding window" in standard_notes  # a published figure's own protocol
+        assert f"vs {doc['evaluations'][0]['deltas'][0]['against']}" in standard_notes
+        assert "comparable" in standard_notes
+        body = "\n".join(plain(w) for w in app.screen.query(".eval-protocol"))
+        assert "WikiText-2 (standard protocol, test split)" in body
+        assert "held-out text of mix 'demo'" in body
+        # a perplexity above the model's 1,024-token vocabulary is worse than a uniform guess, and is called so
+        held_out = doc["evaluations"][2]["results"][0]
+        assert ("above the vocabulary size (1,024)" in plain(app.screen.query_one("#eval-notes-2", Static))) == \
+            (held_out["perplexity"] > 1024)
+        assert "published =" in plain(app.screen.query_one("#eval-heading", Static))
         samples = plain(app.screen.query_one("#eval-samples", Static))
         assert doc["samples"][0]["prompt"] in samples
 
@@ -332,7 +344,7 @@ async def test_evaluation_screen_without_eval_json(panel_env):
         app.open_evaluation(panel_env.failed)
         await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded)
         assert "No evaluation yet" in plain(app.screen.query_one("#eval-heading", Static))
-        assert not app.screen.query_one("#eval-table", DataTable).display
+        assert not app.screen.query(".eval-table")
 
 
 # ---------------------------------------------------------------- New run
@@ -382,6 +394,15 @@ async def test_new_run_validates_as_you_type(private_logs, private_profiles):
         steps = 40960 // profile.tokens_per_step
         assert f"steps       {steps}" in derived
         assert "--set model.n_head=8 run.tokens=40960" in derived
+
+
+async def test_new_run_warns_that_a_second_run_halves_both(private_logs, private_profiles, frozen_runs):
+    run = copy_run(frozen_runs.running, private_logs)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        await wait_until(pilot, app, lambda: "half speed" in plain(screen.query_one("#new-error", Static)))
+        assert f"{run.name} is training on this machine" in plain(screen.query_one("#new-error", Static))
 
 
 async def test_new_run_estimates_duration_from_finished_runs(private_logs, private_profiles, tiny_runs):
@@ -436,6 +457,9 @@ async def test_new_run_saves_a_profile_and_a_mix(private_logs, private_profiles)
         weight.value = "2.0"
         await settle(pilot, app)
         assert screen.plan.weights_changed
+        # what the screen calls valid starts: an edited mix is not called valid
+        line = plain(screen.query_one("#new-error", Static))
+        assert "valid" not in line and "save the mix (ctrl+o)" in line
         await pilot.press("ctrl+r")  # an edited mix must be saved before it can run
         await settle(pilot, app)
         assert any("save the mix first" in n.message for n in app._notifications)
@@ -446,6 +470,8 @@ async def test_new_run_saves_a_profile_and_a_mix(private_logs, private_profiles)
         assert load_mix("demo-heavy").sources[0].weight == 2.0
         assert screen.query_one("#mix-select", Select).value == "demo-heavy"
         assert not screen.plan.weights_changed and screen.plan.mix.sources[0].name == first_source
+        await wait_until(pilot, app, lambda: plain(screen.query_one("#new-error", Static)).startswith("valid"))
+        assert f"{screen.plan.steps:,} steps" in plain(screen.query_one("#new-error", Static))
         # the edited hyperparameters survive switching to the saved mix
         assert screen.query_one(f"#{field_id('model.n_layer')}", Input).value == "3"
 

@@ -9,6 +9,8 @@ panel, review and accept new pictures with `pytest tests/test_tui_snapshots.py
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,20 @@ async def settled(pilot) -> None:
         await pilot.pause(0.05)
 
 
+async def open_new_run(pilot) -> None:
+    await settled(pilot)
+    await pilot.press("n")
+    await settled(pilot)
+
+
+def open_evaluation_of(run: Path):
+    async def open_evaluation(pilot) -> None:
+        await settled(pilot)
+        pilot.app.open_evaluation(run)
+        await settled(pilot)
+    return open_evaluation
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_runs_screen(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=settled)
@@ -60,11 +76,6 @@ def test_runs_screen(snap_compare, frozen_env, size):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_new_run_screen(snap_compare, frozen_env, size):
-    async def open_new_run(pilot) -> None:
-        await settled(pilot)
-        await pilot.press("n")
-        await settled(pilot)
-
     assert snap_compare(still_app(), terminal_size=size, run_before=open_new_run)
 
 
@@ -74,10 +85,34 @@ def test_live_screen(snap_compare, frozen_env, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_evaluation_screen(snap_compare, frozen_env, size):
-    async def open_evaluation(pilot) -> None:
-        await settled(pilot)
-        pilot.app.open_evaluation(frozen_env.finished)
-        await settled(pilot)
+def test_live_screen_of_a_failed_run(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(open_run=frozen_env.failed), terminal_size=size, run_before=settled)
 
-    assert snap_compare(still_app(), terminal_size=size, run_before=open_evaluation)
+
+@pytest.mark.parametrize("size", SIZES)
+def test_evaluation_screen(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(), terminal_size=size, run_before=open_evaluation_of(frozen_env.finished))
+
+
+def screen_rows(svg: str) -> list[str]:
+    """The text of a screenshot, row by row."""
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        text = html.unescape(re.sub("<[^>]+>", "", m.group(3))).replace("\xa0", " ")
+        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), text))
+    return ["".join(t for _, t in sorted(parts)) for _, parts in sorted(rows.items())]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", ["new run", "live", "failed live", "evaluation"])
+async def test_no_line_is_cut(frozen_env, size, screen):
+    """Errors, events, log lines, notes and the plan wrap: nothing on these screens ends in an ellipsis."""
+    open_run = {"live": frozen_env.running, "failed live": frozen_env.failed}.get(screen)
+    opener = {"new run": open_new_run, "evaluation": open_evaluation_of(frozen_env.finished)}.get(screen, settled)
+    app = still_app(open_run=open_run)
+    async with app.run_test(size=size) as pilot:
+        await opener(pilot)
+        rows = screen_rows(app.export_screenshot())
+    assert len(rows) >= 10, rows  # the screenshot was read
+    cut = [row for row in rows if "…" in row]
+    assert not cut, "\n".join(rows)

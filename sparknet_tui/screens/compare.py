@@ -41,13 +41,16 @@ def setting_differences(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
-def final_eval_perplexity(view: RunView) -> float | None:
-    results = (view.eval or {}).get("results")
-    for r in results if isinstance(results, list) else []:
+def final_eval_perplexity(view: RunView) -> str:
+    """The run's measured perplexity under the first protocol of its evaluation, and which protocol that is."""
+    sections = (view.eval or {}).get("evaluations")
+    first = sections[0] if isinstance(sections, list) and sections and isinstance(sections[0], dict) else {}
+    results = first.get("results") if isinstance(first.get("results"), list) else []
+    for r in results:
         if isinstance(r, dict) and r.get("source") == "measured":
-            ppl = r.get("perplexity")
-            return ppl if isinstance(ppl, (int, float)) else None
-    return None
+            protocol = first.get("protocol") if isinstance(first.get("protocol"), dict) else {}
+            return f"{fmt_perplexity(r.get('perplexity'))} ({protocol.get('name', NA)})"
+    return NA
 
 
 def comparison_table(a: RunView, b: RunView) -> Table:
@@ -67,7 +70,7 @@ def comparison_table(a: RunView, b: RunView) -> Table:
             fmt_float(v.loss_points[-1][1]) if v.loss_points else NA,
             fmt_float(v.val_points[-1][1]) if v.val_points else NA,
             fmt_perplexity(perplexity(v.val_points[-1][1])) if v.val_points else NA,
-            fmt_perplexity(final_eval_perplexity(v)),
+            final_eval_perplexity(v),
             fmt_count(v.tokens_per_s[-1]) if v.tokens_per_s else NA,
             fmt_duration(v.last_metric.get("elapsed_s")),
         ]

@@ -1,4 +1,4 @@
-"""Evaluation: eval.json against GPT-2 and CodeLion 70M, with protocols, sources, deltas and samples."""
+"""Evaluation: eval.json against GPT-2 and CodeLion 70M, a table per protocol, with sources, notes and deltas."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runlock import EVAL_LOCK_NAME, lock_held
-from engine.formatting import NA, fmt_float, fmt_int, fmt_perplexity, fmt_ratio, is_number
+from engine.formatting import NA, fmt_float, fmt_int, fmt_perplexity, fmt_protocol_title, fmt_ratio, is_number
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
 from sparknet_tui.screens.common import PanelScreen, fill_table
 from sparknet_tui.evalfile import read_eval
 
-EVAL_COLUMNS = [(name, name) for name in
-                ("model", "source", "loss", "perplexity", "bits/byte", "tokens", "protocol", "note")]
+# narrow enough for 80 columns; what is longer (notes, a published figure's protocol) is written below, wrapped
+EVAL_COLUMNS = [(name, name) for name in ("model", "source", "loss", "perplexity", "bits/byte", "tokens")]
 # shown on their own (description) or said by the description already (joined_with)
 PROTOCOL_KEYS_LEFT_OUT = ("description", "joined_with")
 
@@ -41,6 +41,7 @@ def fmt_value(value: Any) -> str:
 
 def protocol_text(protocol: Any) -> Text:
     text = Text()
+    text.append(fmt_protocol_title(protocol) + "\n", style="bold")
     text.append("protocol  ", style="bold")
     if isinstance(protocol, dict):
         text.append(" · ".join(f"{k} {fmt_value(v)}" for k, v in protocol.items()
@@ -56,10 +57,6 @@ def protocol_text(protocol: Any) -> Text:
 
 def result_cells(result: dict) -> list[Text | str]:
     source = str(result.get("source") or NA)
-    notes = [str(n) for n in (result.get("deviation"), result.get("note")) if n]
-    if result.get("tokenizer_matches") is False:
-        notes.insert(0, "tokenizer differs: per-token figures do not compare")
-    note = "; ".join(notes)
     return [
         Text(str(result.get("model") or NA), style="bold" if source == "measured" else ""),
         Text(source, style="green" if source == "measured" else "italic dim"),
@@ -67,9 +64,48 @@ def result_cells(result: dict) -> list[Text | str]:
         fmt_perplexity(result.get("perplexity")),
         fmt_float(result.get("bits_per_byte"), 3),
         fmt_int(result.get("tokens_scored")),
-        fmt_value(result.get("protocol")),
-        note,
     ]
+
+
+def result_notes(result: dict, protocol_name: Any) -> list[str]:
+    """What a row's cells cannot say: its own protocol when not the table's, a tokenizer that differs, notes."""
+    notes = []
+    if result.get("protocol") and result.get("protocol") != protocol_name:
+        notes.append(f"protocol: {result['protocol']}")
+    if result.get("tokenizer_matches") is False:
+        notes.append("tokenizer differs: per-token figures do not compare")
+    notes += [str(n) for n in (result.get("deviation"), result.get("note")) if n]
+    return notes
+
+
+def what_is_normal(result: dict) -> str | None:
+    """A plain word where a measured figure would surprise."""
+    ppl, vocab = result.get("perplexity"), result.get("vocab_size")
+    if result.get("source") == "measured" and is_number(ppl) and is_number(vocab) and ppl > vocab:
+        return (f"perplexity {fmt_perplexity(ppl)} is above the vocabulary size ({vocab:,}): the model still does "
+                f"worse than a uniform guess over its tokens; expected after a short demo run, a sign of a broken "
+                f"pipeline after a long one")
+    return None
+
+
+def section_notes(section: dict) -> Text:
+    """Below a protocol's table: each row's notes, the deltas, the section's own note."""
+    text = Text()
+    results = section.get("results") if isinstance(section.get("results"), list) else []
+    name = (section.get("protocol") or {}).get("name") if isinstance(section.get("protocol"), dict) else None
+    for result in (r for r in results if isinstance(r, dict)):
+        normal = what_is_normal(result)
+        if normal:
+            text.append(f"{normal}\n", style="yellow")
+        notes = result_notes(result, name)
+        if notes:
+            text.append(f"{result.get('model') or NA}: ", style="bold")
+            text.append("; ".join(notes) + "\n", style="dim")
+    text.append_text(deltas_text(section.get("deltas")))
+    if section.get("note"):
+        text.append(f"\n{section['note']}" if text.plain.strip() else str(section["note"]), style="dim")
+    text.rstrip()
+    return text
 
 
 def delta_text(delta: Any) -> Text:
@@ -99,10 +135,9 @@ def delta_text(delta: Any) -> Text:
 
 def deltas_text(deltas: Any) -> Text:
     text = Text()
-    text.append("deltas\n", style="bold")
     items = deltas if isinstance(deltas, list) else []
-    if not items:
-        text.append("none\n", style="dim")
+    if items:
+        text.append("deltas\n", style="bold")
     for delta in items:
         text.append("  ")
         text.append_text(delta_text(delta))
@@ -148,8 +183,7 @@ class EvaluationScreen(PanelScreen):
         yield Header()
         with VerticalScroll(id="eval-body"):
             yield Static(id="eval-heading")
-            yield DataTable(id="eval-table", cursor_type="row", zebra_stripes=True)
-            yield Static(id="eval-deltas")
+            yield Vertical(id="eval-sections")
             yield Static(id="eval-samples")
         yield Footer(compact=True)
 
@@ -167,33 +201,45 @@ class EvaluationScreen(PanelScreen):
         self.loaded, self.data, self.problem = True, message.data, message.problem
         self.show()
 
+    def sections(self) -> list[dict]:
+        found = (self.data or {}).get("evaluations")
+        return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
+
     def show(self) -> None:
         heading = Text()
         heading.append(self.run_dir.name, style="bold")
         data = self.data or {}
-        table = self.query_one(DataTable)
         if self.run_dir in self.context.evaluating or lock_held(self.run_dir, EVAL_LOCK_NAME):
-            heading.append("\nevaluation in progress: the table below updates when it ends", style="bold blue")
+            heading.append("\nevaluation in progress: the tables below update when it ends", style="bold blue")
         if self.problem:
             heading.append(f"\n{self.problem}", style="bold red")
         elif self.data is None:
             heading.append("\nNo evaluation yet: a finished run writes eval.json; press v to run "
                            "`sparknet eval` now.", style="dim")
         else:
-            heading.append("\n")
             if data.get("final") is False:
-                heading.append(f"checkpoint of step {data.get('checkpoint_step')}, not the final model\n",
+                heading.append(f"\ncheckpoint of step {data.get('checkpoint_step')}, not the final model",
                                style="bold yellow")
-            heading.append_text(protocol_text(data.get("protocol")))
             heading.append("\nmeasured = computed here on this machine; published = reported by the model's "
                            "authors or earlier runs, not re-measured", style="dim")
         self.query_one("#eval-heading", Static).update(heading)
-        results = data.get("results") if isinstance(data.get("results"), list) else []
-        rows = [(str(i), result_cells(r)) for i, r in enumerate(results) if isinstance(r, dict)]
-        fill_table(table, EVAL_COLUMNS, rows)
-        table.display = bool(rows)
-        self.query_one("#eval-deltas", Static).update(deltas_text(data.get("deltas")) if self.data else "")
+        self.show_sections()
         self.query_one("#eval-samples", Static).update(samples_text(data.get("samples")) if self.data else "")
+
+    def show_sections(self) -> None:
+        """A heading, a table and the notes below it for each protocol of eval.json."""
+        box = self.query_one("#eval-sections", Vertical)
+        box.remove_children()
+        widgets = []
+        for i, section in enumerate(self.sections()):
+            results = section.get("results") if isinstance(section.get("results"), list) else []
+            table = DataTable(id=f"eval-table-{i}", classes="eval-table", cursor_type="row", zebra_stripes=True)
+            fill_table(table, EVAL_COLUMNS, [(str(j), result_cells(r)) for j, r in enumerate(results)
+                                             if isinstance(r, dict)])
+            widgets += [Static(protocol_text(section.get("protocol")), classes="eval-protocol"), table,
+                        Static(section_notes(section), id=f"eval-notes-{i}", classes="eval-notes")]
+        if widgets:
+            box.mount_all(widgets)
 
     def action_live(self) -> None:
         self.post_message(OpenLive(self.run_dir))

@@ -40,7 +40,7 @@ LOG_SHOWN_FAILED = 15
 
 def status_text(view: RunView, now: float) -> Text:
     s = view.status
-    text = Text(no_wrap=True, overflow="ellipsis")
+    text = Text()  # wraps: an error's last words are often its fix
     text.append(view.run_id, style="bold")
     text.append("  ")
     text.append_text(state_text(view.state))
@@ -108,7 +108,7 @@ def figures_text(view: RunView) -> Text:
 
 
 def events_text(view: RunView) -> Text:
-    text = Text(no_wrap=True, overflow="ellipsis")
+    text = Text()  # wraps: a warning or a log line is read whole
     text.append("events\n", style="bold")
     events = view.events[-EVENTS_SHOWN:]
     if not events:

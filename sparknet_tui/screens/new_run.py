@@ -12,6 +12,7 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 from engine.ceiling import read_ceilings
 from engine.config import ConfigError, list_mixes, list_profiles
 from engine.formatting import fmt_count, fmt_duration, fmt_int
+from engine.rundir import sharing_warning
 from sparknet_tui.context import PanelContext
 from sparknet_tui.commands import CliResult, check_run_inputs
 from sparknet_tui.messages import CeilingsRead, RunInputsChecked, RunsScanned, StartRun
@@ -25,6 +26,15 @@ from sparknet_tui.watch import RunRow, RunsScanner
 
 def field_id(key: str) -> str:
     return "f-" + key.replace(".", "-")
+
+
+def plan_summary(plan: Plan) -> Text:
+    """The plan's headline beside 'valid', where an 80x24 terminal shows it without scrolling."""
+    text = Text(f" · {fmt_int(plan.steps)} steps · {fmt_count((plan.steps or 0) * (plan.tokens_per_step or 0))} "
+                "tokens", style="dim")
+    if plan.duration_s is not None:
+        text.append(f" · ≈ {fmt_duration(plan.duration_s)}", style="bold")
+    return text
 
 
 def derived_text(plan: Plan) -> Text:
@@ -276,12 +286,18 @@ class NewRunScreen(PanelScreen):
         problem = None if error or self.plan.weights_changed else self.check_problem()
         if error:
             line = Text(error, style="bold red")
+        elif self.plan.weights_changed:
+            line = Text("mix weights edited: save the mix (ctrl+o) to start with them", style="yellow")
         elif problem and problem.startswith("checking"):
             line = Text(problem, style="yellow")
         elif problem:
             line = Text(problem, style="bold red")
         else:
             line = Text("valid: ctrl+r starts the run", style="green")
+            line.append_text(plan_summary(self.plan))
+        live = [r.run_id for r in self.runs if r.live]
+        if live:
+            line.append(f"\n⚠ {sharing_warning(live)}", style="bold yellow")
         self.query_one("#new-error", Static).update(line)
 
     # ------------------------------------------------------------ actions

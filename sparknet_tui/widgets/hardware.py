@@ -67,11 +67,12 @@ def gpu_lines(gpu: GpuView, warn_c: float) -> Text:
 
 
 def host_line(view: RunView) -> Text:
+    """CPU and RAM on a line each, narrow enough for the side column."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("CPU ")
     text.append(fmt_percent(view.cpu_pct), style="bold")
     text.append(f" {spark(view.cpu_history, SPARK_WIDTH):<{SPARK_WIDTH}}", style="cyan")
-    text.append("  RAM ")
+    text.append("\nRAM ")
     if view.ram_used_b is not None and view.ram_total_b:
         gib = 1024**3
         text.append(f"{view.ram_used_b / gib:.1f}/{view.ram_total_b / gib:.1f} GiB", style="bold")
@@ -84,7 +85,7 @@ def host_line(view: RunView) -> Text:
 def memory_line(view: RunView) -> str:
     """The run's own memory, what the machine has left, and the floor below which the run stops itself."""
     floor = view.status.get("memory_floor_b")
-    floor_text = (NA if not is_number(floor) else "off" if floor <= 0
+    floor_text = (f"memory floor {NA}" if not is_number(floor) else "off" if floor <= 0
                   else f"stops below {fmt_bytes(floor)}")
     return f"RAM of the run {fmt_bytes(view.run_rss_b)} · free {fmt_bytes(view.ram_available_b)} · {floor_text}"
 
@@ -93,7 +94,7 @@ def hardware_text(view: RunView) -> Text:
     parts = [gpu_lines(g, view.warn_c) for g in view.gpus]
     if view.state in ("finished", "failed", "stopped") and (view.gpus or view.cpu_pct is not None):
         # what the sampler saw last, not what the machine does now
-        parts.insert(0, Text(f"last readings while the run lived (it is {view.state})", style="dim"))
+        parts.insert(0, Text(f"last readings (run {view.state})", style="dim"))
     if not view.gpus:
         parts.append(Text("No GPU reported (CPU run or no NVML)", style="dim"))
     parts.append(host_line(view))
