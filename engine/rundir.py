@@ -285,6 +285,7 @@ class RunDir:
         self.events_path = self.path / "events.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self._status: dict = read_json(self.status_path) or {}
+        self.tensorboard = None  # a TensorBoardLog (engine/tensorboard_log.py) that gets every row as well
 
     def create(self, run_toml: str):
         """Make the folder, take its lock (before anything is written in it), then write run.toml."""
@@ -309,9 +310,13 @@ class RunDir:
 
     def metric(self, row: dict) -> None:
         append_jsonl(self.metrics_path, row)
+        if self.tensorboard is not None:
+            self.tensorboard.metric(row)
 
     def system(self, row: dict) -> None:
         append_jsonl(self.system_path, row)
+        if self.tensorboard is not None:
+            self.tensorboard.system(row)
 
     def stop_requested(self) -> bool:
         return (self.path / "STOP").exists()

@@ -72,6 +72,7 @@ class RunConfig:
     final_eval: bool = True
     final_eval_tokens: int = 0  # 0 = the whole WikiText-2 test split
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
+    tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard as well (`tensorboard --logdir logs`)
     memory_floor_gb: float = 3.0  # checkpoint and stop when the machine's available memory falls below it; 0 = off
     # the fast paths (engine/kernels.py): each runs where the device can and proves itself at start; false forces
     # the reference PyTorch path, which computes the same function

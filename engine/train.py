@@ -321,6 +321,9 @@ class Trainer:
         finally:
             if self.hardware is not None:
                 self.hardware.stop()
+            if self.rd.tensorboard is not None:
+                self.rd.tensorboard.close()
+                self.rd.tensorboard = None
         finish_run(self, last_good_loss)
         return 0
 
@@ -329,6 +332,10 @@ class Trainer:
         self.t_start = time.monotonic()
         self.memory_guard = MemoryGuard(p.run.memory_floor_gb)
         if self.is_main:
+            if p.run.tensorboard:
+                from engine.tensorboard_log import TensorBoardLog
+
+                self.rd.tensorboard = TensorBoardLog(self.run_dir)
             self.hardware = HardwareWatch(self.rd, self.device, p.thermal, self.event, self.status,
                                           self.stop_requested)
             self.hardware.start()
