@@ -286,6 +286,11 @@ class RunView:
     def hot_gpus(self) -> list[GpuView]:
         return [g for g in self.gpus if g.temp_c is not None and g.temp_c > self.warn_c]
 
+    @property
+    def vocab_size(self) -> int | None:
+        value = _section(self.config, "profile", "model").get("vocab_size")
+        return int(value) if is_number(value) else None
+
 
 class RunWatcher:
     """Follows one run directory: each poll reads only what was appended since the last one."""

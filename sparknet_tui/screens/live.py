@@ -20,6 +20,7 @@ from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
 from sparknet_tui.series import ema, log_points
 from sparknet_tui.watch import RunView, RunWatcher
+from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
 from sparknet_tui.widgets.hardware import HardwarePanel, memory_line
 
@@ -104,6 +105,10 @@ def figures_text(view: RunView) -> Text:
         text.append(fmt_perplexity(view.wikitext_points[-1][1]), style="bold magenta")
     text.append(f"  lr {m['lr']:.2e}" if is_number(m.get("lr")) else "")
     text.append(f"  grad {fmt_float(m.get('grad_norm'), 2)}" if is_number(m.get("grad_norm")) else "")
+    val_ppl = perplexity(view.val_points[-1][1]) if view.val_points else None
+    if val_ppl is not None and view.vocab_size and val_ppl > view.vocab_size:
+        text.append(f"\nval ppl above the {view.vocab_size:,}-token vocabulary: worse than a uniform guess",
+                    style="yellow")
     return text
 
 
@@ -145,6 +150,12 @@ def chart_data(view: RunView, smoothing: float) -> ChartData:
         series.append(Series("WikiText ln(ppl)", log_points(view.wikitext_points), "magenta"))
     if view.val_points:
         series.append(Series("val loss", view.val_points, "bold yellow", markers=True))
+    m = view.last_metric
+    per_step = m["tokens"] / m["step"] if is_number(m.get("tokens")) and is_number(m.get("step")) and m["step"] \
+        else None
+    reference = reference_points(str(view.config.get("profile_name") or ""), per_step, steps[-1] if steps else None)
+    if len(reference) > 1:
+        series.insert(0, Series(REFERENCE_LABEL, reference, "grey30"))
     waiting = "waiting for the first logged step" if view.state in ("preparing", "running") else "no metrics"
     return ChartData(series, x_label="step", empty_message=waiting)
 
