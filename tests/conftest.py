@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -54,3 +55,27 @@ def corpora_mix(tmp_path_factory) -> Path:
         f'[[sources]]\nname = "educational"\nweight = 0.2\npath = "{CORPORA_DIR / "educational.jsonl.gz"}"\n'
     )
     return path
+
+
+# the GPT-2 tokenizer and WikiText-2 test split, for the evaluation tests
+@pytest.fixture(scope="session")
+def tok():
+    from engine.tokenizer import load_tokenizer
+
+    return load_tokenizer(str(TOKENIZER_DIR))
+
+
+@pytest.fixture(scope="session")
+def test_rows():
+    from engine.evaluate import wikitext_rows
+
+    rows, _ = wikitext_rows("test", WIKITEXT_DIR)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def test_ids(tok, test_rows):
+    from engine.evaluate import standard_text
+
+    # the first 40 rows are plenty for tiny models and keep every test in seconds
+    return np.asarray(tok.encode(standard_text(test_rows[:40])), dtype=np.int64)

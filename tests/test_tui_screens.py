@@ -2,75 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
 
 import pytest
-from rich.console import Console
 from rich.text import Text
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import DataTable, Static
 
-from engine.config import load_mix, load_profile
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
 from sparknet_tui.screens.evaluation import EvaluationScreen
 from sparknet_tui.screens.live import LiveScreen
-from sparknet_tui.screens.new_run import NewRunScreen, field_id
+from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
 from sparknet_tui.widgets.chart import LineChart
+from pilot_helpers import POLL, make_app, plain, select_row, settle, table_rows, wait_until
 from tui_fixtures import FROZEN_NOW, copy_run, read_jsonl
 
 pytest_plugins = ["tui_fixtures"]
-
-POLL = 0.05  # fast polling keeps the tests short
-
-
-def make_app() -> SparkNetApp:
-    return SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL)
-
-
-def plain(widget) -> str:
-    content = widget.content
-    if isinstance(content, Text):
-        return content.plain
-    if isinstance(content, str):
-        return content
-    console = Console(width=200, file=io.StringIO(), record=True)
-    console.print(content)
-    return console.export_text()
-
-
-async def settle(pilot, app) -> None:
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def wait_until(pilot, app, predicate, timeout: float = 10.0) -> None:
-    loops = int(timeout / 0.05)
-    for _ in range(loops):
-        await settle(pilot, app)
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    assert predicate(), "condition not reached in time"
-
-
-def table_rows(table: DataTable) -> dict[str, list[str]]:
-    rows = {}
-    for key in table.rows:
-        rows[key.value] = [str(c.plain if isinstance(c, Text) else c) for c in table.get_row(key)]
-    return rows
-
-
-async def select_row(pilot, app, run_id: str) -> None:
-    table = app.screen.query_one(DataTable)
-    keys = [k.value for k in table.rows]
-    table.move_cursor(row=keys.index(run_id))
-    await settle(pilot, app)
 
 
 # ---------------------------------------------------------------- Runs
@@ -347,147 +298,6 @@ async def test_evaluation_screen_without_eval_json(panel_env):
         assert not app.screen.query(".eval-table")
 
 
-# ---------------------------------------------------------------- New run
-
-
-async def open_new_run(pilot, app) -> NewRunScreen:
-    await settle(pilot, app)
-    await pilot.press("n")
-    await wait_until(pilot, app, lambda: isinstance(app.screen, NewRunScreen))
-    return app.screen
-
-
-async def type_into(pilot, app, screen, key: str, text: str) -> None:
-    field = screen.query_one(f"#{field_id(key)}", Input)
-    field.focus()
-    field.value = ""
-    await pilot.press(*text) if text else None
-    await settle(pilot, app)
-
-
-async def test_new_run_validates_as_you_type(private_logs, private_profiles):
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        profile = load_profile("tiny-cpu")
-        assert screen.query_one("#profile-select", Select).value == "tiny-cpu"
-        assert screen.query_one("#mix-select", Select).value == profile.mix
-        derived = plain(screen.query_one("#derived", Static))
-        assert f"{profile.steps:,}" in derived and f"{profile.tokens_per_step:,}" in derived
-        assert "unknown" in derived  # no finished run of this shape here yet
-        for name in load_mix(profile.mix).shares:
-            assert name in derived
-
-        await type_into(pilot, app, screen, "model.n_head", "3")
-        error = plain(screen.query_one("#new-error", Static))
-        assert "model.n_head (3) must divide model.n_embd" in error
-        assert screen.query_one(f"#{field_id('model.n_head')}", Input).has_class("-invalid")
-        await pilot.press("ctrl+r")  # refused while invalid: no run starts
-        await settle(pilot, app)
-        assert list(private_logs.iterdir()) == []
-
-        await type_into(pilot, app, screen, "model.n_head", "8")
-        assert "valid" in plain(screen.query_one("#new-error", Static))
-        assert not screen.query_one(f"#{field_id('model.n_head')}", Input).has_class("-invalid")
-        await type_into(pilot, app, screen, "run.tokens", "40960")
-        derived = plain(screen.query_one("#derived", Static))
-        steps = 40960 // profile.tokens_per_step
-        assert f"steps       {steps}" in derived
-        assert "--set model.n_head=8 run.tokens=40960" in derived
-
-
-async def test_new_run_warns_that_a_second_run_halves_both(private_logs, private_profiles, frozen_runs):
-    run = copy_run(frozen_runs.running, private_logs)
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        await wait_until(pilot, app, lambda: "half speed" in plain(screen.query_one("#new-error", Static)))
-        assert f"{run.name} is training on this machine" in plain(screen.query_one("#new-error", Static))
-
-
-async def test_new_run_estimates_duration_from_finished_runs(private_logs, private_profiles, tiny_runs):
-    copy_run(tiny_runs.finished, private_logs)
-    speed = json.loads((tiny_runs.finished / "status.json").read_text())["tokens_per_s"]
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        await wait_until(pilot, app, lambda: screen.runs != [])
-        derived = plain(screen.query_one("#derived", Static))
-        profile = load_profile("tiny-cpu")
-        from engine.formatting import fmt_duration
-
-        assert f"≈ {fmt_duration(profile.steps * profile.tokens_per_step / speed)}" in derived
-        assert "median of 1 finished run" in derived
-        # another model shape has no measurement
-        await type_into(pilot, app, screen, "model.n_layer", "3")
-        assert "unknown" in plain(screen.query_one("#derived", Static))
-
-
-async def test_new_run_projects_the_duration_from_the_ceilings_doctor_saved(private_logs, private_profiles, tmp_path,
-                                                                            monkeypatch):
-    from engine.ceiling import save_ceilings
-
-    monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
-    save_ceilings("NVIDIA GB10", {"matmul_tflops": 92.0, "bandwidth_gbs": 240.0})
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        await wait_until(pilot, app, lambda: screen.ceilings != {})
-        derived = plain(screen.query_one("#derived", Static))
-        assert "projected from the ceilings `sparknet doctor` measured on the NVIDIA GB10" in derived
-
-
-async def test_new_run_saves_a_profile_and_a_mix(private_logs, private_profiles):
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        await type_into(pilot, app, screen, "model.n_layer", "3")
-        name = screen.query_one("#save-profile-name", Input)
-        name.value = "tiny-three"
-        await pilot.press("ctrl+s")
-        await settle(pilot, app)
-        assert load_profile("tiny-three").model.n_layer == 3
-        assert screen.query_one("#profile-select", Select).value == "tiny-three"
-        name.value = "tiny-three"
-        await pilot.press("ctrl+s")  # never over an existing profile
-        await settle(pilot, app)
-        assert any("exists" in n.message for n in app._notifications)
-
-        first_source, weight = next(iter(screen.weight_inputs.items()))
-        weight.value = "2.0"
-        await settle(pilot, app)
-        assert screen.plan.weights_changed
-        # what the screen calls valid starts: an edited mix is not called valid
-        line = plain(screen.query_one("#new-error", Static))
-        assert "valid" not in line and "save the mix (ctrl+o)" in line
-        await pilot.press("ctrl+r")  # an edited mix must be saved before it can run
-        await settle(pilot, app)
-        assert any("save the mix first" in n.message for n in app._notifications)
-        assert list(private_logs.iterdir()) == []
-        screen.query_one("#save-mix-name", Input).value = "demo-heavy"
-        await pilot.press("ctrl+o")
-        await settle(pilot, app)
-        assert load_mix("demo-heavy").sources[0].weight == 2.0
-        assert screen.query_one("#mix-select", Select).value == "demo-heavy"
-        assert not screen.plan.weights_changed and screen.plan.mix.sources[0].name == first_source
-        await wait_until(pilot, app, lambda: plain(screen.query_one("#new-error", Static)).startswith("valid"))
-        assert f"{screen.plan.steps:,} steps" in plain(screen.query_one("#new-error", Static))
-        # the edited hyperparameters survive switching to the saved mix
-        assert screen.query_one(f"#{field_id('model.n_layer')}", Input).value == "3"
-
-
-async def test_new_run_with_a_broken_profile_shows_the_error(private_logs, private_profiles):
-    (private_profiles / "tiny-cpu.toml").write_text("[model]\nn_layers = 2\n")
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        error = plain(screen.query_one("#new-error", Static))
-        assert "unknown key 'model.n_layers'" in error
-        await pilot.press("ctrl+r")
-        await settle(pilot, app)
-        assert app.is_running and list(private_logs.iterdir()) == []
-
-
 # ---------------------------------------------------------------- errors never crash the panel
 
 
@@ -512,20 +322,6 @@ async def test_broken_run_directories_show_messages(private_logs, tiny_runs):
         await settle(pilot, app)
         assert app.is_running
 
-
-async def test_new_run_checks_the_sources_before_it_says_valid(private_logs, private_profiles):
-    broken = private_profiles / "mixes" / "demo.toml"
-    broken.write_text(broken.read_text().replace('path = "demo/stories.jsonl"', 'path = "demo/no-stories.jsonl"'))
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_new_run(pilot, app)
-        await wait_until(pilot, app, lambda: "checking" not in plain(screen.query_one("#new-error", Static)))
-        error = plain(screen.query_one("#new-error", Static))
-        assert "no-stories.jsonl does not exist" in error and str(broken) in error.replace("\n", "")
-        assert "valid" not in error
-        await pilot.press("ctrl+r")
-        await settle(pilot, app)
-        assert list(private_logs.iterdir()) == []
 
 
 async def test_a_second_evaluation_of_a_run_is_refused_while_one_runs(private_logs, tiny_runs):
