@@ -216,6 +216,8 @@ def validate_profile(p: Profile) -> None:
          f"model.n_head ({m.n_head}) must divide model.n_embd ({m.n_embd}); {_head_count_hint(m.n_embd)}")
     if m.arch == "modern":
         need((m.n_embd // m.n_head) % 2 == 0, "model.n_embd / model.n_head must be even for rotary embeddings")
+    need(m.arch == "modern" or not (m.embed_norm or m.zero_init_proj),
+         "model.embed_norm and model.zero_init_proj need model.arch = 'modern'")
     need(m.pad_vocab_multiple >= 1, f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {m.pad_vocab_multiple}")
     need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(o.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon', got {o.name!r}")
@@ -233,8 +235,9 @@ def validate_profile(p: Profile) -> None:
     need(s.warmup >= 0, f"schedule.warmup must be >= 0 (a fraction < 1 or a step count), got {s.warmup}")
     need(s.warmup < 1 or float(s.warmup).is_integer(),
          f"schedule.warmup >= 1 counts steps and must be whole, got {s.warmup}")
-    need(s.decay in ("cosine", "linear", "constant"),
-         f"schedule.decay must be cosine, linear or constant, got {s.decay!r}")
+    need(s.decay in ("cosine", "linear", "constant", "warmdown"),
+         f"schedule.decay must be cosine, linear, constant or warmdown, got {s.decay!r}")
+    need(0 < s.warmdown <= 1, f"schedule.warmdown must be a fraction of the steps in (0, 1], got {s.warmdown}")
     _validate_batch_and_run(p, need)
     need(t.warn_c > 0, f"thermal.warn_c must be > 0, got {t.warn_c}")
     if t.pause_above_c > 0:

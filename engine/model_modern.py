@@ -3,7 +3,10 @@
 Differences from GPT-2 (engine/model.py): rotary position embeddings instead of
 learned ones, RMSNorm instead of LayerNorm, RMSNorm on queries and keys per head
 (QK-norm), a SwiGLU MLP, and no biases anywhere. The network is trained with
-Muon on its hidden matrices (engine/optim.py).
+Muon on its hidden matrices (engine/optim.py). With model.embed_norm the token
+embedding is RMS-normalised (no gain) before the first block; since that depends
+on the token alone, the export's input embedding is the normalised table and its
+output head the raw one (an untied Qwen3).
 """
 
 from __future__ import annotations
@@ -107,7 +110,9 @@ class ModernGPT(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         for name, p in self.named_parameters():
             if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+                out_proj = name.endswith(("o_proj.weight", "down_proj.weight"))
+                std = 0.0 if out_proj and cfg.zero_init_proj else 0.02 / math.sqrt(2 * cfg.n_layer) if out_proj \
+                    else 0.02
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def num_parameters(self) -> int:
@@ -118,6 +123,8 @@ class ModernGPT(nn.Module):
         if T > self.cfg.context:
             raise ValueError(f"sequence of {T} tokens is longer than the model's context {self.cfg.context}")
         x = self.embed_tokens(idx)
+        if self.cfg.embed_norm:
+            x = F.rms_norm(x, (x.size(-1),), eps=NORM_EPS)
         if self.residual_dtype is not None:
             x = x.to(self.residual_dtype)  # every layer's output then adds in this type too
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
@@ -160,7 +167,8 @@ def modern_hf_config(cfg: ModelConfig, eos_id: int | None) -> dict:
         "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA},
         "attention_bias": False,
         "attention_dropout": cfg.dropout,
-        "tie_word_embeddings": cfg.tie_embeddings,
+        # a normalised input table and the raw output head are two matrices
+        "tie_word_embeddings": cfg.tie_embeddings and not cfg.embed_norm,
         "use_sliding_window": False,
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
@@ -170,13 +178,15 @@ def modern_hf_config(cfg: ModelConfig, eos_id: int | None) -> dict:
 
 def modern_to_hf_state(model: ModernGPT) -> dict[str, torch.Tensor]:
     out = {}
+    cfg = model.cfg
     for name, t in model.state_dict().items():
         if name in ("embed_tokens.weight", "lm_head.weight"):
             t = t[: model.vocab_size]
         if name == "lm_head.weight":
-            if model.cfg.tie_embeddings:
-                continue
-            out[name] = t
+            if not cfg.tie_embeddings or cfg.embed_norm:
+                out[name] = t
+        elif name == "embed_tokens.weight" and cfg.embed_norm:
+            out["model." + name] = F.rms_norm(t.float(), (t.size(-1),), eps=NORM_EPS)
         else:
             out["model." + name] = t
     return out
@@ -187,5 +197,7 @@ def hf_to_modern_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict
     pad_vocab_rows(out, ("embed_tokens.weight", "lm_head.weight"), cfg)
     if "lm_head.weight" not in out:
         out["lm_head.weight"] = out["embed_tokens.weight"]
+    elif cfg.embed_norm and cfg.tie_embeddings:
+        out["embed_tokens.weight"] = out["lm_head.weight"]  # the raw table; the model normalises it itself
     return out
 

@@ -22,6 +22,10 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     bias: bool = True
+    # modern only: the token embedding RMS-normalised (no gain) before the first block; it depends on the token
+    # alone, so an export carries the normalised table as its input embedding and the raw one as its output head
+    embed_norm: bool = False
+    zero_init_proj: bool = False  # modern only: attention and MLP output projections start at zero
     # the embedding and output matrices are padded internally to a multiple of this
     # (fast matrix shapes); parameter counts, FLOPs and exports use the true vocab_size
     pad_vocab_multiple: int = 64
@@ -45,7 +49,8 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     warmup: float = 0.02  # < 1: fraction of steps; >= 1: steps
-    decay: str = "cosine"  # cosine | linear | constant
+    decay: str = "cosine"  # cosine | linear | constant | warmdown (constant, then linear over the last `warmdown`)
+    warmdown: float = 0.3  # decay = "warmdown": the fraction of steps, at the end, that decays linearly to min_lr
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The modern model: parameter budget, shapes, Qwen3 export with equal logits, and it learns."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.config import ModelConfig, load_profile, model_parameter_count
 from engine.export import export_hf, load_engine_model
@@ -31,17 +33,20 @@ def test_forward_shapes_and_loss():
     assert loss.dim() == 0 and abs(loss.item() - torch.log(torch.tensor(50257.0)).item()) < 0.5
 
 
-def test_exports_to_qwen3_with_equal_logits(tmp_path):
+@pytest.mark.parametrize("embed_norm", [False, True], ids=["plain", "embed-norm"])
+def test_exports_to_qwen3_with_equal_logits(tmp_path, embed_norm):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = ModernGPT(tiny_cfg()).eval()
+    model = ModernGPT(tiny_cfg(embed_norm=embed_norm)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # norms away from 1 so a misplaced norm shows
     export_hf(model, tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == "Qwen3ForCausalLM"
+    # with the embedding normalised, the file's input table is the normalised one and its head the raw one
+    assert hf.config.tie_word_embeddings is not embed_norm
     x = torch.randint(0, 50257, (2, 64))
     with torch.no_grad():
         ours, theirs = model(x), hf(x).logits
@@ -80,3 +85,41 @@ def test_batched_newton_schulz_equals_one_at_a_time():
     # orthogonalised: singular values near 1 (the quintic iteration lands in about [0.7, 1.2])
     s = torch.linalg.svdvals(batched[0].float())
     assert s.min() > 0.5 and s.max() < 1.5
+
+
+def test_the_normalised_embedding_feeds_the_first_block_unit_rms_rows():
+    torch.manual_seed(0)
+    model = ModernGPT(tiny_cfg(embed_norm=True, n_layer=0)).eval()
+    with torch.no_grad():
+        model.embed_tokens.weight.mul_(7.0)  # far from unit scale: the normalisation must undo it
+        x = torch.randint(0, 50257, (2, 16))
+        raw = model.embed_tokens(x)
+        expected = model.norm(F.rms_norm(raw, (64,), eps=1e-6))
+        assert torch.allclose(model.hidden(x), expected)
+        assert torch.allclose(F.rms_norm(raw, (64,), eps=1e-6).pow(2).mean(-1), torch.ones(2, 16), atol=1e-4)
+    assert model.lm_head.weight is model.embed_tokens.weight  # still tied in training: one matrix, one rate
+
+
+def test_zero_initialised_output_projections_start_each_block_as_the_identity():
+    torch.manual_seed(0)
+    model = ModernGPT(tiny_cfg(zero_init_proj=True)).eval()
+    for layer in model.layers:
+        assert not layer.self_attn.o_proj.weight.any() and not layer.mlp.down_proj.weight.any()
+        assert layer.self_attn.q_proj.weight.std() > 0.01
+    x = torch.randint(0, 50257, (1, 8))
+    with torch.no_grad():
+        assert torch.allclose(model.hidden(x), model.norm(model.embed_tokens(x)))
+
+
+def test_the_warmdown_schedule_holds_then_falls_linearly_to_min_lr():
+    from engine.schedule import lr_at
+
+    profile = load_profile("modern-70m", ["run.tokens=12_288_000", 'schedule.decay="warmdown"',
+                                          "schedule.warmdown=0.4", "schedule.warmup=10"])
+    steps, o = profile.steps, profile.optim
+    assert steps == 100
+    lrs = [lr_at(s, profile) for s in range(steps)]
+    assert lrs[9] == o.lr and lrs[10:60] == [o.lr] * 50  # warm-up, then constant until the last 40%
+    falling = lrs[60:]
+    assert all(a > b for a, b in zip(falling, falling[1:]))
+    assert falling[-1] == pytest.approx(o.min_lr + (o.lr - o.min_lr) / 40)
