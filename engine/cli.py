@@ -78,9 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_doctor(sub)
 
-    p = sub.add_parser("export", help="write a run's model in Hugging Face format")
+    p = sub.add_parser("export", help="write a run's model in Hugging Face format, or as a GGUF file")
     p.add_argument("run")
     p.add_argument("dir")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                   help="hf: config.json + model.safetensors for transformers (default); gguf: one file for "
+                        "llama.cpp and Ollama, tokenizer inside")
+    p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default="f16",
+                   help="the GGUF file's matrices: f16 (default), bf16 or q8_0 (8-bit, half the size)")
 
     p = sub.add_parser("_run")  # the training process itself; no help, so it is not listed
     p.add_argument("run_dir")
@@ -299,9 +304,20 @@ def cmd_export(args) -> int:
 
     run_dir = resolve_run(args.run)
     model, tok_spec, _ = load_latest_model(run_dir, report=print)
-    out = Path(args.dir)
-    export_hf(model, out, load_tokenizer(tok_spec))
-    print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+    out, tokenizer = Path(args.dir).expanduser(), load_tokenizer(tok_spec)
+    if args.format == "hf":
+        export_hf(model, out, tokenizer)
+        print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+        return 0
+    import tempfile
+
+    from engine.export_gguf import export_gguf
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as staging:
+        export_hf(model, Path(staging), tokenizer)
+        path = export_gguf(Path(staging), out / f"{run_dir.name}-{args.gguf_type}.gguf", tokenizer, args.gguf_type)
+    print(f"wrote {path} (llama-cli -m {path.name}; for Ollama a Modelfile with `FROM ./{path.name}`)")
     return 0
 
 
