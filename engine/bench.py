@@ -128,7 +128,7 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
                              MAX_LOGITS_BATCH), profile.model.context, device)
     ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test")
     cap = profile.run.final_eval_tokens or len(ids)  # the same cap as the final evaluation of a run
-    wiki = capped_wikitext_eval(model, ids, cap, profile.model.context, min(512, profile.model.context), device,
+    wiki = capped_wikitext_eval(model, ids, cap, profile.model.context, None, device,
                                 autocast_dtype=dtype, n_bytes=n_bytes)
     model.train()
     return {"val_loss": val_loss, "wikitext_loss": wiki["loss"], "wikitext_ppl": wiki["ppl"],

@@ -224,7 +224,7 @@ class Trainer:
 
         p = self.profile
         result = capped_wikitext_eval(self.raw_model, self.wikitext_ids, p.run.wikitext_tokens, p.model.context,
-                                      min(512, p.model.context), self.device,
+                                      None, self.device,
                                       autocast_dtype=torch.bfloat16 if self.use_bf16 else None)
         return result["ppl"]
 

@@ -88,7 +88,7 @@ def test_baseline_measured_from_local_folder(tmp_path, tok):
     assert (gpt2["source"], gpt2["hf_id"], gpt2["tokenizer_matches"]) == ("measured", "openai-community/gpt2", True)
     assert codelion["source"] == "published"  # only the named baseline is loaded
     ids = tok.encode(standard_text(wikitext_rows("test", WIKITEXT_DIR)[0]))[:301]
-    assert gpt2["loss"] == pytest.approx(score_stream(baseline_model, ids, 64, "cpu").loss, rel=1e-5)
+    assert gpt2["loss"] == pytest.approx(score_stream(baseline_model, ids, 32, "cpu").loss, rel=1e-5)
     d = doc["deltas"][0]
     assert d["comparable"] == "yes"
     assert d["loss_delta"] == pytest.approx(target["loss"] - gpt2["loss"])

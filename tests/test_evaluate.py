@@ -268,7 +268,7 @@ def make_run(logs: Path, model: GPT, name="tiny-run") -> Path:
 def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):
     model = tiny_model(seed=5)
     run_dir = make_run(logs, model)
-    assert eval_command("tiny-run", protocol="standard", wikitext=str(WIKITEXT_DIR), max_tokens=300,
+    assert eval_command("tiny-run", protocol="standard", wikitext=str(WIKITEXT_DIR), max_tokens=300, stride=512,
                         temperature=0.8, top_k=20) == 0
     # no final model yet: the checkpoint's evaluation is kept beside where the final one will go
     assert not (run_dir / "eval.json").exists()
@@ -302,7 +302,7 @@ def test_run_with_exported_model_uses_it(logs, tok):
     row = read_eval(run_dir)["results"][0]
     assert row["path"] == str(run_dir / "model")
     ids = tok.encode(standard_text(wikitext_rows("test", WIKITEXT_DIR)[0]))[:201]
-    assert row["loss"] == pytest.approx(score_stream(trained, ids, 64, "cpu").loss, rel=1e-5)
+    assert row["loss"] == pytest.approx(score_stream(trained, ids, 32, "cpu").loss, rel=1e-5)
 
 
 def test_bad_targets_and_options_are_one_line_errors(tmp_path, logs):
@@ -363,3 +363,24 @@ def test_broken_model_exits_nonzero_with_valid_json(tmp_path, tok):
     assert row["loss"] is None and row["perplexity"] is None and row["bits_per_byte"] is None
     assert "not a finite number" in row["note"]
     assert doc["deltas"][0]["loss_delta"] is None
+
+
+def test_the_in_training_curve_and_the_final_evaluation_are_one_procedure(logs):
+    """tiny-cpu's context is 128: the curve once used a stride of 128 where the evaluation used 64."""
+    from cli_helpers import only_run, sparknet
+    from engine.rundir import read_jsonl
+
+    mix = logs.parent / "stories-gpt2.toml"  # a GPT-2-tokenized mix, so WikiText-2 can be scored during training
+    mix.write_text('tokenizer = "gpt2"\nvalidation_share = 0.1\n[[sources]]\nname = "stories"\nweight = 1.0\n'
+                   f'path = "{Path(__file__).resolve().parents[1] / "profiles/mixes/demo/stories.jsonl"}"\n'
+                   "repeat = true\n")
+    sparknet("train", "--profile", "tiny-cpu", "--mix", str(mix), "--set", "model.vocab_size=50257",
+             "--set", "run.tokens=8192", "--set", "run.wikitext_every=4", "--set", "run.wikitext_tokens=600",
+             "--set", "run.final_eval=false", "--set", "run.compile=false")
+    run = only_run(logs)
+    curve = [r["wikitext_ppl"] for r in read_jsonl(run / "metrics.jsonl") if "wikitext_ppl" in r]
+    assert eval_command(str(run), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False,
+                        max_tokens=600) == 0
+    final = read_eval(run)["results"][0]
+    assert final["stride"] == 64
+    assert curve[-1] == pytest.approx(final["perplexity"], rel=1e-4)

@@ -13,8 +13,7 @@ import torch
 from engine import SparkNetError, __version__
 from engine.evaluate.models import (BASELINES, Baseline, BaselineUnavailable, LoadedModel, baseline_for,
                                     is_gpt2_tokenizer, load_baseline, load_target)
-from engine.evaluate.protocols import (DEFAULT_STRIDE, PROTOCOLS, WIKITEXT_PROTOCOLS, Advance, make_protocol,
-                                      protocols_for)
+from engine.evaluate.protocols import PROTOCOLS, WIKITEXT_PROTOCOLS, Advance, make_protocol, protocols_for
 from engine.evaluate.published import PUBLISHED, PUBLISHED_TOKENIZER
 from engine.evaluate.report import print_report
 from engine.evaluate.scoring import default_autocast, resolve_device, sample_continuations
@@ -112,7 +111,7 @@ def _check_options(protocol: str | None, stride: int | None, temperature: float,
         raise SparkNetError(f"--max-tokens {max_tokens}: must be a positive number of tokens")
 
 
-def eval_command(target: str, protocol: str | None = None, stride: int | None = DEFAULT_STRIDE,
+def eval_command(target: str, protocol: str | None = None, stride: int | None = None,
                  wikitext: str | None = None, baselines: bool = False, baseline_dirs: dict[str, str] = {},
                  device: str = "auto", samples: bool = True, temperature: float = 0.8, top_k: int = 50,
                  max_tokens: int | None = None, wait_for_lock: bool = False) -> int:

@@ -16,14 +16,13 @@ import numpy as np
 
 from engine import SparkNetError
 from engine.evaluate.models import LoadedModel
-from engine.evaluate.scoring import (as_scoring_model, bits_per_byte, safe_exp, score_lines, score_stream,
-                                     sliding_windows)
+from engine.evaluate.scoring import (DEFAULT_STRIDE, as_scoring_model, bits_per_byte, default_stride, safe_exp,
+                                     score_lines, score_stream, sliding_windows)
 from engine.evaluate.wikitext import (SPARKNET_2000_LINES, SPARKNET_2000_SEED, byte_counter, sparknet_2000_lines,
                                       standard_text)
 
 PROTOCOLS = ("standard", "sparknet-2000", "held-out")
 WIKITEXT_PROTOCOLS = ("standard", "sparknet-2000")
-DEFAULT_STRIDE = 512  # half of GPT-2's context, as in the Hugging Face recipe
 HELD_OUT_TOKENS = 262_144  # the demo's whole held-out split is smaller; a big mix's is capped here
 
 Advance = Callable[[int], None]
@@ -90,7 +89,7 @@ class StandardProtocol:
             ids = ids[: self.max_tokens + 1]
         sm = as_scoring_model(loaded.model)
         _check_ids(ids, loaded, sm.vocab_size)
-        stride = min(self.stride or max(1, min(DEFAULT_STRIDE, sm.context // 2)), sm.context)
+        stride = min(self.stride or default_stride(sm.context), sm.context)
         total = sum(e - f for _, e, f in sliding_windows(len(ids), sm.context, stride))
         s = score_stream(sm, ids, stride, device, autocast_dtype=amp, progress=start_task(name, total))
         count = byte_counter(loaded.tokenizer, ids)

@@ -117,6 +117,15 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 # ------------------------------------------------------------------ token streams (standard protocol)
 
 
+DEFAULT_STRIDE = 512  # half of GPT-2's context, as in the Hugging Face recipe
+
+
+def default_stride(context: int) -> int:
+    """The standard protocol's stride when none is asked for: half the model's context, at most 512 (the final
+    evaluation, `sparknet eval` and the trainer's WikiText-2 curve all use this one)."""
+    return max(1, min(DEFAULT_STRIDE, context // 2))
+
+
 def sliding_windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, first_target) per window, after Hugging Face's "Perplexity of fixed-length models".
 
@@ -207,10 +216,11 @@ def score_stream(model, ids, stride: int, device: torch.device | str, autocast_d
     return StreamScore(nll=float(total), tokens=n, spans=_merge_spans(windows))
 
 
-def capped_wikitext_eval(model, ids, max_tokens: int, context: int, stride: int, device,
+def capped_wikitext_eval(model, ids, max_tokens: int, context: int, stride: int | None, device,
                          autocast_dtype: torch.dtype | None = None,
                          n_bytes: Callable[[int, int], int] | None = None) -> dict:
-    """In-training WikiText-2: the standard protocol over the first max_tokens scored tokens.
+    """In-training WikiText-2: the standard protocol over the first max_tokens scored tokens (stride None: the
+    default stride, as the final evaluation's).
 
     Returns {"loss", "ppl", "tokens"} (plus "bits_per_byte" when n_bytes is
     given); the model is put in eval mode and given back in the mode it had.
@@ -219,7 +229,8 @@ def capped_wikitext_eval(model, ids, max_tokens: int, context: int, stride: int,
     was_training = module.training
     module.eval()
     try:
-        s = score_stream(module, np.asarray(ids)[: max_tokens + 1], min(stride, context), device,
+        s = score_stream(module, np.asarray(ids)[: max_tokens + 1], min(stride or default_stride(context), context),
+                         device,
                          autocast_dtype=autocast_dtype, context=context)
     finally:
         module.train(was_training)
