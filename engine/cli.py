@@ -109,6 +109,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--max-tokens", type=int, default=None, help="score at most this many tokens")
+    p.add_argument("--tasks", default=None, metavar="T,...|card",
+                   help="downstream benchmarks through lm-evaluation-harness instead of perplexity, e.g. "
+                        "hellaswag,piqa; card = the codelion/gpt-2-70m card's six")
+    p.add_argument("--task-path", default=None, metavar="DIR", help="a folder of lm-eval task YAML files of your own")
+    p.add_argument("--limit", type=int, default=None, help="with --tasks: at most this many examples per task")
 
 
 def _add_doctor(sub) -> None:
@@ -330,10 +335,15 @@ def cmd_eval(args) -> int:
             raise SparkNetError(f"--baseline-dir {item}: expected NAME=DIR, for example gpt2=~/models/gpt2")
         k, v = item.split("=", 1)
         dirs[k.strip()] = os.path.expanduser(v.strip())
+    tasks = None
+    if args.tasks is not None:
+        from engine.evaluate.benchmarks import parse_tasks
+
+        tasks = parse_tasks(args.tasks)
     return eval_command(args.target, protocol=args.protocol, stride=args.stride, wikitext=args.wikitext,
                         baselines=args.baselines, baseline_dirs=dirs, device=args.device,
                         samples=not args.no_samples, temperature=args.temperature, top_k=args.top_k,
-                        max_tokens=args.max_tokens)
+                        max_tokens=args.max_tokens, tasks=tasks, task_path=args.task_path, limit=args.limit)
 
 
 def cmd_prepare(args) -> int:

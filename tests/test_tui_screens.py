@@ -289,6 +289,30 @@ async def test_evaluation_screen_shows_eval_json(panel_env):
         assert doc["samples"][0]["prompt"] in samples
 
 
+async def test_evaluation_screen_shows_the_benchmark_table_beside_the_card(private_logs, tiny_runs):
+    run = copy_run(tiny_runs.finished, private_logs)
+    doc = json.loads((run / "eval.json").read_text())
+    doc["benchmarks"] = {"harness": "lm-eval 0.4.13", "limit": None, "published": [
+        {"task": "piqa", "CodeLion GPT-2 70M": 57.29, "GPT-2 (124M)": 63.0, "source": "codelion/gpt-2-70m model card"}],
+        "tasks": [{"task": "piqa", "metric": "acc_norm", "value": 58.1, "stderr": 1.15, "examples": 1838,
+                   "num_fewshot": 0, "chance": 50.0, "harness_version": "0.4.13"},
+                  {"task": "truthfulqa_mc2", "metric": "acc", "value": 47.0, "stderr": 1.6, "examples": 817,
+                   "num_fewshot": 0, "chance": None, "harness_version": "0.4.13"}]}
+    (run / "eval.json").write_text(json.dumps(doc))
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_evaluation(run)
+        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded
+                         and len(app.screen.query("#eval-benchmarks")) == 1)
+        table = app.screen.query_one("#eval-benchmarks", DataTable)
+        rows = [[str(c.plain if isinstance(c, Text) else c) for c in table.get_row_at(i)] for i in range(2)]
+        # CodeLion's 57.29 lies within two standard errors of 58.1, GPT-2's 63.0 does not; MC2 has no single chance
+        assert rows[0] == ["piqa", "0", "58.10", "1.15", "57.29 ≈", "63.00", "50.00"]
+        assert rows[1][0] == "truthfulqa_mc2" and rows[1][-1] == "varies"
+        notes = plain(app.screen.query_one("#eval-benchmark-notes", Static))
+        assert "piqa: acc_norm, 1,838 examples" in notes and "codelion/gpt-2-70m model card" in notes
+
+
 async def test_evaluation_screen_without_eval_json(panel_env):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

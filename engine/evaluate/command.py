@@ -114,8 +114,12 @@ def _check_options(protocol: str | None, stride: int | None, temperature: float,
 def eval_command(target: str, protocol: str | None = None, stride: int | None = None,
                  wikitext: str | None = None, baselines: bool = False, baseline_dirs: dict[str, str] = {},
                  device: str = "auto", samples: bool = True, temperature: float = 0.8, top_k: int = 50,
-                 max_tokens: int | None = None, wait_for_lock: bool = False) -> int:
+                 max_tokens: int | None = None, wait_for_lock: bool = False, tasks: list[str] | None = None,
+                 task_path: str | None = None, limit: int | None = None) -> int:
     """Evaluate, print the tables, write eval.json; 0 when done, 1 when the model's loss is not a number.
+
+    tasks: lm-evaluation-harness tasks instead of perplexity (engine/evaluate/benchmarks.py; task_path adds a
+    folder of task YAML files, limit caps the examples per task); both kinds of result share eval.json.
 
     protocol None runs both WikiText protocols for a GPT-2-tokenized model
     (or a model folder), and the held-out protocol for a run with another
@@ -141,6 +145,8 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
         pass  # a model folder, not a run
     lock = RunLock.acquire(run_dir, what="evaluation", name=EVAL_LOCK_NAME, wait=wait_for_lock) if run_dir else None
     try:
+        if tasks:
+            return _evaluate_benchmarks(target, tasks, task_path, limit, device)
         return _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature,
                          top_k, max_tokens)
     finally:
@@ -150,8 +156,6 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
 
 def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature, top_k,
               max_tokens) -> int:
-    from rich.console import Console
-
     from engine.rundir import utc_now
 
     dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
@@ -189,11 +193,42 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
         },
     }
     out = _write_eval(doc, loaded)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # a log file has no width; 80 columns would squeeze the table
-    print_report(doc, console, out)
+    print_report(doc, _console(), out)
     return 0 if all(section["results"][0]["loss"] is not None for section in sections) else 1
+
+
+def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, limit: int | None,
+                         device: str) -> int:
+    """The harness on the model's Hugging Face folder (a checkpoint is exported to a temporary one first)."""
+    import tempfile
+
+    from engine.evaluate.benchmarks import run_benchmarks
+    from engine.export import export_hf
+    from engine.rundir import utc_now
+
+    if limit is not None and limit < 1:
+        raise SparkNetError(f"--limit {limit}: must be a positive number of examples per task")
+    dev = resolve_device(device)
+    loaded = load_target(target)
+    with tempfile.TemporaryDirectory() as staging:
+        folder = Path(loaded.path)
+        if not (folder / "config.json").exists():
+            folder = export_hf(loaded.model, Path(staging), loaded.tokenizer)
+        benchmarks = run_benchmarks(folder, tasks, str(dev), task_path, limit)
+    doc = {"created_at": utc_now(), "target": loaded.path, "checkpoint_step": loaded.checkpoint_step,
+           "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
+           "settings": {"device": str(dev), "engine_version": __version__}}
+    out = _write_eval(doc, loaded)
+    print_report(doc, _console(), out)
+    return 0
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # a log file has no width; 80 columns would squeeze the tables
+    return console if console.is_terminal else Console(width=160)
 
 
 def _section(runner, results: list[dict]) -> dict:
@@ -262,6 +297,10 @@ def _write_eval(doc: dict, loaded: LoadedModel) -> Path:
         order = {name: i for i, name in enumerate(PROTOCOLS)}
         doc["evaluations"] = sorted(doc["evaluations"] + kept,
                                     key=lambda s: order.get((s.get("protocol") or {}).get("name"), len(order)))
+        if "benchmarks" not in doc and isinstance(before.get("benchmarks"), dict):
+            doc["benchmarks"] = before["benchmarks"]
+        if not doc["samples"]:
+            doc["samples"] = before.get("samples") or []
     write_json_atomic(out, doc)
     return out
 

@@ -46,9 +46,41 @@ def print_section(section: dict, console) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def print_benchmarks(benchmarks: dict, console) -> None:
+    """This run's score per task beside the card's published ones, the chance level and the standard error."""
+    from rich.table import Table
+
+    from engine.evaluate.benchmarks import inside_stderr
+
+    published = {p["task"]: p for p in benchmarks.get("published", [])}
+    table = Table(title=f"downstream benchmarks ({benchmarks.get('harness')})", title_justify="left")
+    for col in ("task", "metric", "shots", "this run", "± stderr", "CodeLion 70M", "GPT-2 (124M)", "chance",
+                "examples"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for row in benchmarks.get("tasks", []):
+        pub = published.get(row["task"], {})
+        cells = []
+        for name in ("CodeLion GPT-2 70M", "GPT-2 (124M)"):
+            other = pub.get(name)
+            inside = inside_stderr(row["value"], row["stderr"], other)
+            cells.append(_num(other, ".2f") + (" ≈" if inside else ""))
+        table.add_row(row["task"], row["metric"], _num(row["num_fewshot"], "d"), _num(row["value"], ".2f"),
+                      _num(row["stderr"], ".2f"), *cells, _num(row["chance"], ".0f"), _num(row["examples"], ","))
+    console.print(table)
+    if published:
+        console.print(f"published figures: {next(iter(published.values()))['source']} (GPT-2's as the card gives "
+                      "them); ≈ marks one within two standard errors of this run's", markup=False, highlight=False,
+                      soft_wrap=True)
+    if benchmarks.get("limit"):
+        console.print(f"capped at {benchmarks['limit']} examples per task: a quick look, not the card's protocol",
+                      markup=False, highlight=False, soft_wrap=True)
+
+
 def print_report(doc: dict, console, written_to: Path | None = None) -> None:
     for section in doc["evaluations"]:
         print_section(section, console)
+    if doc.get("benchmarks"):
+        print_benchmarks(doc["benchmarks"], console)
     for s in doc["samples"]:
         console.print(f"» {s['prompt']}{s['continuation']}", markup=False, highlight=False, soft_wrap=True)
     if written_to is not None:

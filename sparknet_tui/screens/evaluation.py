@@ -146,6 +146,42 @@ def deltas_text(deltas: Any) -> Text:
     return text
 
 
+BENCHMARK_COLUMNS = [(name, name) for name in ("task", "shots", "this run", "± stderr", "CodeLion 70M",
+                                                "GPT-2 (124M)", "chance")]
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.2f}" if is_number(value) else NA
+
+
+def benchmark_cells(row: dict, published: dict) -> list[Text | str]:
+    """One task: this run's score, the card's two, each marked ≈ when within two of this run's standard errors."""
+    cells: list[Text | str] = [Text(str(row.get("task") or NA), style="bold"), fmt_int(row.get("num_fewshot")),
+                               Text(_pct(row.get("value")), style="green"), _pct(row.get("stderr"))]
+    value, stderr = row.get("value"), row.get("stderr")
+    for name in ("CodeLion GPT-2 70M", "GPT-2 (124M)"):
+        other = published.get(name)
+        near = is_number(value) and is_number(stderr) and is_number(other) and abs(value - other) <= 2 * stderr
+        cells.append(Text(_pct(other) + (" ≈" if near else ""), style="italic dim"))
+    cells.append(_pct(row.get("chance")) if is_number(row.get("chance")) else "varies")
+    return cells
+
+
+def benchmarks_notes(benchmarks: dict) -> Text:
+    text = Text()
+    rows = [r for r in benchmarks.get("tasks") or [] if isinstance(r, dict)]
+    text.append(f"{benchmarks.get('harness') or 'lm-eval'}; ", style="dim")
+    text.append("; ".join(f"{r.get('task')}: {r.get('metric')}, {fmt_int(r.get('examples'))} examples"
+                          for r in rows), style="dim")
+    sources = {p.get("source") for p in benchmarks.get("published") or [] if isinstance(p, dict)}
+    if sources:
+        text.append(f"\npublished: {', '.join(sorted(s for s in sources if s))}; ≈ marks a figure within two "
+                    "standard errors of this run's", style="dim")
+    if benchmarks.get("limit"):
+        text.append(f"\ncapped at {benchmarks['limit']} examples per task: a quick look", style="yellow")
+    return text
+
+
 def samples_text(samples: Any) -> Text:
     text = Text()
     text.append("samples\n", style="bold")
@@ -238,6 +274,14 @@ class EvaluationScreen(PanelScreen):
                                              if isinstance(r, dict)])
             widgets += [Static(protocol_text(section.get("protocol")), classes="eval-protocol"), table,
                         Static(section_notes(section), id=f"eval-notes-{i}", classes="eval-notes")]
+        benchmarks = (self.data or {}).get("benchmarks")
+        if isinstance(benchmarks, dict) and benchmarks.get("tasks"):
+            published = {p.get("task"): p for p in benchmarks.get("published") or [] if isinstance(p, dict)}
+            table = DataTable(id="eval-benchmarks", classes="eval-table", cursor_type="row", zebra_stripes=True)
+            fill_table(table, BENCHMARK_COLUMNS, [(str(i), benchmark_cells(r, published.get(r.get("task"), {})))
+                                                  for i, r in enumerate(benchmarks["tasks"]) if isinstance(r, dict)])
+            widgets += [Static(Text("downstream benchmarks", style="bold"), classes="eval-protocol"), table,
+                        Static(benchmarks_notes(benchmarks), id="eval-benchmark-notes", classes="eval-notes")]
         if widgets:
             box.mount_all(widgets)
 
