@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import pytest_textual_snapshot
+from textual.widgets import DataTable
 
 from sparknet_tui.app import SparkNetApp
 from tui_fixtures import FROZEN_NOW
@@ -94,6 +95,19 @@ def test_evaluation_screen(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=open_evaluation_of(frozen_env.finished))
 
 
+def open_benchmarks_of(run: Path):
+    async def open_benchmarks(pilot) -> None:
+        await open_evaluation_of(run)(pilot)
+        pilot.app.screen.query_one("#eval-benchmark-notes").scroll_visible(animate=False)
+        await settled(pilot)
+    return open_benchmarks
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_evaluation_screen_benchmark_table(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(), terminal_size=size, run_before=open_benchmarks_of(frozen_env.finished))
+
+
 def screen_rows(svg: str) -> list[str]:
     """The text of a screenshot, row by row."""
     rows: dict[float, list[tuple[float, str]]] = {}
@@ -104,15 +118,19 @@ def screen_rows(svg: str) -> list[str]:
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("screen", ["new run", "live", "failed live", "evaluation"])
+@pytest.mark.parametrize("screen", ["new run", "live", "failed live", "evaluation", "benchmarks"])
 async def test_no_line_is_cut(frozen_env, size, screen):
     """Errors, events, log lines, notes and the plan wrap: nothing on these screens ends in an ellipsis."""
     open_run = {"live": frozen_env.running, "failed live": frozen_env.failed}.get(screen)
-    opener = {"new run": open_new_run, "evaluation": open_evaluation_of(frozen_env.finished)}.get(screen, settled)
+    opener = {"new run": open_new_run, "evaluation": open_evaluation_of(frozen_env.finished),
+              "benchmarks": open_benchmarks_of(frozen_env.finished)}.get(screen, settled)
     app = still_app(open_run=open_run)
     async with app.run_test(size=size) as pilot:
         await opener(pilot)
         rows = screen_rows(app.export_screenshot())
+        # nor does a table reach past its window, where it would have to be scrolled sideways
+        wide = [t.id for t in app.screen.query(DataTable) if t.display and t.virtual_size.width > t.size.width]
+    assert not wide, wide
     assert len(rows) >= 10, rows  # the screenshot was read
     cut = [row for row in rows if "…" in row]
     assert not cut, "\n".join(rows)

@@ -306,6 +306,24 @@ class FrozenRuns:
     profiles: Path  # a profiles folder with fixed contents for the New run snapshot
 
 
+# A benchmark table as `sparknet eval --tasks card` writes one (the real harness is driven in test_benchmarks.py;
+# the card's own tasks need their data from the hub): figures near chance, as a 70M model's are.
+FROZEN_BENCHMARKS = {
+    "harness": "lm-eval 0.4.13", "limit": None,
+    "tasks": [{"task": task, "metric": metric, "value": value, "stderr": stderr, "examples": n, "num_fewshot": shots,
+               "chance": chance, "harness_version": "0.4.13"}
+              for task, metric, value, stderr, n, shots, chance in (
+                  ("mmlu", "acc", 23.9, 0.36, 14042, 5, 25.0), ("hellaswag", "acc_norm", 26.8, 0.44, 10042, 0, 25.0),
+                  ("arc_challenge", "acc_norm", 22.1, 1.21, 1172, 0, 25.0),
+                  ("piqa", "acc_norm", 58.3, 1.15, 1838, 0, 50.0), ("winogrande", "acc", 50.9, 1.4, 1267, 0, 50.0),
+                  ("truthfulqa_mc2", "acc", 46.2, 1.6, 817, 0, None))],
+    "published": [{"task": task, "CodeLion GPT-2 70M": codelion, "GPT-2 (124M)": gpt2,
+                   "source": "codelion/gpt-2-70m model card"}
+                  for task, codelion, gpt2 in (("mmlu", 24.11, 26.0), ("hellaswag", 27.03, 30.0),
+                                               ("arc_challenge", 21.67, 24.0), ("piqa", 57.29, 63.0),
+                                               ("winogrande", 51.46, 51.0), ("truthfulqa_mc2", 47.31, 40.0))],
+}
+
 FROZEN_PROFILE = """\
 description = "A tiny GPT-2 for CPU smoke runs"
 mix = "demo"
@@ -365,6 +383,9 @@ def frozen_runs(tiny_runs, tmp_path_factory) -> FrozenRuns:
     logs = root / "logs"
     logs.mkdir()
     finished = freeze_run(tiny_runs.finished, logs, "20251231-220000-tiny-cpu")
+    doc = json.loads((finished / "eval.json").read_text())
+    doc["benchmarks"] = FROZEN_BENCHMARKS
+    (finished / "eval.json").write_text(json.dumps(doc, indent=1))
     failed = freeze_run(tiny_runs.failed, logs, "20251231-221500-failed")
     # still running: its pid is this test process, alive for the whole session
     running = freeze_run(tiny_runs.finished, logs, "20251231-223000-tiny-cpu", state="running", pid=os.getpid(),

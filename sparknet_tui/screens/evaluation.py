@@ -146,8 +146,8 @@ def deltas_text(deltas: Any) -> Text:
     return text
 
 
-BENCHMARK_COLUMNS = [(name, name) for name in ("task", "shots", "this run", "± stderr", "CodeLion 70M",
-                                                "GPT-2 (124M)", "chance")]
+# short headers, so the table fits 80 columns; the notes under it name the models and the source
+BENCHMARK_COLUMNS = [(name, name) for name in ("task", "shots", "this run", "± se", "CodeLion", "GPT-2", "chance")]
 
 
 def _pct(value: Any) -> str:
@@ -175,8 +175,8 @@ def benchmarks_notes(benchmarks: dict) -> Text:
                           for r in rows), style="dim")
     sources = {p.get("source") for p in benchmarks.get("published") or [] if isinstance(p, dict)}
     if sources:
-        text.append(f"\npublished: {', '.join(sorted(s for s in sources if s))}; ≈ marks a figure within two "
-                    "standard errors of this run's", style="dim")
+        text.append(f"\nCodeLion GPT-2 70M and GPT-2 (124M), published: {', '.join(sorted(s for s in sources if s))}; "
+                    "± se is this run's standard error; ≈ marks a figure within two of them", style="dim")
     if benchmarks.get("limit"):
         text.append(f"\ncapped at {benchmarks['limit']} examples per task: a quick look", style="yellow")
     return text
