@@ -115,3 +115,8 @@ def fmt_protocol_title(protocol: Any) -> str:
     if protocol.get("name") == "held-out":
         return f"held-out text of mix '{protocol.get('mix')}' (held-out protocol)"
     return f"WikiText-2 ({protocol.get('name')} protocol, {protocol.get('split')} split)"
+
+
+def within_two_stderr(value: Any, stderr: Any, other: Any) -> bool:
+    """Whether `other` lies within two standard errors of a measured `value` (False when a figure is missing)."""
+    return is_number(value) and is_number(stderr) and is_number(other) and abs(value - other) <= 2 * stderr

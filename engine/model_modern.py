@@ -110,9 +110,9 @@ class ModernGPT(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         for name, p in self.named_parameters():
             if p.dim() == 2:
-                out_proj = name.endswith(("o_proj.weight", "down_proj.weight"))
-                std = 0.0 if out_proj and cfg.zero_init_proj else 0.02 / math.sqrt(2 * cfg.n_layer) if out_proj \
-                    else 0.02
+                std = 0.02
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    std = 0.0 if cfg.zero_init_proj else 0.02 / math.sqrt(2 * cfg.n_layer)
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def num_parameters(self) -> int:

@@ -30,6 +30,8 @@ def sharing_warning(live_run_ids: list[str]) -> str:
     verb = "is" if len(live_run_ids) == 1 else "are"
     return (f"{', '.join(live_run_ids)} {verb} training on this machine; runs sharing a GPU (or the CPU) each go "
             "at about half speed")
+
+
 MAX_NAME = 64
 # How long a live run may go without a sign of progress before it is shown as stalled, by phase. Training
 # uses the larger of its floor and STALL_FACTOR times the measured interval between its status updates.

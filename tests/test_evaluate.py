@@ -313,6 +313,7 @@ def test_bad_targets_and_options_are_one_line_errors(tmp_path, logs):
         (lambda: eval_command("x", stride=0), "--stride 0"),
         (lambda: eval_command("x", baseline_dirs={"gpt3": str(tmp_path)}), "gpt2=DIR or codelion=DIR"),
         (lambda: eval_command("x", top_k=-1), "--top-k"),
+        (lambda: eval_command("x", tasks=["piqa"], limit=0), "--limit 0"),
     ]:
         with pytest.raises(SparkNetError, match=pattern) as e:
             call()

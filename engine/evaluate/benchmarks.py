@@ -92,9 +92,3 @@ def run_benchmarks(model_dir: Path, tasks: list[str], device: str, task_path: st
     return {"harness": f"lm-eval {version}", "limit": limit, "tasks": benchmark_rows(results, version),
             "published": published_rows(tasks)}
 
-
-def inside_stderr(value: float | None, stderr: float | None, other: float | None) -> bool | None:
-    """Whether a published figure lies within two standard errors of the measured one."""
-    if value is None or stderr is None or other is None:
-        return None
-    return abs(value - other) <= 2 * stderr

@@ -98,7 +98,7 @@ def _progress():
 
 
 def _check_options(protocol: str | None, stride: int | None, temperature: float, top_k: int,
-                   max_tokens: int | None) -> None:
+                   max_tokens: int | None, limit: int | None) -> None:
     if protocol is not None and protocol not in PROTOCOLS:
         raise SparkNetError(f"--protocol {protocol}: use {', '.join(PROTOCOLS)}")
     if stride is not None and stride < 1:
@@ -109,6 +109,8 @@ def _check_options(protocol: str | None, stride: int | None, temperature: float,
         raise SparkNetError(f"--top-k {top_k}: must be 0 (no limit) or more")
     if max_tokens is not None and max_tokens < 1:
         raise SparkNetError(f"--max-tokens {max_tokens}: must be a positive number of tokens")
+    if limit is not None and limit < 1:
+        raise SparkNetError(f"--limit {limit}: must be a positive number of examples per task")
 
 
 def eval_command(target: str, protocol: str | None = None, stride: int | None = None,
@@ -137,7 +139,7 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
     from engine.rundir import resolve_run
     from engine.runlock import EVAL_LOCK_NAME, RunLock
 
-    _check_options(protocol, stride, temperature, top_k, max_tokens)
+    _check_options(protocol, stride, temperature, top_k, max_tokens, limit)
     run_dir = None
     try:
         run_dir = resolve_run(target)
@@ -206,8 +208,6 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
     from engine.export import export_hf
     from engine.rundir import utc_now
 
-    if limit is not None and limit < 1:
-        raise SparkNetError(f"--limit {limit}: must be a positive number of examples per task")
     dev = resolve_device(device)
     loaded = load_target(target)
     with tempfile.TemporaryDirectory() as staging:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.formatting import fmt_protocol_title, fmt_ratio
+from engine.formatting import fmt_protocol_title, fmt_ratio, within_two_stderr
 
 
 def _num(value, fmt: str) -> str:
@@ -50,8 +50,6 @@ def print_benchmarks(benchmarks: dict, console) -> None:
     """This run's score per task beside the card's published ones, the chance level and the standard error."""
     from rich.table import Table
 
-    from engine.evaluate.benchmarks import inside_stderr
-
     published = {p["task"]: p for p in benchmarks.get("published", [])}
     table = Table(title=f"downstream benchmarks ({benchmarks.get('harness')})", title_justify="left")
     for col in ("task", "metric", "shots", "this run", "± stderr", "CodeLion 70M", "GPT-2 (124M)", "chance",
@@ -62,8 +60,7 @@ def print_benchmarks(benchmarks: dict, console) -> None:
         cells = []
         for name in ("CodeLion GPT-2 70M", "GPT-2 (124M)"):
             other = pub.get(name)
-            inside = inside_stderr(row["value"], row["stderr"], other)
-            cells.append(_num(other, ".2f") + (" ≈" if inside else ""))
+            cells.append(_num(other, ".2f") + (" ≈" if within_two_stderr(row["value"], row["stderr"], other) else ""))
         table.add_row(row["task"], row["metric"], _num(row["num_fewshot"], "d"), _num(row["value"], ".2f"),
                       _num(row["stderr"], ".2f"), *cells, _num(row["chance"], ".0f"), _num(row["examples"], ","))
     console.print(table)

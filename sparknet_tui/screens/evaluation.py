@@ -12,7 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runlock import EVAL_LOCK_NAME, lock_held
-from engine.formatting import NA, fmt_float, fmt_int, fmt_perplexity, fmt_protocol_title, fmt_ratio, is_number
+from engine.formatting import (NA, fmt_float, fmt_int, fmt_perplexity, fmt_protocol_title, fmt_ratio, is_number,
+                               within_two_stderr)
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
 from sparknet_tui.screens.common import PanelScreen, fill_table
@@ -150,20 +151,15 @@ def deltas_text(deltas: Any) -> Text:
 BENCHMARK_COLUMNS = [(name, name) for name in ("task", "shots", "this run", "± se", "CodeLion", "GPT-2", "chance")]
 
 
-def _pct(value: Any) -> str:
-    return f"{value:.2f}" if is_number(value) else NA
-
-
 def benchmark_cells(row: dict, published: dict) -> list[Text | str]:
     """One task: this run's score, the card's two, each marked ≈ when within two of this run's standard errors."""
     cells: list[Text | str] = [Text(str(row.get("task") or NA), style="bold"), fmt_int(row.get("num_fewshot")),
-                               Text(_pct(row.get("value")), style="green"), _pct(row.get("stderr"))]
-    value, stderr = row.get("value"), row.get("stderr")
+                               Text(fmt_float(row.get("value"), 2), style="green"), fmt_float(row.get("stderr"), 2)]
     for name in ("CodeLion GPT-2 70M", "GPT-2 (124M)"):
         other = published.get(name)
-        near = is_number(value) and is_number(stderr) and is_number(other) and abs(value - other) <= 2 * stderr
-        cells.append(Text(_pct(other) + (" ≈" if near else ""), style="italic dim"))
-    cells.append(_pct(row.get("chance")) if is_number(row.get("chance")) else "varies")
+        near = within_two_stderr(row.get("value"), row.get("stderr"), other)
+        cells.append(Text(fmt_float(other, 2) + (" ≈" if near else ""), style="italic dim"))
+    cells.append(fmt_float(row.get("chance"), 2) if is_number(row.get("chance")) else "varies")
     return cells
 
 
