@@ -139,6 +139,11 @@ class Plan:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def total_tokens(self) -> int:
+        """What the run trains on: whole steps, so a little more than run.tokens when it does not divide."""
+        return (self.steps or 0) * (self.tokens_per_step or 0)
+
 
 def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, str], weights: dict[str, str],
               runs: list[RunRow], ceilings: dict | None = None) -> Plan:

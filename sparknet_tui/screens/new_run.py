@@ -30,7 +30,7 @@ def field_id(key: str) -> str:
 
 def plan_summary(plan: Plan) -> Text:
     """The plan's headline beside 'valid', where an 80x24 terminal shows it without scrolling."""
-    text = Text(f" · {fmt_int(plan.steps)} steps · {fmt_count((plan.steps or 0) * (plan.tokens_per_step or 0))} "
+    text = Text(f" · {fmt_int(plan.steps)} steps · {fmt_count(plan.total_tokens)} "
                 "tokens", style="dim")
     if plan.duration_s is not None:
         text.append(f" · ≈ {fmt_duration(plan.duration_s)}", style="bold")
@@ -48,7 +48,7 @@ def derived_text(plan: Plan) -> Text:
         ("FLOPs/token", fmt_count(plan.flops_per_token)),
         ("tokens/step", fmt_int(plan.tokens_per_step)),
         ("steps", fmt_int(plan.steps) + f" (warm-up {fmt_int(p.warmup_steps)})"),
-        ("tokens", fmt_int((plan.steps or 0) * (plan.tokens_per_step or 0))),
+        ("tokens", fmt_int(plan.total_tokens)),
     ]
     for label, value in rows:
         text.append(f"{label:<12}", style="dim")
