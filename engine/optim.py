@@ -22,16 +22,26 @@ def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     transposed = x.size(-2) > x.size(-1)
     if transposed:
         x = x.mT
+    squeeze = x.dim() == 2
+    if squeeze:
+        x = x.unsqueeze(0)
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
         m = x @ x.mT
-        x = a * x + (b * m + c * m @ m) @ x
+        x = torch.baddbmm(x, torch.baddbmm(m, m, m, beta=b, alpha=c), x, beta=a)
+    if squeeze:
+        x = x.squeeze(0)
     if transposed:
         x = x.mT
     return x.to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon's update (Nesterov momentum, quintic Newton-Schulz in bf16, lr scaled by
+    sqrt(max(1, rows/cols))), with each group's same-shaped matrices orthogonalised as one stack and the
+    elementwise work in multi-tensor kernels: one step over modern-70m's matrices takes a fifth of
+    torch.optim.Muon's time (docs/performance.md)."""
+
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
                  nesterov: bool = True, ns_steps: int = 5):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
@@ -40,25 +50,23 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            by_shape: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - group["momentum"])
-                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                by_shape.setdefault(tuple(p.shape), []).append((p, g))
-            for shape, items in by_shape.items():
-                updates = newton_schulz(torch.stack([g for _, g in items]), group["ns_steps"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
+            moments = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            by_shape: dict[tuple, list[int]] = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault(tuple(p.shape), []).append(i)
+            for shape, idx in by_shape.items():
+                updates = newton_schulz(torch.stack([moments[i] for i in idx]), group["ns_steps"])
                 # scale so the update's RMS does not depend on the matrix's aspect ratio
                 scale = max(1.0, shape[0] / shape[1]) ** 0.5
-                for (p, _), update in zip(items, updates):
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(update, alpha=-group["lr"] * scale)
+                torch._foreach_add_([params[i] for i in idx], list(updates.unbind(0)), alpha=-group["lr"] * scale)
 
 
 class CombinedOptimizer:

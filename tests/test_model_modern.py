@@ -114,7 +114,7 @@ def test_zero_initialised_output_projections_start_each_block_as_the_identity():
 def test_the_warmdown_schedule_holds_then_falls_linearly_to_min_lr():
     from engine.schedule import lr_at
 
-    profile = load_profile("modern-70m", ["run.tokens=12_288_000", 'schedule.decay="warmdown"',
+    profile = load_profile("modern-70m", ["run.tokens=6_144_000", 'schedule.decay="warmdown"',
                                           "schedule.warmdown=0.4", "schedule.warmup=10"])
     steps, o = profile.steps, profile.optim
     assert steps == 100
@@ -123,3 +123,29 @@ def test_the_warmdown_schedule_holds_then_falls_linearly_to_min_lr():
     falling = lrs[60:]
     assert all(a > b for a, b in zip(falling, falling[1:]))
     assert falling[-1] == pytest.approx(o.min_lr + (o.lr - o.min_lr) / 40)
+
+
+@pytest.mark.parametrize("nesterov,weight_decay", [(True, 0.0), (False, 0.1)])
+def test_muon_takes_torch_optim_muons_steps(nesterov, weight_decay):
+    """engine.optim.Muon batches same-shaped matrices for speed; its steps are torch.optim.Muon's, to bf16
+    rounding of the Newton-Schulz iteration."""
+    from engine.optim import Muon
+
+    torch.manual_seed(0)
+    shapes = [(32, 32), (32, 32), (88, 32), (32, 88), (88, 32)]
+    ours = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    settings = dict(lr=0.04, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay)
+    opt_ours = Muon(ours, **settings)
+    opt_theirs = torch.optim.Muon(theirs, adjust_lr_fn="original", **settings)
+    for _ in range(3):
+        grads = [torch.randn(s) for s in shapes]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    for p, q, p0 in zip(ours, theirs, start):
+        moved = (q - p0).norm()
+        assert moved > 0.01
+        assert (p - q).norm() / moved < 0.03, (p.shape, ((p - q).norm() / moved).item())
