@@ -340,10 +340,19 @@ def cmd_eval(args) -> int:
         from engine.evaluate.benchmarks import parse_tasks
 
         tasks = parse_tasks(args.tasks)
-    return eval_command(args.target, protocol=args.protocol, stride=args.stride, wikitext=args.wikitext,
-                        baselines=args.baselines, baseline_dirs=dirs, device=args.device,
-                        samples=not args.no_samples, temperature=args.temperature, top_k=args.top_k,
-                        max_tokens=args.max_tokens, tasks=tasks, task_path=args.task_path, limit=args.limit)
+    from engine.interrupt import Interrupted, interruptible
+
+    try:
+        # Ctrl-C or SIGTERM (the panel's stop) ends it at once: eval.json is written only at the end
+        with interruptible(lambda: False):
+            return eval_command(args.target, protocol=args.protocol, stride=args.stride, wikitext=args.wikitext,
+                                baselines=args.baselines, baseline_dirs=dirs, device=args.device,
+                                samples=not args.no_samples, temperature=args.temperature, top_k=args.top_k,
+                                max_tokens=args.max_tokens, tasks=tasks, task_path=args.task_path,
+                                limit=args.limit)
+    except Interrupted:
+        print("sparknet eval: stopped before the end; eval.json is as it was", file=sys.stderr)
+        return 130
 
 
 def cmd_prepare(args) -> int:

@@ -117,6 +117,14 @@ def fmt_protocol_title(protocol: Any) -> str:
     return f"WikiText-2 ({protocol.get('name')} protocol, {protocol.get('split')} split)"
 
 
+def raw_bytes_note(result: dict) -> str | None:
+    """The standard protocol's bits per byte over the split's own file, where the whole split was scored."""
+    bpb, n = result.get("bits_per_raw_byte"), result.get("raw_bytes")
+    if not is_number(bpb) or not is_number(n):
+        return None
+    return f"bits per byte of the raw file: {bpb:.4f} (its {n:,} bytes; the blank lines joining the rows not counted)"
+
+
 def within_two_stderr(value: Any, stderr: Any, other: Any) -> bool:
     """Whether `other` lies within two standard errors of a measured `value` (False when a figure is missing)."""
     return is_number(value) and is_number(stderr) and is_number(other) and abs(value - other) <= 2 * stderr

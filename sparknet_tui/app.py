@@ -23,9 +23,9 @@ from engine.rundir import LIVE_STATES, delete_run, resolve_run
 from engine.runlock import EVAL_LOCK_NAME, lock_held
 
 from sparknet_tui.context import POLL_INTERVAL_S, PanelContext
-from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_run
+from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_evaluation, stop_run
 from sparknet_tui.messages import (CommandDone, DeleteRun, EvaluateRun, OpenCompare, OpenEvaluation, OpenLive,
-                                   OpenNewRun, PanelProblem, ResumeRun, StartRun, StopRun)
+                                   OpenNewRun, PanelProblem, ResumeRun, StartRun, StopEvaluation, StopRun)
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
 from sparknet_tui.screens.evaluation import EvaluationScreen
@@ -152,6 +152,9 @@ class SparkNetApp(App):
 
     def on_evaluate_run(self, message: EvaluateRun) -> None:
         self.evaluate_run(message.run_dir)
+
+    def on_stop_evaluation(self, message: StopEvaluation) -> None:
+        self._run_command("stop eval", message.run_dir, partial(stop_evaluation, message.run_dir))
 
     def on_delete_run(self, message: DeleteRun) -> None:
         self.delete_run(message.run_dir, message.state)

@@ -94,6 +94,22 @@ def resume_run(run_dir: Path) -> CliResult:
     return run_cli("resume", str(run_dir), "--detach")
 
 
+def stop_evaluation(run_dir: Path) -> CliResult:
+    """SIGTERM to the process evaluating the run: `sparknet eval` stops at once and leaves eval.json as it was."""
+    import signal
+
+    from engine.eval_progress import read_progress
+
+    state = read_progress(run_dir)
+    if state is None:
+        return CliResult(False, f"no evaluation of {run_dir.name} is running")
+    try:
+        os.kill(int(state["pid"]), signal.SIGTERM)
+    except OSError as e:
+        return CliResult(False, f"could not stop the evaluation of {run_dir.name}: {e.strerror}")
+    return CliResult(True, f"stopping the evaluation of {run_dir.name}; eval.json stays as it was")
+
+
 def evaluate_run(run_dir: Path) -> CliResult:
     # a full evaluation scores WikiText-2 and can take minutes on a CPU
     return run_cli("eval", str(run_dir), timeout=3600)

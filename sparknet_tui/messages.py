@@ -29,11 +29,12 @@ class RunPolled(Message):
 
 
 class EvalLoaded(Message):
-    def __init__(self, run_dir: Path, data: dict | None, problem: str | None) -> None:
+    def __init__(self, run_dir: Path, data: dict | None, problem: str | None, progress: dict | None = None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.data = data
         self.problem = problem
+        self.progress = progress  # eval-progress.json of an evaluation running now
 
 
 class CommandDone(Message):
@@ -84,6 +85,10 @@ class ResumeRun(RunIntent):
 
 
 class EvaluateRun(RunIntent):
+    pass
+
+
+class StopEvaluation(RunIntent):
     pass
 
 

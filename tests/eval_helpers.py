@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engine.checkpoint import save_checkpoint
 from engine.config import ModelConfig
 from engine.model import GPT
 
@@ -22,6 +23,15 @@ def tiny_model(context=64, seed=0, dropout=0.0, vocab_size=50257) -> GPT:
     torch.manual_seed(seed)
     return GPT(ModelConfig(n_layer=1, n_embd=32, n_head=2, context=context, dropout=dropout,
                            vocab_size=vocab_size)).eval()
+
+
+def make_run(logs: Path, model: GPT, name="tiny-run") -> Path:
+    run_dir = logs / name
+    run_dir.mkdir()
+    (run_dir / "run.toml").write_text('[mix]\ntokenizer = "gpt2"\n')
+    opt = torch.optim.AdamW(model.parameters())
+    save_checkpoint(run_dir, 10, model, opt, {"tokens": 1000, "tokenizer": "gpt2"}, keep=2)
+    return run_dir
 
 
 def no_progress(name, total):

@@ -111,8 +111,13 @@ def test_card_names_the_cards_six_tasks_and_the_table_shows_them_with_chance():
 
 
 def test_the_cli_runs_a_local_task(model_dir, task_dir):
-    out = sparknet("eval", str(model_dir), "--tasks", TASK, "--task-path", str(task_dir), "--limit", "8",
-                   "--device", "cpu", timeout=300).stdout
-    assert TASK in out and "downstream benchmarks" in out
+    proc = sparknet("eval", str(model_dir), "--tasks", f"{TASK},{TASK}", "--task-path", str(task_dir), "--limit",
+                    "8", "--device", "cpu", timeout=300)
+    assert TASK in proc.stdout and "downstream benchmarks" in proc.stdout
+    # one task after another, each announced, each with its own wall time
+    assert f"sparknet eval: benchmark {TASK} (1 of 2)" in proc.stderr
+    assert f"sparknet eval: benchmark {TASK} (2 of 2)" in proc.stderr
+    rows = json.loads((model_dir / "eval.json").read_text())["benchmarks"]["tasks"]
+    assert all(row["wall_s"] > 0 for row in rows)
     bad = sparknet("eval", str(model_dir), "--tasks", "", check=False)
     assert bad.returncode == 2 and "--tasks" in bad.stderr

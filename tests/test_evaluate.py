@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from engine import SparkNetError
-from engine.checkpoint import save_checkpoint
 from engine.evaluate import (capped_wikitext_eval, eval_command, load_model_folder, load_wikitext_ids,
                              sample_continuations, score_stream, sliding_windows, sparknet_2000_lines,
                              standard_text, wikitext_rows)
@@ -26,7 +25,7 @@ from engine.evaluate.protocols import StandardProtocol
 from engine.export import export_hf
 from engine.model import GPT
 
-from eval_helpers import LN_VOCAB, WIKITEXT_DIR, in_protocol, no_progress, read_eval, tiny_model
+from eval_helpers import LN_VOCAB, WIKITEXT_DIR, in_protocol, make_run, no_progress, read_eval, tiny_model
 
 
 # ------------------------------------------------------------------ data
@@ -167,6 +166,34 @@ def test_bits_per_byte_is_nll_over_scored_bytes(tmp_path, tok, test_rows):
     assert row["perplexity"] == pytest.approx(math.exp(row["loss"]))
 
 
+def test_the_raw_file_bytes_are_the_split_files_own(test_rows):
+    from engine.evaluate.wikitext import raw_file_bytes
+
+    assert raw_file_bytes(test_rows) == (WIKITEXT_DIR / "wiki.test.raw").stat().st_size  # 1,290,590
+
+
+def test_bits_per_raw_byte_counts_the_file_not_the_joined_text(tmp_path, tok, test_rows):
+    """The whole split's loss over the bytes of the file it came from: the blank lines that join the rows for
+    scoring are not in the file, so they are not in this denominator."""
+    from engine.evaluate.report import print_section
+    from rich.console import Console
+
+    rows = test_rows[:12]
+    raw = "".join(row or " \n" for row in rows)
+    loaded = load_model_folder(export_hf(tiny_model(), tmp_path / "model", tok))
+    protocol = StandardProtocol(rows, stride=32, max_tokens=None)
+    row = protocol.measure("m", loaded, torch.device("cpu"), None, no_progress)
+    nll = row["loss"] * row["tokens_scored"]
+    assert row["raw_bytes"] == len(raw.encode("utf-8")) < row["bytes_scored"]
+    assert row["bits_per_raw_byte"] == pytest.approx(nll / (len(raw.encode("utf-8")) * math.log(2)))
+    console = Console(record=True, width=200)
+    print_section({"protocol": protocol.settings(), "results": [row], "deltas": []}, console)
+    assert f"bits per byte of the raw file: {row['bits_per_raw_byte']:.4f}" in console.export_text()
+    capped = StandardProtocol(rows, stride=32, max_tokens=50).measure("m", loaded, torch.device("cpu"), None,
+                                                                       no_progress)
+    assert "bits_per_raw_byte" not in capped  # a part of the split has no file of its own
+
+
 # ------------------------------------------------------------------ sparknet-2000 protocol
 
 
@@ -254,15 +281,6 @@ def test_stride_none_is_half_of_each_context(tmp_path, tok):
     row = doc["results"][0]
     assert (row["stride"], row["tokens_scored"]) == (32, 200)  # overlapping windows score every token
     assert doc["protocol"]["stride"] == "half the model's context, at most 512"
-
-
-def make_run(logs: Path, model: GPT, name="tiny-run") -> Path:
-    run_dir = logs / name
-    run_dir.mkdir()
-    (run_dir / "run.toml").write_text('[mix]\ntokenizer = "gpt2"\n')
-    opt = torch.optim.AdamW(model.parameters())
-    save_checkpoint(run_dir, 10, model, opt, {"tokens": 1000, "tokenizer": "gpt2"}, keep=2)
-    return run_dir
 
 
 def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):

@@ -289,6 +289,15 @@ async def test_evaluation_screen_shows_eval_json(panel_env):
         assert doc["samples"][0]["prompt"] in samples
 
 
+def test_evaluation_notes_give_the_raw_file_bits_per_byte():
+    from sparknet_tui.screens.evaluation import section_notes
+
+    row = {"model": "this run", "source": "measured", "protocol": "standard", "loss": 6.87, "perplexity": 964.2,
+           "bits_per_byte": 2.1996, "bits_per_raw_byte": 2.2083, "raw_bytes": 1290590, "tokenizer_matches": True}
+    notes = section_notes({"protocol": {"name": "standard"}, "results": [row], "deltas": []}).plain
+    assert "this run: bits per byte of the raw file: 2.2083 (its 1,290,590 bytes" in notes
+
+
 async def test_evaluation_screen_shows_the_benchmark_table_beside_the_card(private_logs, tiny_runs):
     run = copy_run(tiny_runs.finished, private_logs)
     doc = json.loads((run / "eval.json").read_text())

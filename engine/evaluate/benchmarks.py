@@ -9,9 +9,12 @@ the card's published figures and the task's chance level.
 from __future__ import annotations
 
 import math
+import sys
+import time
 from pathlib import Path
 
 from engine import SparkNetError
+from engine.eval_progress import ProgressFile
 
 # the card's set: codelion/gpt-2-70m's table
 CARD_TASKS = ("mmlu", "hellaswag", "arc_challenge", "piqa", "winogrande", "truthfulqa_mc2")
@@ -72,8 +75,9 @@ def published_rows(tasks: list[str]) -> list[dict]:
 
 
 def run_benchmarks(model_dir: Path, tasks: list[str], device: str, task_path: str | None = None,
-                   limit: int | None = None) -> dict:
-    """lm-eval's simple_evaluate on a Hugging Face model folder; the part of eval.json it fills."""
+                   limit: int | None = None, progress: ProgressFile | None = None) -> dict:
+    """lm-eval's simple_evaluate on a Hugging Face model folder, one task after another (the model loaded once),
+    so progress and each task's wall time can be told; the part of eval.json it fills."""
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
@@ -86,9 +90,17 @@ def run_benchmarks(model_dir: Path, tasks: list[str], device: str, task_path: st
         raise SparkNetError(f"--tasks: lm-eval knows no task {', '.join(unknown)}"
                             + ("" if task_path else "; give a folder of task YAML files with --task-path DIR"))
     lm = HFLM(pretrained=str(model_dir), device=device, batch_size=8)
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit,
-                                      log_samples=False)
     version = getattr(lm_eval, "__version__", "unknown")
-    return {"harness": f"lm-eval {version}", "limit": limit, "tasks": benchmark_rows(results, version),
-            "published": published_rows(tasks)}
+    rows = []
+    for i, task in enumerate(tasks):
+        stage = f"benchmark {task} ({i + 1} of {len(tasks)})"
+        print(f"sparknet eval: {stage}", file=sys.stderr, flush=True)
+        if progress is not None:
+            progress.stage(stage, None, "")
+        started = time.monotonic()
+        results = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
+                                          log_samples=False)
+        wall_s = round(time.monotonic() - started, 1)
+        rows += [dict(row, wall_s=wall_s) for row in benchmark_rows(results, version)]
+    return {"harness": f"lm-eval {version}", "limit": limit, "tasks": rows, "published": published_rows(tasks)}
 

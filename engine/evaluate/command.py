@@ -14,6 +14,7 @@ from engine import SparkNetError, __version__
 from engine.evaluate.models import (BASELINES, Baseline, BaselineUnavailable, LoadedModel, baseline_for,
                                     is_gpt2_tokenizer, load_baseline, load_target)
 from engine.evaluate.protocols import PROTOCOLS, WIKITEXT_PROTOCOLS, Advance, make_protocol, protocols_for
+from engine.eval_progress import ProgressFile
 from engine.evaluate.published import PUBLISHED, PUBLISHED_TOKENIZER
 from engine.evaluate.report import print_report
 from engine.evaluate.scoring import default_autocast, resolve_device, sample_continuations
@@ -146,18 +147,20 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
     except SparkNetError:
         pass  # a model folder, not a run
     lock = RunLock.acquire(run_dir, what="evaluation", name=EVAL_LOCK_NAME, wait=wait_for_lock) if run_dir else None
+    progress = ProgressFile(run_dir)
     try:
         if tasks:
-            return _evaluate_benchmarks(target, tasks, task_path, limit, device)
+            return _evaluate_benchmarks(target, tasks, task_path, limit, device, progress)
         return _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature,
-                         top_k, max_tokens)
+                         top_k, max_tokens, progress)
     finally:
+        progress.close()
         if lock is not None:
             lock.release()
 
 
 def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature, top_k,
-              max_tokens) -> int:
+              max_tokens, progress: ProgressFile) -> int:
     from engine.rundir import utc_now
 
     dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
@@ -169,10 +172,11 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
     runners = [make_protocol(name, loaded, stride, wikitext, max_tokens)
                for name in protocols_for(protocol, loaded, gpt2_tokenized)]
     loaded.model.to(dev)
-    sections = [_section(runner, _score_all(runner, loaded, baselines, dirs, dev, amp, gpt2_tokenized))
+    sections = [_section(runner, _score_all(runner, loaded, baselines, dirs, dev, amp, gpt2_tokenized, progress))
                 for runner, _ in runners]
     sampled = []
     if samples:
+        progress.stage("sample continuations", None, "")
         sampled = sample_continuations(loaded.model, loaded.tokenizer, SAMPLE_PROMPTS, dev,
                                        max_new_tokens=SAMPLE_TOKENS, temperature=temperature, top_k=top_k,
                                        seed=SAMPLE_SEED, autocast_dtype=amp)
@@ -200,7 +204,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
 
 
 def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, limit: int | None,
-                         device: str) -> int:
+                         device: str, progress: ProgressFile) -> int:
     """The harness on the model's Hugging Face folder (a checkpoint is exported to a temporary one first)."""
     import tempfile
 
@@ -214,7 +218,7 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
         folder = Path(loaded.path)
         if not (folder / "config.json").exists():
             folder = export_hf(loaded.model, Path(staging), loaded.tokenizer)
-        benchmarks = run_benchmarks(folder, tasks, str(dev), task_path, limit)
+        benchmarks = run_benchmarks(folder, tasks, str(dev), task_path, limit, progress)
     doc = {"created_at": utc_now(), "target": loaded.path, "checkpoint_step": loaded.checkpoint_step,
            "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
            "settings": {"device": str(dev), "engine_version": __version__}}
@@ -241,7 +245,7 @@ def _section(runner, results: list[dict]) -> dict:
 
 
 def _score_all(runner, loaded: LoadedModel, baselines: bool, dirs: dict, dev, amp,
-               gpt2_tokenized: bool) -> list[dict]:
+               gpt2_tokenized: bool, progress_file: ProgressFile) -> list[dict]:
     """This model's row, then each baseline's: measured live when asked for and its weights load, else published.
 
     The held-out protocol has no baseline rows: nothing is published on a
@@ -253,7 +257,13 @@ def _score_all(runner, loaded: LoadedModel, baselines: bool, dirs: dict, dev, am
     with _progress() as progress:
         def start_task(name: str, total: int) -> Advance:
             task = progress.add_task(name, total=total)
-            return lambda n: progress.advance(task, n)
+            advance_file = progress_file.stage(f"{protocol}: {name}", total, "tokens")
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+                advance_file(n)
+
+            return advance
 
         results.append(runner.measure(TARGET_NAME, loaded, dev, amp, start_task))
         results[0]["tokenizer_matches"] = True

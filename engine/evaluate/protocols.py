@@ -19,7 +19,7 @@ from engine.evaluate.models import LoadedModel
 from engine.evaluate.scoring import (DEFAULT_STRIDE, as_scoring_model, bits_per_byte, default_stride, safe_exp,
                                      score_lines, score_stream, sliding_windows)
 from engine.evaluate.wikitext import (SPARKNET_2000_LINES, SPARKNET_2000_SEED, byte_counter, sparknet_2000_lines,
-                                      standard_text)
+                                      raw_file_bytes, standard_text)
 
 PROTOCOLS = ("standard", "sparknet-2000", "held-out")
 WIKITEXT_PROTOCOLS = ("standard", "sparknet-2000")
@@ -69,6 +69,7 @@ class StandardProtocol:
 
     def __init__(self, rows: list[str], stride: int | None, max_tokens: int | None):
         self.text = standard_text(rows)
+        self.raw_bytes = raw_file_bytes(rows)
         self.stride = stride
         self.max_tokens = max_tokens
         self._ids: dict = {}  # tokenizer fingerprint -> ids, so baselines sharing a tokenizer reuse them
@@ -98,6 +99,9 @@ class StandardProtocol:
                             context=sm.context, stride=stride, vocab_size=sm.vocab_size)
         if self.max_tokens and len(ids) == self.max_tokens + 1:
             row["deviation"] = f"capped at {self.max_tokens:,} tokens"
+        elif row["loss"] is not None:
+            # the whole split: its loss over the file's own bytes compares across tokenizers and joinings
+            row.update(bits_per_raw_byte=bits_per_byte(s.nll, self.raw_bytes), raw_bytes=self.raw_bytes)
         return row
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.formatting import fmt_protocol_title, fmt_ratio, within_two_stderr
+from engine.formatting import fmt_protocol_title, fmt_ratio, raw_bytes_note, within_two_stderr
 
 
 def _num(value, fmt: str) -> str:
@@ -38,7 +38,7 @@ def print_section(section: dict, console) -> None:
                       style="italic" if r["source"] == "published" else None)
     console.print(table)
     lines = [f"  {r['model']} ({r['source']}): {'; '.join(notes)}" for r in section["results"]
-             if (notes := [n for n in (r.get("deviation"), r.get("note")) if n])]
+             if (notes := [n for n in (r.get("deviation"), raw_bytes_note(r), r.get("note")) if n])]
     lines += [delta_line(d) for d in section["deltas"]]
     if section.get("note"):
         lines.append(section["note"])

@@ -78,6 +78,11 @@ def standard_text(rows: list[str]) -> str:
     return "\n\n".join(rows)
 
 
+def raw_file_bytes(rows: list[str]) -> int:
+    """The UTF-8 bytes of the split's file: each text row as it stands, each blank row one " \n" line."""
+    return sum(len(row.encode("utf-8")) if row else 2 for row in rows)
+
+
 def sparknet_2000_lines(rows: list[str], n: int = SPARKNET_2000_LINES, seed: int = SPARKNET_2000_SEED) -> list[str]:
     """The published line sample: rows shuffled as datasets.Dataset.shuffle(seed) does, first n non-empty stripped."""
     order = np.random.default_rng(seed).permutation(len(rows))

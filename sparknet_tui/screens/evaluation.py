@@ -11,11 +11,12 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
+from engine.eval_progress import progress_line, read_progress
 from engine.runlock import EVAL_LOCK_NAME, lock_held
 from engine.formatting import (NA, fmt_float, fmt_int, fmt_perplexity, fmt_protocol_title, fmt_ratio, is_number,
-                               within_two_stderr)
+                               raw_bytes_note, within_two_stderr)
 from sparknet_tui.context import PanelContext
-from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive
+from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive, StopEvaluation
 from sparknet_tui.screens.common import PanelScreen, fill_table
 from sparknet_tui.evalfile import read_eval
 
@@ -75,7 +76,7 @@ def result_notes(result: dict, protocol_name: Any) -> list[str]:
         notes.append(f"protocol: {result['protocol']}")
     if result.get("tokenizer_matches") is False:
         notes.append("tokenizer differs: per-token figures do not compare")
-    notes += [str(n) for n in (result.get("deviation"), result.get("note")) if n]
+    notes += [str(n) for n in (result.get("deviation"), raw_bytes_note(result), result.get("note")) if n]
     return notes
 
 
@@ -201,6 +202,7 @@ class EvaluationScreen(PanelScreen):
         Binding("escape", "app.back", "Back"),
         Binding("l", "live", "Live"),
         Binding("v", "evaluate", "Evaluate"),
+        Binding("x", "stop_evaluation", "Stop eval"),
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -209,6 +211,7 @@ class EvaluationScreen(PanelScreen):
         self.run_dir = Path(run_dir)
         self.data: dict | None = None
         self.problem: str | None = None
+        self.progress: dict | None = None
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -225,12 +228,14 @@ class EvaluationScreen(PanelScreen):
         self.set_interval(self.context.poll_interval * 2, self.refresh_data)
 
     def refresh_data(self) -> None:
-        self.in_thread("eval", lambda: EvalLoaded(self.run_dir, *read_eval(self.run_dir)))
+        self.in_thread("eval", lambda: EvalLoaded(self.run_dir, *read_eval(self.run_dir),
+                                                  progress=read_progress(self.run_dir)))
 
     def on_eval_loaded(self, message: EvalLoaded) -> None:
-        if self.loaded and message.data == self.data and message.problem == self.problem:
+        if self.loaded and (message.data, message.problem, message.progress) == (self.data, self.problem,
+                                                                                 self.progress):
             return
-        self.loaded, self.data, self.problem = True, message.data, message.problem
+        self.loaded, self.data, self.problem, self.progress = True, message.data, message.problem, message.progress
         self.show()
 
     def sections(self) -> list[dict]:
@@ -241,6 +246,8 @@ class EvaluationScreen(PanelScreen):
         heading = Text()
         heading.append(self.run_dir.name, style="bold")
         data = self.data or {}
+        if self.progress is not None:
+            heading.append(f"\nevaluating: {progress_line(self.progress)} · x stops it", style="bold blue")
         if self.run_dir in self.context.evaluating or lock_held(self.run_dir, EVAL_LOCK_NAME):
             heading.append("\nevaluation in progress: the tables below update when it ends", style="bold blue")
         if self.problem:
@@ -286,3 +293,6 @@ class EvaluationScreen(PanelScreen):
 
     def action_evaluate(self) -> None:
         self.post_message(EvaluateRun(self.run_dir))
+
+    def action_stop_evaluation(self) -> None:
+        self.post_message(StopEvaluation(self.run_dir))
