@@ -125,6 +125,35 @@ def raw_bytes_note(result: dict) -> str | None:
     return f"bits per byte of the raw file: {bpb:.4f} (its {n:,} bytes; the blank lines joining the rows not counted)"
 
 
+CARD_MODELS = ("CodeLion GPT-2 70M", "GPT-2 (124M)")
+
+
+def baseline_figure(benchmarks: dict, name: str, task: Any) -> tuple[Any, str]:
+    """A card model's score on a task: measured here when it was (eval.json's benchmarks.baselines), else the
+    card's published one; and which of the two it is."""
+    measured = benchmarks.get("baselines") if isinstance(benchmarks.get("baselines"), dict) else {}
+    entry = measured.get(name) if isinstance(measured.get(name), dict) else {}
+    if entry.get("source") == "measured" and isinstance(entry.get("tasks"), dict):
+        row = entry["tasks"].get(task)
+        return (row.get("value") if isinstance(row, dict) else None), "measured"
+    for p in benchmarks.get("published") or []:
+        if isinstance(p, dict) and p.get("task") == task:
+            return p.get(name), "published"
+    return None, "published"
+
+
+def baseline_notes(benchmarks: dict) -> list[str]:
+    """How each card model's column came to be, where it was asked to be measured."""
+    measured = benchmarks.get("baselines") if isinstance(benchmarks.get("baselines"), dict) else {}
+    notes = []
+    for name, entry in measured.items():
+        if isinstance(entry, dict) and entry.get("source") == "measured":
+            notes.append(f"{name}: measured here, from {entry.get('path')}")
+        elif isinstance(entry, dict):
+            notes.append(f"{name}: not measured ({entry.get('reason')}); the card's published figures")
+    return notes
+
+
 def within_two_stderr(value: Any, stderr: Any, other: Any) -> bool:
     """Whether `other` lies within two standard errors of a measured `value` (False when a figure is missing)."""
     return is_number(value) and is_number(stderr) and is_number(other) and abs(value - other) <= 2 * stderr

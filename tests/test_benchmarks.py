@@ -121,3 +121,28 @@ def test_the_cli_runs_a_local_task(model_dir, task_dir):
     assert all(row["wall_s"] > 0 for row in rows)
     bad = sparknet("eval", str(model_dir), "--tasks", "", check=False)
     assert bad.returncode == 2 and "--tasks" in bad.stderr
+
+
+def test_a_baseline_is_measured_on_the_same_tasks_where_its_weights_load(model_dir, task_dir, tmp_path, tok,
+                                                                         capsys):
+    """--baseline-dir gpt2=DIR scores that folder with the harness too and the table shows it as measured; a
+    baseline whose weights do not load (CodeLion from the hub, offline) keeps its published figures and says why."""
+    import lm_eval
+
+    torch.manual_seed(7)
+    other = export_hf(GPT(ModelConfig(n_layer=1, n_embd=32, n_head=2, context=64, vocab_size=50257)).eval(),
+                      tmp_path / "gpt2-stand-in", tok)
+    assert eval_command(str(model_dir), tasks=[TASK], task_path=str(task_dir), device="cpu", baselines=True,
+                        baseline_dirs={"gpt2": str(other)}) == 0
+    baselines = json.loads((model_dir / "eval.json").read_text())["benchmarks"]["baselines"]
+    direct = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={other}", tasks=[TASK], device="cpu",
+                                     task_manager=lm_eval.tasks.TaskManager(include_path=str(task_dir)))
+    gpt2 = baselines["GPT-2 (124M)"]
+    assert (gpt2["source"], gpt2["path"]) == ("measured", str(other))
+    assert gpt2["tasks"][TASK]["value"] == pytest.approx(100 * direct["results"][TASK]["acc,none"])
+    codelion = baselines["CodeLion GPT-2 70M"]
+    assert codelion["source"] == "published" and codelion["reason"]
+    out = capsys.readouterr().out
+    assert f"GPT-2 (124M): measured here, from {other}" in out
+    assert "CodeLion GPT-2 70M: not measured (" in out
+    assert f"{gpt2['tasks'][TASK]['value']:.2f}" in out.split(TASK, 1)[1].splitlines()[0]  # in the task's row

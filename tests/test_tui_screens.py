@@ -298,6 +298,21 @@ def test_evaluation_notes_give_the_raw_file_bits_per_byte():
     assert "this run: bits per byte of the raw file: 2.2083 (its 1,290,590 bytes" in notes
 
 
+def test_the_benchmark_table_shows_a_measured_baseline_as_measured():
+    from sparknet_tui.screens.evaluation import benchmark_cells, benchmarks_notes
+
+    row = {"task": "piqa", "num_fewshot": 0, "value": 58.0, "stderr": 1.2, "chance": 50.0}
+    benchmarks = {"tasks": [row],
+                  "published": [{"task": "piqa", "CodeLion GPT-2 70M": 57.29, "GPT-2 (124M)": 63.0,
+                                 "source": "codelion/gpt-2-70m model card"}],
+                  "baselines": {"GPT-2 (124M)": {"source": "measured", "path": "/models/gpt2",
+                                                 "tasks": {"piqa": {"task": "piqa", "value": 62.5}}}}}
+    codelion, gpt2 = benchmark_cells(row, benchmarks)[4:6]
+    assert (codelion.plain, "italic" in str(codelion.style)) == ("57.29 ≈", True)  # the card's, published
+    assert (gpt2.plain, str(gpt2.style)) == ("62.50", "green")  # measured here, outside two standard errors
+    assert "GPT-2 (124M): measured here, from /models/gpt2" in benchmarks_notes(benchmarks).plain
+
+
 async def test_evaluation_screen_shows_the_benchmark_table_beside_the_card(private_logs, tiny_runs):
     run = copy_run(tiny_runs.finished, private_logs)
     doc = json.loads((run / "eval.json").read_text())

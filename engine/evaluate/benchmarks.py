@@ -74,8 +74,8 @@ def published_rows(tasks: list[str]) -> list[dict]:
     return out
 
 
-def run_benchmarks(model_dir: Path, tasks: list[str], device: str, task_path: str | None = None,
-                   limit: int | None = None, progress: ProgressFile | None = None) -> dict:
+def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_path: str | None = None,
+                   limit: int | None = None, progress: ProgressFile | None = None, who: str = "") -> dict:
     """lm-eval's simple_evaluate on a Hugging Face model folder, one task after another (the model loaded once),
     so progress and each task's wall time can be told; the part of eval.json it fills."""
     try:
@@ -93,7 +93,7 @@ def run_benchmarks(model_dir: Path, tasks: list[str], device: str, task_path: st
     version = getattr(lm_eval, "__version__", "unknown")
     rows = []
     for i, task in enumerate(tasks):
-        stage = f"benchmark {task} ({i + 1} of {len(tasks)})"
+        stage = f"benchmark {task} ({i + 1} of {len(tasks)}){f' of {who}' if who else ''}"
         print(f"sparknet eval: {stage}", file=sys.stderr, flush=True)
         if progress is not None:
             progress.stage(stage, None, "")
@@ -103,4 +103,27 @@ def run_benchmarks(model_dir: Path, tasks: list[str], device: str, task_path: st
         wall_s = round(time.monotonic() - started, 1)
         rows += [dict(row, wall_s=wall_s) for row in benchmark_rows(results, version)]
     return {"harness": f"lm-eval {version}", "limit": limit, "tasks": rows, "published": published_rows(tasks)}
+
+
+def measure_baselines(tasks: list[str], device: str, task_path: str | None, limit: int | None, live: bool,
+                      dirs: dict[str, str], progress: ProgressFile | None = None) -> dict:
+    """The card's models scored on the same tasks where asked for (--baselines: from the hub; --baseline-dir
+    NAME=DIR: a local folder) and their weights load; a model that does not load says why and keeps its
+    published figures."""
+    from engine.evaluate.models import BASELINES
+
+    measured = {}
+    for b in BASELINES:
+        if not (live or b.key in dirs):
+            continue
+        source = dirs.get(b.key) or b.hf_id
+        try:
+            rows = run_benchmarks(source, tasks, device, task_path, limit, progress, who=b.name)["tasks"]
+        except Exception as e:  # any failure to load or run it: show the published figures, say why
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            print(f"sparknet eval: {b.name}: {reason}; showing its published figures", file=sys.stderr)
+            measured[b.name] = {"source": "published", "path": source, "reason": reason}
+            continue
+        measured[b.name] = {"source": "measured", "path": source, "tasks": {r["task"]: r for r in rows}}
+    return measured
 

@@ -150,7 +150,7 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
     progress = ProgressFile(run_dir)
     try:
         if tasks:
-            return _evaluate_benchmarks(target, tasks, task_path, limit, device, progress)
+            return _evaluate_benchmarks(target, tasks, task_path, limit, device, progress, baselines, baseline_dirs)
         return _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature,
                          top_k, max_tokens, progress)
     finally:
@@ -204,11 +204,11 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
 
 
 def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, limit: int | None,
-                         device: str, progress: ProgressFile) -> int:
+                         device: str, progress: ProgressFile, baselines: bool, baseline_dirs: dict) -> int:
     """The harness on the model's Hugging Face folder (a checkpoint is exported to a temporary one first)."""
     import tempfile
 
-    from engine.evaluate.benchmarks import run_benchmarks
+    from engine.evaluate.benchmarks import measure_baselines, run_benchmarks
     from engine.export import export_hf
     from engine.rundir import utc_now
 
@@ -219,6 +219,8 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
         if not (folder / "config.json").exists():
             folder = export_hf(loaded.model, Path(staging), loaded.tokenizer)
         benchmarks = run_benchmarks(folder, tasks, str(dev), task_path, limit, progress)
+    dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
+    benchmarks["baselines"] = measure_baselines(tasks, str(dev), task_path, limit, baselines, dirs, progress)
     doc = {"created_at": utc_now(), "target": loaded.path, "checkpoint_step": loaded.checkpoint_step,
            "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
            "settings": {"device": str(dev), "engine_version": __version__}}

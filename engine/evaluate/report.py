@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.formatting import fmt_protocol_title, fmt_ratio, raw_bytes_note, within_two_stderr
+from engine.formatting import (CARD_MODELS, baseline_figure, baseline_notes, fmt_protocol_title, fmt_ratio,
+                               raw_bytes_note, within_two_stderr)
 
 
 def _num(value, fmt: str) -> str:
@@ -56,10 +57,9 @@ def print_benchmarks(benchmarks: dict, console) -> None:
                 "examples"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     for row in benchmarks.get("tasks", []):
-        pub = published.get(row["task"], {})
         cells = []
-        for name in ("CodeLion GPT-2 70M", "GPT-2 (124M)"):
-            other = pub.get(name)
+        for name in CARD_MODELS:
+            other, _ = baseline_figure(benchmarks, name, row["task"])
             cells.append(_num(other, ".2f") + (" ≈" if within_two_stderr(row["value"], row["stderr"], other) else ""))
         table.add_row(row["task"], row["metric"], _num(row["num_fewshot"], "d"), _num(row["value"], ".2f"),
                       _num(row["stderr"], ".2f"), *cells, _num(row["chance"], ".0f"), _num(row["examples"], ","))
@@ -68,6 +68,8 @@ def print_benchmarks(benchmarks: dict, console) -> None:
         console.print(f"published figures: {next(iter(published.values()))['source']} (GPT-2's as the card gives "
                       "them); ≈ marks one within two standard errors of this run's", markup=False, highlight=False,
                       soft_wrap=True)
+    for note in baseline_notes(benchmarks):
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     if benchmarks.get("limit"):
         console.print(f"capped at {benchmarks['limit']} examples per task: a quick look, not the card's protocol",
                       markup=False, highlight=False, soft_wrap=True)

@@ -13,8 +13,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.eval_progress import progress_line, read_progress
 from engine.runlock import EVAL_LOCK_NAME, lock_held
-from engine.formatting import (NA, fmt_float, fmt_int, fmt_perplexity, fmt_protocol_title, fmt_ratio, is_number,
-                               raw_bytes_note, within_two_stderr)
+from engine.formatting import (CARD_MODELS, NA, baseline_figure, baseline_notes, fmt_float, fmt_int, fmt_perplexity,
+                               fmt_protocol_title, fmt_ratio, is_number, raw_bytes_note, within_two_stderr)
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive, StopEvaluation
 from sparknet_tui.screens.common import PanelScreen, fill_table
@@ -152,14 +152,16 @@ def deltas_text(deltas: Any) -> Text:
 BENCHMARK_COLUMNS = [(name, name) for name in ("task", "shots", "this run", "± se", "CodeLion", "GPT-2", "chance")]
 
 
-def benchmark_cells(row: dict, published: dict) -> list[Text | str]:
-    """One task: this run's score, the card's two, each marked ≈ when within two of this run's standard errors."""
+def benchmark_cells(row: dict, benchmarks: dict) -> list[Text | str]:
+    """One task: this run's score, the card's two models' (measured here, or published: italic), each marked ≈
+    when within two of this run's standard errors."""
     cells: list[Text | str] = [Text(str(row.get("task") or NA), style="bold"), fmt_int(row.get("num_fewshot")),
                                Text(fmt_float(row.get("value"), 2), style="green"), fmt_float(row.get("stderr"), 2)]
-    for name in ("CodeLion GPT-2 70M", "GPT-2 (124M)"):
-        other = published.get(name)
+    for name in CARD_MODELS:
+        other, source = baseline_figure(benchmarks, name, row.get("task"))
         near = within_two_stderr(row.get("value"), row.get("stderr"), other)
-        cells.append(Text(fmt_float(other, 2) + (" ≈" if near else ""), style="italic dim"))
+        cells.append(Text(fmt_float(other, 2) + (" ≈" if near else ""),
+                          style="green" if source == "measured" else "italic dim"))
     cells.append(fmt_float(row.get("chance"), 2) if is_number(row.get("chance")) else "varies")
     return cells
 
@@ -174,6 +176,8 @@ def benchmarks_notes(benchmarks: dict) -> Text:
     if sources:
         text.append(f"\nCodeLion GPT-2 70M and GPT-2 (124M), published: {', '.join(sorted(s for s in sources if s))}; "
                     "± se is this run's standard error; ≈ marks a figure within two of them", style="dim")
+    for note in baseline_notes(benchmarks):
+        text.append(f"\n{note}", style="dim")
     if benchmarks.get("limit"):
         text.append(f"\ncapped at {benchmarks['limit']} examples per task: a quick look", style="yellow")
     return text
@@ -279,9 +283,8 @@ class EvaluationScreen(PanelScreen):
                         Static(section_notes(section), id=f"eval-notes-{i}", classes="eval-notes")]
         benchmarks = (self.data or {}).get("benchmarks")
         if isinstance(benchmarks, dict) and benchmarks.get("tasks"):
-            published = {p.get("task"): p for p in benchmarks.get("published") or [] if isinstance(p, dict)}
             table = DataTable(id="eval-benchmarks", classes="eval-table", cursor_type="row", zebra_stripes=True)
-            fill_table(table, BENCHMARK_COLUMNS, [(str(i), benchmark_cells(r, published.get(r.get("task"), {})))
+            fill_table(table, BENCHMARK_COLUMNS, [(str(i), benchmark_cells(r, benchmarks))
                                                   for i, r in enumerate(benchmarks["tasks"]) if isinstance(r, dict)])
             widgets += [Static(Text("downstream benchmarks", style="bold"), classes="eval-protocol"), table,
                         Static(benchmarks_notes(benchmarks), id="eval-benchmark-notes", classes="eval-notes")]
