@@ -3,7 +3,7 @@ batched stack) against torch.optim.Muon (one matrix at a time), same settings, o
 
 usage: python benchmarks/bench_muon.py [PROFILE]
 Prints the median time of a step of each and their largest relative difference after one step from the same
-state (both run Newton-Schulz in bf16, so they agree to bf16 rounding, not exactly).
+state (the same bf16 Newton-Schulz in the same form: 0 on the H200, docs/performance.md).
 """
 
 import sys

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine.rundir import read_json, read_jsonl
+
 PROTOCOL = os.environ.get("SWEEP_PROTOCOL", "--set run.tokens=15974400 --set run.eval_every=130").split()
 
 
@@ -35,20 +37,16 @@ def read_rows(path: Path) -> list[tuple[str, str, list[str]]]:
 
 def summarize(name: str, sets: list[str], run_dir: Path, rc: int, wall_s: float) -> dict:
     out = {"name": name, "rc": rc, "wall_s": round(wall_s), "sets": " ".join(sets)}
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "metrics.jsonl").exists() else []
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     if metrics:
         rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")]
         vals = [m["val_loss"] for m in metrics if "val_loss" in m]
         out.update(steps=metrics[-1]["step"], final_loss=metrics[-1]["loss"], val_loss=vals[-1] if vals else None,
                    tokens_per_s_median=statistics.median(rates) if rates else None,
                    max_grad_norm_after_10=max((m["grad_norm"] for m in metrics if m["step"] > 10), default=None))
-    eval_path = run_dir / "eval.json"
-    if eval_path.exists():
-        for section in json.loads(eval_path.read_text()).get("evaluations", []):
-            r = section["results"][0]
-            out[section["protocol"]["name"]] = {"ppl": r["perplexity"], "loss": r["loss"],
-                                                "bpb": r["bits_per_byte"]}
+    for section in (read_json(run_dir / "eval.json") or {}).get("evaluations", []):
+        r = section["results"][0]
+        out[section["protocol"]["name"]] = {"ppl": r["perplexity"], "loss": r["loss"], "bpb": r["bits_per_byte"]}
     return out
 
 
@@ -69,9 +67,9 @@ def main(argv: list[str]) -> int:
             env = dict(os.environ, SPARKNET_LOGS=str(logs))
             cmd = [sys.executable, "-m", "engine.cli", "train", "--profile", profile, "--mix", mix, "--name", name,
                    *PROTOCOL, *sets]
-            log = open(out / f"{name}.out", "w")
-            running.append((name, sets, logs, time.monotonic(), subprocess.Popen(cmd, env=env, stdout=log,
-                                                                                  stderr=subprocess.STDOUT)))
+            with open(out / f"{name}.out", "w") as log:  # the child keeps its own copy of the handle
+                proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((name, sets, logs, time.monotonic(), proc))
         time.sleep(2)
         for item in list(running):
             name, sets, logs, started, proc = item

@@ -65,5 +65,5 @@ def progress_line(state: dict) -> str:
     done, total, unit = state.get("done"), state.get("total"), state.get("unit")
     line = str(state.get("stage") or "evaluating")
     if isinstance(total, int) and total > 0 and isinstance(done, int):
-        line += f" · {done:,} of {total:,} {unit or ''} ({100 * done / total:.0f}%)".replace("  ", " ")
+        line += f" · {done:,} of {total:,}{f' {unit}' if unit else ''} ({100 * done / total:.0f}%)"
     return line

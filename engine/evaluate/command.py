@@ -146,12 +146,13 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
         run_dir = resolve_run(target)
     except SparkNetError:
         pass  # a model folder, not a run
+    dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
     lock = RunLock.acquire(run_dir, what="evaluation", name=EVAL_LOCK_NAME, wait=wait_for_lock) if run_dir else None
     progress = ProgressFile(run_dir)
     try:
         if tasks:
-            return _evaluate_benchmarks(target, tasks, task_path, limit, device, progress, baselines, baseline_dirs)
-        return _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature,
+            return _evaluate_benchmarks(target, tasks, task_path, limit, device, progress, baselines, dirs)
+        return _evaluate(target, protocol, stride, wikitext, baselines, dirs, device, samples, temperature,
                          top_k, max_tokens, progress)
     finally:
         progress.close()
@@ -159,11 +160,11 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
             lock.release()
 
 
-def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, device, samples, temperature, top_k,
+def _evaluate(target, protocol, stride, wikitext, baselines, dirs, device, samples, temperature, top_k,
               max_tokens, progress: ProgressFile) -> int:
+    """dirs: baseline key -> local folder."""
     from engine.rundir import utc_now
 
-    dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
     dev = resolve_device(device)
     amp = default_autocast(dev)
     loaded = load_target(target)
@@ -204,7 +205,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, baseline_dirs, devi
 
 
 def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, limit: int | None,
-                         device: str, progress: ProgressFile, baselines: bool, baseline_dirs: dict) -> int:
+                         device: str, progress: ProgressFile, baselines: bool, dirs: dict) -> int:
     """The harness on the model's Hugging Face folder (a checkpoint is exported to a temporary one first)."""
     import tempfile
 
@@ -219,7 +220,6 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
         if not (folder / "config.json").exists():
             folder = export_hf(loaded.model, Path(staging), loaded.tokenizer)
         benchmarks = run_benchmarks(folder, tasks, str(dev), task_path, limit, progress)
-    dirs = {baseline_for(name).key: path for name, path in baseline_dirs.items()}
     benchmarks["baselines"] = measure_baselines(tasks, str(dev), task_path, limit, baselines, dirs, progress)
     doc = {"created_at": utc_now(), "target": loaded.path, "checkpoint_step": loaded.checkpoint_step,
            "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
