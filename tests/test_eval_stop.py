@@ -85,3 +85,14 @@ async def test_the_evaluation_screen_shows_progress_and_x_stops_it(logs):
         assert_stopped_cleanly(run_dir, proc)
     finally:
         proc.kill()
+
+
+def test_stopping_when_no_evaluation_runs_says_so_in_one_line(logs):
+    from sparknet_tui.commands import stop_evaluation
+
+    run_dir = make_run(logs, tiny_model(seed=5))
+    result = stop_evaluation(run_dir)
+    assert (result.ok, result.message) == (False, f"no evaluation of {run_dir.name} is running")
+    # a progress file left by a process that is gone is no evaluation either
+    (run_dir / PROGRESS_NAME).write_text('{"pid": 999999999, "stage": "standard: this run", "done": 1}')
+    assert read_progress(run_dir) is None and not stop_evaluation(run_dir).ok
