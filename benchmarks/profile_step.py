@@ -22,7 +22,9 @@ def main(argv: list[str]) -> int:
     steps = int(os.environ.get("PROFILE_STEPS", "3"))
     prof, mix = load_profile(argv[0], argv[2:]), load_mix(argv[1])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(create_run(prof, mix, [], Path(tmp) / "p"), resume=False)
+        lock = create_run(prof, mix, [], Path(tmp) / "p")
+        lock.release()  # a private folder: the trainer runs in this process
+        trainer = Trainer(lock.run_dir, resume=False)
         trainer.setup()
         for _ in range(4):  # compile and warm up
             trainer.train_step(prof.optim.lr)
