@@ -1,5 +1,7 @@
-"""Where a training step's GPU time goes: the top CUDA kernels of a few steps of a profile, and how long the GPU
-sat idle between them (wall time of the steps against the kernels' total, and the longest gaps).
+"""Where a training step's GPU time goes: first phase by phase (forward and backward, the gradient clip, each
+optimizer, zero_grad; CUDA events over steps synchronised one by one, so a little slower than the bench's), then
+the top CUDA kernels of a few steps of a profile, and how long the GPU sat idle between them (wall time of the
+steps against the kernels' total, and the longest gaps).
 
 usage: python benchmarks/profile_step.py PROFILE MIX [key=value ...]   (PROFILE_STEPS=N profiles N steps, default 3)
 """
@@ -29,6 +31,7 @@ def main(argv: list[str]) -> int:
         for _ in range(4):  # compile and warm up
             trainer.train_step(prof.optim.lr)
         torch.cuda.synchronize()
+        print_phases(trainer, max(steps, 10))
         with profile(activities=[ProfilerActivity.CUDA]) as p:
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -49,6 +52,40 @@ def main(argv: list[str]) -> int:
               f"x{e.count // steps:<4d} "
               f"{e.key[:110]}")
     return 0
+
+
+def timed_step(trainer: Trainer) -> list[float]:
+    """Milliseconds of each phase of one step: forward and backward, clip, each optimizer, zero_grad."""
+    optimizers = trainer.optimizer.optimizers
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(len(optimizers) + 4)]
+    events[0].record()
+    for _ in range(trainer.grad_accum):
+        x, y = trainer.next_batch()
+        with trainer.autocast():
+            loss = trainer.model(x, y)
+        (loss / trainer.grad_accum).backward()
+    events[1].record()
+    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.profile.optim.grad_clip or 1.0)
+    events[2].record()
+    for i, opt in enumerate(optimizers):
+        opt.step()
+        events[3 + i].record()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    events[-1].record()
+    trainer.feeder.prefetch()
+    torch.cuda.synchronize()
+    return [a.elapsed_time(b) for a, b in zip(events, events[1:])]
+
+
+def print_phases(trainer: Trainer, steps: int) -> None:
+    names = ["forward and backward", "clip"] + [type(o).__name__ for o in trainer.optimizer.optimizers] + \
+        ["zero_grad"]
+    totals = [0.0] * len(names)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        totals = [t + ms for t, ms in zip(totals, timed_step(trainer))]
+    wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    print(f"synced step {wall_ms:.2f} ms: " + ", ".join(f"{n} {t / steps:.2f} ms" for n, t in zip(names, totals)))
 
 
 def print_gaps(p) -> None:

@@ -163,7 +163,8 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
     accum = p.batch.micro_batch * p.batch.grad_accum // micro
     prepare_mix(mix, steps * p.tokens_per_step)
     # the loader's draws are numbered globally, so any split of a step yields the same sequences in order
-    loader = MixLoader(mix, split="train", batch=micro, context=p.model.context, seed=p.run.seed)
+    loader = MixLoader(mix, split="train", batch=micro, context=p.model.context, seed=p.run.seed,
+                       total_tokens=steps * p.tokens_per_step)
     windows = _Windows([loader.next_batch() for _ in range(steps * accum)], micro)
     m = p.model
     config = GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.n_embd, n_layer=m.n_layer,

@@ -111,7 +111,7 @@ class Trainer:
 
         self.grad_accum = p.batch.grad_accum // self.world
         self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
-                                seed=p.run.seed, rank=self.rank, world=self.world)
+                                seed=p.run.seed, rank=self.rank, world=self.world, total_tokens=needed)
 
         self.feeder = BatchFeeder(self.loader, self.device)
         self.status(phase="checking fast paths")

@@ -53,8 +53,7 @@ def prepare_command(mix_name: str, tokens: int | None, cache_dir: Path | None = 
     try:
         mix = load_mix(mix_name)
         root = cache_root(cache_dir)
-        budget = f"{tokens:,} tokens" if tokens else \
-            f"local sources whole, hub sources {DEFAULT_PREPARE_TOKENS:,} tokens"
+        budget = f"local sources whole, hub sources their share of {tokens or DEFAULT_PREPARE_TOKENS:,} tokens"
         print(f"preparing mix '{mix.name}' ({budget}) into {root}", file=out, flush=True)
         start = time.monotonic()
         report = prepare_mix(mix, tokens, cache_dir=root, workers=workers, progress=_PlainProgressPrinter(out))

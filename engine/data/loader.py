@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.config import MixConfig
 from engine.data.cache import cache_damage, cache_root, read_manifest, source_cache_dir
+from engine.data.prepare import target_train_tokens
 from engine.data.sources import DataError, SourceReader
 from engine.tokenizer import load_tokenizer
 
@@ -109,9 +110,18 @@ class MixLoader:
         self._source_keys = [zlib.crc32(n.encode()) for n in self.names]
         self.draw = 0
         self.counts = [0] * len(self.names)
-        self._set_lengths([s.tokens for s in self.streams])
+        self._set_lengths([self._usable_tokens(i, total_tokens) for i in range(len(self.names))])
         if total_tokens is not None:
             self.check_enough(total_tokens)
+
+    def _usable_tokens(self, i: int, total_tokens: int | None) -> int:
+        """The tokens of source i that a run of total_tokens draws from. A hub source's are the first ones its
+        preparation for that run reads, whatever more an earlier, larger preparation left in the cache: the
+        run's windows then depend on the run alone. A local source is read whole, so all of it."""
+        stream = self.streams[i]
+        if total_tokens is None or self.split != "train" or self.mix.sources[i].path:
+            return stream.tokens
+        return min(stream.tokens, target_train_tokens(self.shares[i], total_tokens))
 
     def _set_seed(self, seed: int) -> None:
         self.seed = seed

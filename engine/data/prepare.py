@@ -1,4 +1,5 @@
-"""Preparing a mix: make the cache hold every source's share of a run's tokens plus its validation share.
+"""Preparing a mix: make the cache hold every hub source's share of a run's tokens, and every local source
+whole, plus the validation share.
 
 Each source is read once, tokenized in parallel batches with an end-of-text token after every document, and
 split between train and validation by whole documents, so none straddles the two. Work is committed every second
@@ -119,9 +120,10 @@ class _SourcePlan:
 def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = None, workers: int | None = None,
                 progress: Callable[[dict], None] | None = None, progress_path: Path | None = None,
                 shard_tokens: int = SHARD_TOKENS, should_stop: Callable[[], bool] | None = None) -> dict:
-    """Make the cache hold, for every source, its share of `tokens` train tokens plus its validation share.
+    """Make the cache hold, for every hub source, its share of `tokens` train tokens, and every local source
+    whole, plus the validation share.
 
-    tokens=None: local sources are read whole, hub sources get their share of DEFAULT_PREPARE_TOKENS.
+    tokens=None: hub sources get their share of DEFAULT_PREPARE_TOKENS.
     Raises DataError (one line) when a source that may not repeat is smaller than its share, and
     PrepareStopped within about a batch of should_stop() turning true.
     Returns {source: {train_tokens, val_tokens, documents, epochs_needed, complete, state, cache, ...}}.
@@ -169,11 +171,13 @@ def _plan_source(reader: SourceReader, root: Path, tok: Tokenizer, share: float,
                  prog: _Progress) -> _SourcePlan:
     """What one source needs: its quota, and whether the cache (verified) already holds it."""
     name = reader.src.name
-    if tokens is None:
-        target = None if reader.kind == "path" else target_train_tokens(share, DEFAULT_PREPARE_TOKENS)
-        required = None
+    required = required_train_tokens(share, tokens) if tokens is not None else None
+    if reader.kind == "path":
+        # read whole: a run then samples all of a local source, not its first documents in file order (a
+        # corpus kept in topic or name order would otherwise give a short run only its first topics)
+        target = None
     else:
-        target, required = target_train_tokens(share, tokens), required_train_tokens(share, tokens)
+        target = target_train_tokens(share, tokens if tokens is not None else DEFAULT_PREPARE_TOKENS)
     folder = source_cache_dir(root, tok, reader)
     manifest = read_manifest(folder)
     done = manifest is not None and (manifest["complete"] or

@@ -1,0 +1,57 @@
+"""A run's tokens depend on its profile, mix and seed alone, never on what earlier preparations left in the cache;
+and a run samples the whole of a local source, not its first documents."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import load_mix
+from engine.data import MixLoader, prepare_mix, read_manifest, target_train_tokens
+from test_data import unique_docs, write_jsonl, write_mix
+
+RUN_TOKENS = 20_000  # far below each source: a run's preparation needs only part of it
+CONTEXT = 64
+
+
+def first_batches(mix, cache: Path, n: int = 30) -> np.ndarray:
+    loader = MixLoader(mix, batch=8, context=CONTEXT, seed=1337, cache_dir=cache, total_tokens=RUN_TOKENS)
+    return np.stack([loader.next_batch() for _ in range(n)])
+
+
+def test_a_run_samples_a_local_source_whole_whatever_was_prepared_before(tmp_path):
+    texts = [f"Topic {i // 200}. " + t for i, t in enumerate(unique_docs(1_000, seed=3))]  # in topic order
+    src = write_jsonl(tmp_path / "sorted.jsonl", texts)
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "sorted", "weight": 1, "path": str(src)}],
+                                 validation_share=0.0)))
+    report = prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "run-only", workers=1)
+    assert report["sorted"]["complete"] and report["sorted"]["train_tokens"] > 5 * RUN_TOKENS
+    prepare_mix(mix, None, cache_dir=tmp_path / "whole-first", workers=1)  # `sparknet prepare`, then the run
+    prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "whole-first", workers=1)
+    batches = first_batches(mix, tmp_path / "run-only")
+    assert np.array_equal(batches, first_batches(mix, tmp_path / "whole-first"))
+    # the windows are spread over the whole file: the run's 20,000 tokens reach its last topic
+    from engine.tokenizer import load_tokenizer
+
+    seen = load_tokenizer("gpt2").decode(batches.reshape(-1).tolist())
+    assert "Topic 4." in seen and "Topic 0." in seen
+
+
+def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tmp_path):
+    folder = tmp_path / "my-dataset"
+    folder.mkdir()
+    with gzip.open(folder / "part-0.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"text": t}) + "\n" for t in unique_docs(6_000, seed=4))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "hub", "weight": 1, "hf": "./my-dataset",
+                                                       "split": "train"}], validation_share=0.0)))
+    small = prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "run-only", workers=1)["hub"]
+    assert not small["complete"]
+    prepare_mix(mix, 20 * RUN_TOKENS, cache_dir=tmp_path / "bigger-first", workers=1)  # an earlier, longer run
+    bigger = prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "bigger-first", workers=1)["hub"]
+    assert bigger["train_tokens"] > 2 * small["train_tokens"]
+    assert np.array_equal(first_batches(mix, tmp_path / "run-only"), first_batches(mix, tmp_path / "bigger-first"))
+    quota = target_train_tokens(1.0, RUN_TOKENS)
+    loader = MixLoader(mix, batch=8, context=CONTEXT, seed=1337, cache_dir=tmp_path / "bigger-first",
+                       total_tokens=RUN_TOKENS)
+    assert loader.lengths == [quota] and read_manifest(Path(bigger["cache"]))["tokens"]["train"] > quota
