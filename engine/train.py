@@ -123,6 +123,7 @@ class Trainer:
         self.tokens = 0
         if self.resume:
             self._restore()
+        self.event("data", self.loader.describe(needed))
         model = self.raw_model
         if self.kernels.compile:
             model = torch.compile(model)

@@ -30,6 +30,9 @@ def test_a_run_samples_a_local_source_whole_whatever_was_prepared_before(tmp_pat
     prepare_mix(mix, None, cache_dir=tmp_path / "whole-first", workers=1)  # `sparknet prepare`, then the run
     prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "whole-first", workers=1)
     batches = first_batches(mix, tmp_path / "run-only")
+    loader = MixLoader(mix, batch=8, context=CONTEXT, seed=1337, cache_dir=tmp_path / "run-only",
+                       total_tokens=RUN_TOKENS)
+    assert loader.describe(RUN_TOKENS).startswith(f"sorted {report['sorted']['train_tokens']:,} tokens (whole), 0.")
     assert np.array_equal(batches, first_batches(mix, tmp_path / "whole-first"))
     # the windows are spread over the whole file: the run's 20,000 tokens reach its last topic
     from engine.tokenizer import load_tokenizer
@@ -55,3 +58,6 @@ def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tm
     loader = MixLoader(mix, batch=8, context=CONTEXT, seed=1337, cache_dir=tmp_path / "bigger-first",
                        total_tokens=RUN_TOKENS)
     assert loader.lengths == [quota] and read_manifest(Path(bigger["cache"]))["tokens"]["train"] > quota
+    # the run's events say it: its part of the source, and how many passes the run makes over that part
+    passes = RUN_TOKENS / ((quota - CONTEXT) // CONTEXT * CONTEXT)
+    assert loader.describe(RUN_TOKENS) == f"hub {quota:,} tokens (its first ones), {passes:.3g} passes"

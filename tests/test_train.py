@@ -32,6 +32,8 @@ def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
         assert r["mfu"] is None  # no published peak for a CPU
     events = [e["event"] for e in read_jsonl(run / "events.jsonl")]
     assert events[0] == "created" and "started" in events and events[-1] == "finished"
+    data_line = next(e["message"] for e in read_jsonl(run / "events.jsonl") if e["event"] == "data")
+    assert re.fullmatch(r"textbooks [\d,]+ tokens \(whole\), [\d.e-]+ passes; web .*; educational .*", data_line)
     # the final model loads in transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -224,6 +224,16 @@ class MixLoader:
         counts = [state["counts"][n] for n in self.names] if state is not None else self.counts
         return {n: c / w for n, c, w in zip(self.names, counts, self.n_windows)}
 
+    def describe(self, total_tokens: int) -> str:
+        """One line: per source, the tokens a run of total_tokens draws from and how many passes over them."""
+        parts = []
+        for i, name in enumerate(self.names):
+            whole = self.manifests[i]["complete"] and self.lengths[i] == self.streams[i].tokens
+            passes = self.shares[i] * total_tokens / (self.n_windows[i] * self.context)
+            parts.append(f"{name} {self.lengths[i]:,} tokens ({'whole' if whole else 'its first ones'}), "
+                         f"{passes:.3g} passes")
+        return "; ".join(parts)
+
     def state_dict(self) -> dict:
         return {"version": self.STATE_VERSION, "split": self.split, "draw": self.draw,
                 "counts": dict(zip(self.names, self.counts)), "lengths": dict(zip(self.names, self.lengths)),
