@@ -86,7 +86,8 @@ class MixLoader:
 
     next_batch() returns int64 (batch, context + 1): inputs arr[:, :-1], targets arr[:, 1:].
     Global draw i goes to rank i % world, so ranks never share a window. Deterministic for
-    (seed, mix.seed); state_dict()/load_state_dict() resume exactly.
+    (seed, mix.seed, total_tokens), whatever else the cache holds; state_dict()/load_state_dict() resume
+    exactly.
     """
 
     STATE_VERSION = 1
