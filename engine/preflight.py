@@ -16,7 +16,8 @@ from engine.config import MixConfig, Profile
 
 def check_run_inputs(profile: Profile, mix: MixConfig) -> None:
     """The tokenizer loads and fits the model, every source exists and opens, hub sources are reachable."""
-    from engine.data import SourceReader, cache_root, read_manifest, source_cache_dir, target_train_tokens
+    from engine.data import SourceReader, cache_root, read_manifest, source_cache_dir
+    from engine.data.prepare import holds, source_target
     from engine.tokenizer import load_tokenizer
 
     where = mix.source or f"mix {mix.name}"
@@ -33,8 +34,8 @@ def check_run_inputs(profile: Profile, mix: MixConfig) -> None:
     for src in mix.sources:
         reader = SourceReader(src, mix)  # a missing path or an empty folder fails here
         manifest = read_manifest(source_cache_dir(root, tok, reader))
-        need = target_train_tokens(shares[src.name], profile.steps * profile.tokens_per_step)
-        if manifest is not None and (manifest["complete"] or manifest["tokens"]["train"] >= need):
+        need = source_target(reader.kind == "path", shares[src.name], profile.steps * profile.tokens_per_step)
+        if holds(manifest, need):
             continue  # already tokenized: the run never reads it again
         if reader.kind == "hf":
             reader.check_hub()

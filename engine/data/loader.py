@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.config import MixConfig
 from engine.data.cache import cache_damage, cache_root, read_manifest, source_cache_dir
-from engine.data.prepare import target_train_tokens
+from engine.data.prepare import source_target
 from engine.data.sources import DataError, SourceReader
 from engine.tokenizer import load_tokenizer
 
@@ -120,9 +120,10 @@ class MixLoader:
         preparation for that run reads, whatever more an earlier, larger preparation left in the cache: the
         run's windows then depend on the run alone. A local source is read whole, so all of it."""
         stream = self.streams[i]
-        if total_tokens is None or self.split != "train" or self.mix.sources[i].path:
+        if total_tokens is None or self.split != "train":
             return stream.tokens
-        return min(stream.tokens, target_train_tokens(self.shares[i], total_tokens))
+        target = source_target(bool(self.mix.sources[i].path), self.shares[i], total_tokens)
+        return stream.tokens if target is None else min(stream.tokens, target)
 
     def _set_seed(self, seed: int) -> None:
         self.seed = seed

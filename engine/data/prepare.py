@@ -47,6 +47,19 @@ def target_train_tokens(share: float, tokens: int) -> int:
     return math.ceil(share * tokens * (1 + TARGET_SLACK)) + WINDOW_MARGIN_TOKENS
 
 
+def source_target(local: bool, share: float, tokens: int) -> int | None:
+    """The train tokens of a source that a run of `tokens` reads: None for a local source, read whole (a run then
+    samples all of it, not its first documents in file order: a corpus kept in topic or name order would give a
+    short run only its first topics); a hub source's share plus slack."""
+    return None if local else target_train_tokens(share, tokens)
+
+
+def holds(manifest: dict | None, target: int | None) -> bool:
+    """Whether a source's cache already holds what `source_target` asks of it."""
+    return manifest is not None and (manifest["complete"] or
+                                     (target is not None and manifest["tokens"]["train"] >= target))
+
+
 class PrepareStopped(Exception):
     """A stop was asked for while preparing: what was committed stays, and the next prepare continues."""
 
@@ -172,16 +185,10 @@ def _plan_source(reader: SourceReader, root: Path, tok: Tokenizer, share: float,
     """What one source needs: its quota, and whether the cache (verified) already holds it."""
     name = reader.src.name
     required = required_train_tokens(share, tokens) if tokens is not None else None
-    if reader.kind == "path":
-        # read whole: a run then samples all of a local source, not its first documents in file order (a
-        # corpus kept in topic or name order would otherwise give a short run only its first topics)
-        target = None
-    else:
-        target = target_train_tokens(share, tokens if tokens is not None else DEFAULT_PREPARE_TOKENS)
+    target = source_target(reader.kind == "path", share, tokens if tokens is not None else DEFAULT_PREPARE_TOKENS)
     folder = source_cache_dir(root, tok, reader)
     manifest = read_manifest(folder)
-    done = manifest is not None and (manifest["complete"] or
-                                     (target is not None and manifest["tokens"]["train"] >= target))
+    done = holds(manifest, target)
     plan = _SourcePlan(reader, folder, share, target, required, done)
     damage = _discard_if_damaged(folder) if done else None
     if damage:
@@ -231,7 +238,7 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
     name = reader.src.name
     with _Lock(folder):
         manifest = _open_manifest(folder, reader, tok)  # another process may have finished it while we waited
-        if manifest["complete"] or (target is not None and manifest["tokens"]["train"] >= target):
+        if holds(manifest, target):
             return
         dtype = np.dtype(manifest["dtype"])
         writers = {split: _ShardWriter(folder, split, dtype, shard_tokens, manifest["shards"][split])
