@@ -128,11 +128,17 @@ def raw_bytes_note(result: dict) -> str | None:
 CARD_MODELS = ("CodeLion GPT-2 70M", "GPT-2 (124M)")
 
 
+def _baselines(benchmarks: dict) -> dict:
+    """eval.json's benchmarks.baselines: per card model, how it was measured here (empty where it was not)."""
+    baselines = benchmarks.get("baselines")
+    return baselines if isinstance(baselines, dict) else {}
+
+
 def baseline_figure(benchmarks: dict, name: str, task: Any) -> tuple[Any, str]:
     """A card model's score on a task: measured here when it was (eval.json's benchmarks.baselines), else the
     card's published one; and which of the two it is."""
-    measured = benchmarks.get("baselines") if isinstance(benchmarks.get("baselines"), dict) else {}
-    entry = measured.get(name) if isinstance(measured.get(name), dict) else {}
+    entry = _baselines(benchmarks).get(name)
+    entry = entry if isinstance(entry, dict) else {}
     if entry.get("source") == "measured" and isinstance(entry.get("tasks"), dict):
         row = entry["tasks"].get(task)
         return (row.get("value") if isinstance(row, dict) else None), "measured"
@@ -144,9 +150,8 @@ def baseline_figure(benchmarks: dict, name: str, task: Any) -> tuple[Any, str]:
 
 def baseline_notes(benchmarks: dict) -> list[str]:
     """How each card model's column came to be, where it was asked to be measured."""
-    measured = benchmarks.get("baselines") if isinstance(benchmarks.get("baselines"), dict) else {}
     notes = []
-    for name, entry in measured.items():
+    for name, entry in _baselines(benchmarks).items():
         if isinstance(entry, dict) and entry.get("source") == "measured":
             notes.append(f"{name}: measured here, from {entry.get('path')}")
         elif isinstance(entry, dict):
