@@ -59,14 +59,24 @@ class Muon(torch.optim.Optimizer):
             moments = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
             if group["weight_decay"]:
                 torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            # a matrix and its transpose orthogonalise in one stack: the Newton-Schulz iteration works on the
+            # wide orientation of each anyway
             by_shape: dict[tuple, list[int]] = {}
             for i, p in enumerate(params):
-                by_shape.setdefault(tuple(p.shape), []).append(i)
-            for shape, idx in by_shape.items():
-                updates = newton_schulz(torch.stack([moments[i] for i in idx]), group["ns_steps"])
-                # scale so the update's RMS does not depend on the matrix's aspect ratio
-                scale = max(1.0, shape[0] / shape[1]) ** 0.5
-                torch._foreach_add_([params[i] for i in idx], list(updates.unbind(0)), alpha=-group["lr"] * scale)
+                by_shape.setdefault(tuple(sorted(p.shape)), []).append(i)
+            for (short, long), idx in by_shape.items():
+                tall = [params[i].size(0) > params[i].size(1) for i in idx]
+                stack = torch.stack([moments[i].mT if t else moments[i] for i, t in zip(idx, tall)])
+                updates = newton_schulz(stack, group["ns_steps"]).unbind(0)
+                for orientation in (False, True):
+                    chosen = [j for j, t in enumerate(tall) if t == orientation]
+                    if not chosen:
+                        continue
+                    # scale so the update's RMS does not depend on the matrix's aspect ratio
+                    scale = (long / short) ** 0.5 if orientation else 1.0
+                    torch._foreach_add_([params[idx[j]] for j in chosen],
+                                        [updates[j].mT if orientation else updates[j] for j in chosen],
+                                        alpha=-group["lr"] * scale)
 
 
 class CombinedOptimizer:
