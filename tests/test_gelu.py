@@ -1,10 +1,5 @@
 """GELU with the first MLP product's bias and its gradient fused in, against PyTorch's own GELU and autograd."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +8,7 @@ from engine.config import ModelConfig
 from engine.gelu import gelu_bias
 from engine.model import GPT
 from tests.test_model import assert_switch_keeps_loss_and_grads
-
-ROOT = Path(__file__).resolve().parents[1]
+from triton_helpers import run_under_the_interpreter
 
 
 def reference(h, bias, grad):
@@ -58,11 +52,7 @@ print("gelu kernels ok")
 
 
 def test_gelu_kernels_match_pytorch_under_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "gelu kernels ok" in done.stdout
+    run_under_the_interpreter(KERNEL_CHECK, says="gelu kernels ok")
 
 
 def test_model_with_fused_gelu_matches_the_plain_mlp_eager_and_compiled():

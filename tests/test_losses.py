@@ -1,13 +1,6 @@
 """The one-pass output layer + cross-entropy against PyTorch's own loss and autograd."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-from cli_helpers import scaled
 import torch
 import torch.nn.functional as F
 
@@ -16,8 +9,7 @@ import engine.losses as losses_module
 from engine.losses import fused_linear_cross_entropy, loss_and_grad_
 from engine.model import GPT
 from engine.model_parts import logits_or_loss
-
-ROOT = Path(__file__).resolve().parents[1]
+from triton_helpers import run_under_the_interpreter
 
 
 def reference(hidden, weight, targets, vocab_size):
@@ -90,7 +82,6 @@ def test_model_fused_loss_matches_standard_loss_and_gradients():
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
 
 
-
 def relative_error(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -160,7 +151,6 @@ def test_model_with_fp8_head_learns_a_batch_on_cpu():
     assert exact < first - 1.0, (first, exact)
 
 
-
 TRITON_CHECK = r"""
 import torch
 import engine.losses as L
@@ -192,11 +182,7 @@ print("triton kernel ok")
 
 
 def test_triton_kernel_matches_pytorch_under_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
-                          timeout=scaled(300))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "triton kernel ok" in done.stdout
+    run_under_the_interpreter(TRITON_CHECK, says="triton kernel ok")
 
 
 PAIR_CHECK = r"""
@@ -227,11 +213,7 @@ print("pair kernel ok")
 
 @pytest.mark.parametrize("tile", [16, 128])
 def test_fp8_pair_kernels_match_pytorch_under_the_interpreter(tile):
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", PAIR_CHECK, str(tile)], env=env, capture_output=True, text=True,
-                          timeout=scaled(300))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "pair kernel ok" in done.stdout
+    run_under_the_interpreter(PAIR_CHECK, str(tile), says="pair kernel ok")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
