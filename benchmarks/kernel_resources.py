@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from engine import gelu, losses
+from engine import gelu, losses, qk_rope
 
 
 def launch_all(device: torch.device) -> dict:
@@ -40,6 +40,23 @@ def launch_all(device: torch.device) -> dict:
     out["GELU backward"] = gelu._gelu_backward_kernel[gelu._grid(h.size(0), 2048)](
         h, h, bias, torch.empty_like(h), partial, h.size(0), N_COLS=2048, BLOCK_ROWS=gelu.BLOCK_ROWS,
         BLOCK_COLS=gelu.BLOCK_COLS, ROWS_PER_STEP=gelu.ROWS_PER_STEP, num_warps=gelu.WARPS)
+    out.update(launch_qk_rope(device))
+    return out
+
+
+def launch_qk_rope(device: torch.device) -> dict:
+    B, T, H, D = 4, 1024, 8, 64
+    x = torch.randn(B, T, H, D, device=device, dtype=torch.bfloat16)
+    weight = torch.ones(D, device=device)
+    cos = sin = torch.ones(T, D, device=device, dtype=torch.bfloat16)
+    rows, strides = B * T * H, x.stride()[:3]
+    out = {"QK-norm and rotary forward": qk_rope._forward_kernel[(rows // qk_rope.FORWARD_ROWS,)](
+        x, weight, cos, sin, torch.empty_like(x), rows, T, H, *strides, 1e-6, HALF=D // 2, ROWS=qk_rope.FORWARD_ROWS,
+        num_warps=qk_rope.FORWARD_WARPS)}
+    partial = torch.empty(rows // qk_rope.BLOCK_ROWS, D, device=device)
+    out["QK-norm and rotary backward"] = qk_rope._backward_kernel[(rows // qk_rope.BLOCK_ROWS,)](
+        x, x, weight, cos, sin, torch.empty_like(x), partial, rows, T, H, *strides, *strides, 1e-6, HALF=D // 2,
+        BLOCK_ROWS=qk_rope.BLOCK_ROWS, ROWS_PER_STEP=qk_rope.ROWS_PER_STEP, num_warps=qk_rope.WARPS)
     return out
 
 

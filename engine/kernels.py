@@ -23,12 +23,13 @@ except ImportError:  # pragma: no cover - depends on the installed torch
     triton = None
 
 # the pieces, in the order they are proven and shown, with the names a user reads
-PIECES = ("compile", "fused_loss", "fp8_head", "fused_gelu", "bf16_residual")
+PIECES = ("compile", "fused_loss", "fp8_head", "fused_gelu", "fused_qk_rope", "bf16_residual")
 TITLES = {
     "compile": "torch.compile",
     "fused_loss": "one-pass loss",
     "fp8_head": "FP8 output layer",
     "fused_gelu": "fused GELU",
+    "fused_qk_rope": "fused QK-norm and rotary",
     "bf16_residual": "bf16 residual stream",
 }
 # Triton before 3.6 has no ptxas that assembles for sm_12x (the DGX Spark's GB10 is sm_121)
@@ -77,6 +78,7 @@ class KernelChoice:
     fused_loss: bool = False
     fp8_head: bool = False
     fused_gelu: bool = False
+    fused_qk_rope: bool = False
     bf16_residual: bool = False
     reasons: dict = field(default_factory=dict, compare=False)
 
@@ -164,13 +166,16 @@ def _device_reason(piece: str, facts: DeviceFacts, model: ModelConfig, use_bf16:
     cuda = facts.kind == "cuda"
     if piece == "fused_gelu" and (model.arch != "gpt2" or not model.bias):
         return "not used by this model (its MLP has no GELU with a bias)"
+    if piece == "fused_qk_rope" and model.arch != "modern":
+        return "not used by this model (it has no QK-norm or rotary embeddings)"
     major, minor = facts.capability or (0, 0)
-    if piece in ("compile", "fused_loss", "fused_gelu", "fp8_head") and cuda and facts.triton_problem:
+    if piece in ("compile", "fused_loss", "fused_gelu", "fused_qk_rope", "fp8_head") and cuda and facts.triton_problem:
         return facts.triton_problem
     smem = facts.shared_memory_per_block
-    if piece in ("fused_loss", "fused_gelu", "fp8_head") and cuda and smem is not None and smem < ENGINE_SHARED_MEMORY_B:
+    if (piece in ("fused_loss", "fused_gelu", "fused_qk_rope", "fp8_head") and cuda and smem is not None
+            and smem < ENGINE_SHARED_MEMORY_B):
         return f"its kernels need {ENGINE_SHARED_MEMORY_B:,} bytes of shared memory per block; this device has {smem:,}"
-    if piece in ("fused_loss", "fused_gelu") and not cuda:
+    if piece in ("fused_loss", "fused_gelu", "fused_qk_rope") and not cuda:
         return "its kernel is Triton's, for CUDA; off CUDA the reference path is the faster one"
     if piece == "fp8_head" and not cuda:
         return "no FP8 tensor cores off CUDA"

@@ -6,7 +6,8 @@ learned ones, RMSNorm instead of LayerNorm, RMSNorm on queries and keys per head
 Muon on its hidden matrices (engine/optim.py). With model.embed_norm the token
 embedding is RMS-normalised (no gain) before the first block; since that depends
 on the token alone, the export's input embedding is the normalised table and its
-output head the raw one (an untied Qwen3).
+output head the raw one (an untied Qwen3). Where the kernels choose it, QK-norm
+and the rotary embedding run as one op (engine/qk_rope.py), the same function.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from engine.config import ModelConfig, modern_mlp_hidden as mlp_hidden, padded_v
 from engine.kernels import REFERENCE, KernelChoice
 from engine.losses import fused_linear_cross_entropy
 from engine.model_parts import logits_or_loss, num_parameters, pad_vocab_rows
+from engine.qk_rope import qk_norm_rope
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-6
@@ -41,8 +43,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, fused_qk_rope: bool = False):
         super().__init__()
+        self.fused_qk_rope = fused_qk_rope
         self.n_head = cfg.n_head
         self.head_dim = cfg.n_embd // cfg.n_head
         d = cfg.n_embd
@@ -57,10 +60,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         shape = (B, T, self.n_head, self.head_dim)
-        q = self.q_norm(self.q_proj(x).view(shape)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(shape)).transpose(1, 2)
+        q, k = self.q_proj(x).view(shape), self.k_proj(x).view(shape)
+        if self.fused_qk_rope:
+            q = qk_norm_rope(q, self.q_norm.weight, cos, sin, NORM_EPS).transpose(1, 2)
+            k = qk_norm_rope(k, self.k_norm.weight, cos, sin, NORM_EPS).transpose(1, 2)
+        else:
+            q = apply_rotary(self.q_norm(q).transpose(1, 2), cos, sin)
+            k = apply_rotary(self.k_norm(k).transpose(1, 2), cos, sin)
         v = self.v_proj(x).view(shape).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -78,10 +85,10 @@ class SwiGLU(nn.Module):
 
 
 class ModernBlock(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, fused_qk_rope: bool = False):
         super().__init__()
         self.input_layernorm = nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
-        self.self_attn = Attention(cfg)
+        self.self_attn = Attention(cfg, fused_qk_rope)
         self.post_attention_layernorm = nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
         self.mlp = SwiGLU(cfg)
 
@@ -100,7 +107,7 @@ class ModernGPT(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.padded_vocab = padded_vocab(cfg)
         self.embed_tokens = nn.Embedding(self.padded_vocab, cfg.n_embd)
-        self.layers = nn.ModuleList(ModernBlock(cfg) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(ModernBlock(cfg, kernels.fused_qk_rope) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
         self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab, bias=False)
         if cfg.tie_embeddings:

@@ -84,6 +84,7 @@ class RunConfig:
     fused_loss: bool = True  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
     fp8_head: bool = True  # within the one-pass loss, the output layer's three products in FP8
     fused_gelu: bool = True  # GPT-2's MLP: GELU takes the first product's bias and sums its gradient (engine/gelu.py)
+    fused_qk_rope: bool = True  # the modern attention: QK-norm and rotary embedding as one op (engine/qk_rope.py)
     bf16_residual: bool = True  # under bf16 precision, carry the residual stream in bf16 rather than fp32
 
 

@@ -22,32 +22,42 @@ SMALL_SHARED = DeviceFacts(kind="cuda", name="a small GPU", capability=(8, 9), s
                           bf16=True, triton_version="3.6.0")
 CPU = DeviceFacts(kind="cpu", name="cpu")
 
-ALL_ON = dict.fromkeys(PIECES, True)
+FUSED = "the model's own fused piece"  # the fused GELU of GPT-2's MLP, or the modern attention's QK-norm and rotary
+OWN_PIECE = {"codelion-70m": "fused_gelu", "modern-70m": "fused_qk_rope"}
+ALL_ON = dict.fromkeys([*(p for p in PIECES if p not in OWN_PIECE.values()), FUSED], True)
 
 
 def states(choice: KernelChoice) -> dict[str, bool]:
     return {p: choice.on(p) for p in PIECES}
 
 
+def for_profile(table: dict, name: str) -> dict:
+    """A table written with FUSED, for one profile: FUSED becomes that profile's own piece."""
+    return {OWN_PIECE[name] if k == FUSED else k: v for k, v in table.items()}
+
+
+@pytest.mark.parametrize("name", OWN_PIECE)
 @pytest.mark.parametrize("facts, use_bf16, expected, reasons", [
     (H200, True, ALL_ON, {}),
     (GB10, True, ALL_ON, {}),
-    (GB10_OLD_TRITON, True, {**dict.fromkeys(PIECES, False), "bf16_residual": True},
-     dict.fromkeys(["compile", "fused_loss", "fp8_head", "fused_gelu"], "Triton 3.5.1 cannot assemble for sm_121")),
+    (GB10_OLD_TRITON, True, {**dict.fromkeys(ALL_ON, False), "bf16_residual": True},
+     dict.fromkeys(["compile", "fused_loss", "fp8_head", FUSED], "Triton 3.5.1 cannot assemble for sm_121")),
     (A100, True, {**ALL_ON, "fp8_head": False}, {"fp8_head": "compute capability 8.0; 8.9 or newer"}),
     (T4, True, {**ALL_ON, "fp8_head": False, "bf16_residual": False},
      {"fp8_head": "compute capability 7.5", "bf16_residual": "no bf16 arithmetic"}),
-    (SMALL_SHARED, True, {**dict.fromkeys(PIECES, False), "compile": True, "bf16_residual": True},
-     dict.fromkeys(["fused_loss", "fused_gelu"], "need 16,384 bytes of shared memory per block; this device has 12,288")),
-    (CPU, False, {**dict.fromkeys(PIECES, False), "compile": True},
-     {"fused_loss": "off CUDA the reference path is the faster one", "fp8_head": "off CUDA",
-      "bf16_residual": "fp32 on CPU"}),
+    (SMALL_SHARED, True, {**dict.fromkeys(ALL_ON, False), "compile": True, "bf16_residual": True},
+     dict.fromkeys(["fused_loss", FUSED], "need 16,384 bytes of shared memory per block; this device has 12,288")),
+    (CPU, False, {**dict.fromkeys(ALL_ON, False), "compile": True},
+     {"fused_loss": "off CUDA the reference path is the faster one", FUSED: "off CUDA the reference path",
+      "fp8_head": "off CUDA", "bf16_residual": "fp32 on CPU"}),
 ])
-def test_the_probes_facts_choose_each_piece_with_a_reason(facts, use_bf16, expected, reasons):
-    profile = load_profile("codelion-70m")
+def test_the_probes_facts_choose_each_piece_with_a_reason(name, facts, use_bf16, expected, reasons):
+    profile = load_profile(name)
     choice = choose(facts, profile.run, profile.model, use_bf16)
-    assert states(choice) == expected
-    for piece, words in reasons.items():
+    (other,) = set(OWN_PIECE.values()) - {OWN_PIECE[name]}
+    assert states(choice) == {**for_profile(expected, name), other: False}
+    assert "not used by this model" in choice.reasons[other]
+    for piece, words in for_profile(reasons, name).items():
         assert words in choice.reasons[piece], (piece, choice.reasons[piece])
     for piece in PIECES:
         assert choice.reasons[piece] == "on" if choice.on(piece) else choice.reasons[piece] != "on"
@@ -56,7 +66,8 @@ def test_the_probes_facts_choose_each_piece_with_a_reason(facts, use_bf16, expec
 def test_the_profile_forces_a_piece_off_and_the_fp8_head_goes_with_the_one_pass_loss():
     profile = load_profile("codelion-70m", ["run.fused_loss=false", "run.compile=false"])
     choice = choose(H200, profile.run, profile.model, use_bf16=True)
-    assert states(choice) == {**ALL_ON, "fused_loss": False, "fp8_head": False, "compile": False}
+    assert states(choice) == {**for_profile(ALL_ON, "codelion-70m"), "fused_qk_rope": False, "fused_loss": False,
+                              "fp8_head": False, "compile": False}
     assert choice.reasons["fused_loss"] == "off in the profile (run.fused_loss = false)"
     assert choice.reasons["fp8_head"] == "needs the one-pass loss"
 
@@ -102,6 +113,15 @@ def test_a_failing_piece_is_turned_off_with_its_reason_and_the_others_stay(monke
     assert not proof.choice.fused_gelu and proof.choice.fused_loss
     assert proof.choice.reasons["fused_gelu"].startswith("fell back at start: ")
     assert torch.equal(torch.get_rng_state(), rng)  # the run's own initialisation is not moved by the proof
+
+
+def test_the_proof_runs_the_modern_attentions_fused_qk_norm_and_rotary(monkeypatch):
+    profile = load_profile("tiny-cpu", ["model.arch=modern", "model.bias=false"])
+    choice = KernelChoice(fused_qk_rope=True, reasons={"fused_qk_rope": "on"})
+    assert prove(choice, profile.model, torch.device("cpu"), use_bf16=False).choice == choice
+    monkeypatch.setenv(FAULT_ENV, "fused_qk_rope=wrong")
+    proof = prove(choice, profile.model, torch.device("cpu"), use_bf16=False)
+    assert not proof.choice.fused_qk_rope and "differs from the reference path" in proof.failures[0][1]
 
 
 def test_the_one_pass_loss_failing_takes_the_fp8_head_with_it():
