@@ -1,5 +1,6 @@
 """Where a training step's GPU time goes: first phase by phase (forward and backward, the gradient clip, each
-optimizer, zero_grad; CUDA events over steps synchronised one by one, so a little slower than the bench's), then
+optimizer, zero_grad, drawing the next batch; CUDA events over steps synchronised one by one, so a little slower
+than the bench's) with the host's time to issue each phase beside it, then
 the top CUDA kernels of a few steps of a profile, and how long the GPU sat idle between them (wall time of the
 steps against the kernels' total, and the longest gaps).
 
@@ -54,38 +55,47 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def timed_step(trainer: Trainer) -> list[float]:
-    """Milliseconds of each phase of one step: forward and backward, clip, each optimizer, zero_grad."""
-    optimizers = trainer.optimizer.optimizers
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(len(optimizers) + 4)]
-    events[0].record()
-    for _ in range(trainer.grad_accum):
-        x, y = trainer.next_batch()
-        with trainer.autocast():
-            loss = trainer.model(x, y)
-        (loss / trainer.grad_accum).backward()
-    events[1].record()
-    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.profile.optim.grad_clip or 1.0)
-    events[2].record()
-    for i, opt in enumerate(optimizers):
-        opt.step()
-        events[3 + i].record()
-    trainer.optimizer.zero_grad(set_to_none=True)
-    events[-1].record()
-    trainer.feeder.prefetch()
-    torch.cuda.synchronize()
-    return [a.elapsed_time(b) for a, b in zip(events, events[1:])]
+def phase_marks(trainer: Trainer, clock) -> list:
+    """(phase, clock()) as each phase of one step has been issued (forward and backward, clip, each optimizer,
+    zero_grad, the next batch), after a ("start", clock()) taken before the step."""
+    marks = [("start", clock())]
+    trainer.train_step(trainer.profile.optim.lr, mark=lambda phase: marks.append((phase, clock())))
+    return marks
+
+
+def durations(marks: list, between) -> dict[str, float]:
+    """Milliseconds of each phase: `between(a, b)` for consecutive marks."""
+    return {phase: between(marks[i][1], t) for i, (phase, t) in enumerate(marks[1:])}
+
+
+def cuda_event():
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
 
 def print_phases(trainer: Trainer, steps: int) -> None:
-    names = ["forward and backward", "clip"] + [type(o).__name__ for o in trainer.optimizer.optimizers] + \
-        ["zero_grad"]
-    totals = [0.0] * len(names)
+    """The GPU's time per phase (CUDA events, each step synchronised), then the host's: how long issuing each
+    phase takes, three steps from a synchronised start. Where the host needs as long as the GPU, it sets the pace."""
+    gpu: dict[str, float] = {}
     t0 = time.perf_counter()
     for _ in range(steps):
-        totals = [t + ms for t, ms in zip(totals, timed_step(trainer))]
+        marks = phase_marks(trainer, cuda_event)
+        torch.cuda.synchronize()
+        for phase, ms in durations(marks, lambda a, b: a.elapsed_time(b)).items():
+            gpu[phase] = gpu.get(phase, 0.0) + ms / steps
     wall_ms = (time.perf_counter() - t0) * 1e3 / steps
-    print(f"synced step {wall_ms:.2f} ms: " + ", ".join(f"{n} {t / steps:.2f} ms" for n, t in zip(names, totals)))
+    print(f"synced step {wall_ms:.2f} ms on the GPU: " + ", ".join(f"{n} {ms:.2f} ms" for n, ms in gpu.items()))
+    host: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for _ in range(3):  # within three steps the feeder's ring of four buffers never makes the host wait
+        for phase, ms in durations(phase_marks(trainer, time.perf_counter), lambda a, b: (b - a) * 1e3).items():
+            host[phase] = host.get(phase, 0.0) + ms / 3
+    issued_ms = (time.perf_counter() - t0) * 1e3 / 3
+    torch.cuda.synchronize()
+    done_ms = (time.perf_counter() - t0) * 1e3 / 3
+    print(f"host: a step issued in {issued_ms:.2f} ms, done in {done_ms:.2f} ms (3 steps from a sync): "
+          + ", ".join(f"{n} {ms:.2f} ms" for n, ms in host.items()))
 
 
 def print_gaps(p) -> None:

@@ -96,9 +96,12 @@ class CombinedOptimizer:
         for group in self.param_groups:
             group["lr"] = group["base_lr"] * factor
 
-    def step(self) -> None:
+    def step(self, mark=None) -> None:
+        """Each optimizer's step; `mark(name)`, when given, after each (Trainer.train_step's phase timings)."""
         for opt in self.optimizers:
             opt.step()
+            if mark:
+                mark(type(opt).__name__)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.optimizers:

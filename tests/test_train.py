@@ -243,3 +243,24 @@ def test_runs_says_a_run_is_compiling_its_first_step():
     run = SimpleNamespace(run_id="20261201-120000-spark", status={"state": "running", "phase": "compiling",
                                                                     "step": 0, "steps": 8138})
     assert runs_table_rows([run], now=0.0)[0][1] == "running (compiling)"
+
+
+def test_a_steps_phases_are_marked_in_order_and_marking_changes_nothing(tmp_path):
+    """Trainer.train_step's phase marks (benchmarks/profile_step.py times them): the phases in order, each
+    optimizer by name, and the same step with or without them."""
+    from engine.config import load_mix, load_profile
+    from engine.rundir import create_run
+    from engine.train import Trainer
+
+    overrides = ["model.arch=modern", "model.bias=false", "optim.name=muon", "run.tokens=4096"]
+    profile, mix = load_profile("tiny-cpu", overrides), load_mix("demo")
+    results = []
+    for name in ("plain", "marked"):
+        trainer = Trainer(create_run(profile, mix, overrides, tmp_path / name).run_dir, resume=False)
+        trainer.setup()
+        phases = []
+        loss, grad_norm = trainer.train_step(profile.optim.lr, mark=phases.append if name == "marked" else None)
+        results.append((loss.item(), grad_norm.item(), phases))
+    (plain_loss, plain_norm, _), (loss, norm, phases) = results
+    assert phases == ["forward and backward", "clip", "AdamW", "Muon", "zero_grad", "next batch"]
+    assert (loss, norm) == (plain_loss, plain_norm)
