@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.config import load_mix
 from engine.data import MixLoader, prepare_mix, read_manifest, target_train_tokens
-from test_data import unique_docs, write_jsonl, write_mix
+from data_helpers import unique_docs, write_jsonl, write_mix
 
 RUN_TOKENS = 20_000  # far below each source: a run's preparation needs only part of it
 CONTEXT = 64
