@@ -9,3 +9,11 @@ __version__ = "0.1.0"
 
 class SparkNetError(Exception):
     """A user-facing error: its message is one line that names what is wrong and how to fix it."""
+
+
+def one_line(error: BaseException, limit: int = 240) -> str:
+    """An error as `Type: message` on one line (its whitespace collapsed), at most `limit` characters: the part of
+    a message that says what a library or the system reported."""
+    text = " ".join(str(error).split())
+    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -22,7 +22,8 @@ import torch
 
 from engine import distributed
 from engine.config import ModelConfig, Profile
-from engine.kernels import PIECES, REFERENCE, TITLES, KernelChoice, choose, one_line, probe_device
+from engine import one_line
+from engine.kernels import PIECES, REFERENCE, TITLES, KernelChoice, choose, probe_device
 from engine.model import build_model
 
 log = logging.getLogger("sparknet")
@@ -119,7 +120,7 @@ def prove(choice: KernelChoice, cfg: ModelConfig, device: torch.device, use_bf16
                                            compiled=piece == "compile", fault=faults.get(piece))
                 reason = _verdict(piece, result, reference, use_bf16)
             except Exception as e:  # the run never crashes for a kernel's sake: the reference path takes over
-                reason = one_line(e)
+                reason = one_line(e, 160)
             if reason:
                 failures.append((piece, reason))
                 choice = choice.turned_off(piece, f"fell back at start: {reason}")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from engine import one_line
 from engine.config import ModelConfig, RunConfig
 
 try:  # Triton ships with CUDA builds of torch; CPU builds may not have it
@@ -128,15 +129,8 @@ def _triton_check(device: torch.device) -> tuple[str | None, str | None]:
         if not bool((x == 1.0).all()):
             return triton.__version__, "a test kernel ran but computed a wrong value"
     except Exception as e:  # any compile or assembler error: the message says which
-        return triton.__version__, one_line(e)
+        return triton.__version__, one_line(e, 160)
     return triton.__version__, None
-
-
-def one_line(error: BaseException, limit: int = 160) -> str:
-    text = str(error).strip().splitlines()
-    first = next((line.strip() for line in text if line.strip()), "")
-    line = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def probe_device(device: torch.device) -> DeviceFacts:

@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.hub import hub_reachable
 
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
@@ -153,7 +153,7 @@ def load_tokenizer_folder(folder: Path) -> Tokenizer:
     except SparkNetError:
         raise
     except Exception as e:  # a corrupt file: tokenizers raises its own Exception type
-        raise SparkNetError(f"tokenizer folder {folder}: cannot read its files ({_one_line(e)})") from None
+        raise SparkNetError(f"tokenizer folder {folder}: cannot read its files ({one_line(e)})") from None
     eos = _eos_from_config(folder) or _eos_from_vocab(backend)
     if eos is None:
         raise SparkNetError(
@@ -226,8 +226,3 @@ def _from_hub(name: str) -> Tokenizer | None:
         tok.name, tok.origin = name, f"hub:{name}"
         return tok
     return None
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{e.__class__.__name__}: {text[:200]}" if text else e.__class__.__name__

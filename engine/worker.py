@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from engine import SparkNetError, distributed
+from engine import SparkNetError, distributed, one_line
 from engine.data import PrepareStopped
 from engine.notify import Notifier
 from engine.rundir import newest_checkpoint_step, utc_now
@@ -65,7 +65,7 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
         message = failure_line(e, trainer)
         if message is None:  # a bug, not a user mistake: keep the traceback in train.log
             traceback.print_exc()
-            message = f"{e.__class__.__name__}: {e}".splitlines()[0][:300]
+            message = one_line(e, 300)
         trainer.fail(message)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
     finally:

@@ -19,11 +19,11 @@ from typing import Callable
 
 import numpy as np
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.config import MixConfig
 from engine.data.cache import (SHARD_TOKENS, _discard_if_damaged, _Lock, _new_manifest, _remove_files,
                                _restore_to_manifest, _ShardWriter, cache_root, read_manifest, source_cache_dir)
-from engine.data.sources import BadDocumentError, DataError, SourceReader, _one_line, _slug
+from engine.data.sources import BadDocumentError, DataError, SourceReader, _slug
 from engine.data.tokenize import _Encoder, _text_batches
 from engine.rundir import utc_now, write_json_atomic
 from engine.tokenizer import Tokenizer, load_tokenizer
@@ -171,7 +171,7 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
     except BaseException as e:
         prog.finish(error=str(e) if isinstance(e, SparkNetError) else
                     "interrupted" if isinstance(e, KeyboardInterrupt) else
-                    "stopped" if isinstance(e, PrepareStopped) else _one_line(e))
+                    "stopped" if isinstance(e, PrepareStopped) else one_line(e))
         raise
     finally:
         if encoder is not None:

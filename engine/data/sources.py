@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.config import MixConfig, SourceConfig
 from engine.hub import hub_host, hub_offline, hub_reachable
 
@@ -32,11 +32,6 @@ class BadDocumentError(DataError):
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:48] or "source"
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{e.__class__.__name__}: {text[:240]}" if text else e.__class__.__name__
 
 
 # Undecodable bytes are dropped and counted, never fatal: one stray Latin-1 byte in a
@@ -188,7 +183,7 @@ class SourceReader:
                 elif kind == ".parquet":
                     yield from self._parquet_documents(f)
             except (OSError, EOFError, zlib.error) as e:
-                raise BadDocumentError(f"source '{self.src.name}': cannot read {f} ({_one_line(e)}); "
+                raise BadDocumentError(f"source '{self.src.name}': cannot read {f} ({one_line(e)}); "
                                        "replace or remove that file") from None
 
     def _record_text(self, record, f: Path, where: str) -> str:
@@ -251,7 +246,7 @@ class SourceReader:
             pf = pq.ParquetFile(source)
         except Exception as e:  # pyarrow raises ArrowInvalid and friends
             raise BadDocumentError(f"source '{self.src.name}': {f} is not a readable Parquet file "
-                                   f"({_one_line(e)}); replace it") from None
+                                   f"({one_line(e)}); replace it") from None
         columns = pf.schema_arrow.names
         if field not in columns:
             raise BadDocumentError(f"source '{self.src.name}': {f} has no column '{field}' "
@@ -286,7 +281,7 @@ class SourceReader:
             rows = iter(ds)
             first = next(rows, None)
         except Exception as e:  # datasets raises many types: not found, offline, bad config, bad split
-            raise DataError(f"source '{s.name}': dataset '{location}' could not be loaded ({_one_line(e)}); "
+            raise DataError(f"source '{s.name}': dataset '{location}' could not be loaded ({one_line(e)}); "
                             f"{hint}") from None
         if first is None:
             return
@@ -304,4 +299,4 @@ class SourceReader:
                 row = next(rows, None)
             except Exception as e:
                 raise DataError(f"source '{s.name}': reading '{location}' stopped after {n:,} documents "
-                                f"({_one_line(e)}); run prepare again to continue from there") from None
+                                f"({one_line(e)}); run prepare again to continue from there") from None

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.eval_progress import ProgressFile
 
 # the card's set: codelion/gpt-2-70m's table
@@ -120,7 +120,7 @@ def measure_baselines(tasks: list[str], device: str, task_path: str | None, limi
         try:
             rows = run_benchmarks(source, tasks, device, task_path, limit, progress, who=b.name)["tasks"]
         except Exception as e:  # any failure to load or run it: show the published figures, say why
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            reason = one_line(e)
             print(f"sparknet eval: {b.name}: {reason}; showing its published figures", file=sys.stderr)
             measured[b.name] = {"source": "published", "path": source, "reason": reason}
             continue
