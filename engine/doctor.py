@@ -146,12 +146,13 @@ def doctor_command(args) -> int:
     proof = prove(choose(facts, profile.run, profile.model, use_bf16), profile.model, device, use_bf16)
     failed = dict(proof.failures)
     print(f"fast paths  of {profile.name}, each proven against the reference path in {proof.seconds:.1f} s:")
+    width = max(len(title) for title in TITLES.values()) + 1
     for piece in PIECES:
         if piece in failed:
             state = "FELL BACK  " + fallback_message(piece, failed[piece])
         else:
             state = "on" if proof.choice.on(piece) else "off        " + proof.choice.reasons.get(piece, "")
-        print(f"  {TITLES[piece]:<21} {state}")
+        print(f"  {TITLES[piece]:<{width}} {state}")
     print_ceilings(device, facts, profile, [p for p in PIECES if not proof.choice.on(p)])
     for line in problems:
         print(f"problem: {line}")

@@ -26,6 +26,11 @@ def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(
     assert "off in the profile (run.compile = false)" in lines["torch.compile off"]
     assert "no FP8 tensor cores off CUDA" in lines["FP8 output"]
     assert "fp32 on CPU" in lines["bf16 residual"]
+    # every piece's state starts in one column, whatever the length of its name
+    from engine.kernels import TITLES
+    pieces = [line for line in out.splitlines() if any(line.startswith("  " + t + " ") for t in TITLES.values())]
+    assert len(pieces) == len(TITLES)
+    assert len({len(line) - len(line[2:].split("  ", 1)[1].lstrip()) for line in pieces}) == 1, pieces
     saved = json.loads((cache / "ceilings.json").read_text())["cpu"]
     assert saved["matmul_tflops"] > 0 and saved["bandwidth_gbs"] > 0
     assert f"{saved['matmul_tflops']:,.1f} TFLOP/s measured" in out
