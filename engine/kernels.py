@@ -33,6 +33,8 @@ TITLES = {
     "fused_qk_rope": "fused QK-norm and rotary",
     "bf16_residual": "bf16 residual stream",
 }
+# the pieces that are the engine's own Triton kernels (the FP8 head runs inside the one-pass loss's)
+OWN_KERNELS = ("fused_loss", "fused_gelu", "fused_qk_rope")
 # Triton before 3.6 has no ptxas that assembles for sm_12x (the DGX Spark's GB10 is sm_121)
 TRITON_FOR_CAPABILITY_12 = (3, 6)
 # the most shared memory one block of the engine's own Triton kernels uses at the configurations it launches (the
@@ -163,13 +165,13 @@ def _device_reason(piece: str, facts: DeviceFacts, model: ModelConfig, use_bf16:
     if piece == "fused_qk_rope" and model.arch != "modern":
         return "not used by this model (it has no QK-norm or rotary embeddings)"
     major, minor = facts.capability or (0, 0)
-    if piece in ("compile", "fused_loss", "fused_gelu", "fused_qk_rope", "fp8_head") and cuda and facts.triton_problem:
+    triton_kernels = piece in OWN_KERNELS or piece == "fp8_head"
+    if (triton_kernels or piece == "compile") and cuda and facts.triton_problem:
         return facts.triton_problem
     smem = facts.shared_memory_per_block
-    if (piece in ("fused_loss", "fused_gelu", "fused_qk_rope", "fp8_head") and cuda and smem is not None
-            and smem < ENGINE_SHARED_MEMORY_B):
+    if triton_kernels and cuda and smem is not None and smem < ENGINE_SHARED_MEMORY_B:
         return f"its kernels need {ENGINE_SHARED_MEMORY_B:,} bytes of shared memory per block; this device has {smem:,}"
-    if piece in ("fused_loss", "fused_gelu", "fused_qk_rope") and not cuda:
+    if piece in OWN_KERNELS and not cuda:
         return "its kernel is Triton's, for CUDA; off CUDA the reference path is the faster one"
     if piece == "fp8_head" and not cuda:
         return "no FP8 tensor cores off CUDA"
