@@ -22,7 +22,7 @@ from engine.config import ModelConfig, modern_mlp_hidden as mlp_hidden, padded_v
 from engine.kernels import REFERENCE, KernelChoice
 from engine.losses import fused_linear_cross_entropy
 from engine.model_parts import logits_or_loss, num_parameters, pad_vocab_rows
-from engine.qk_rope import qk_norm_rope
+from engine.qk_rope import apply_rotary, qk_norm_rope
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-6
@@ -34,12 +34,6 @@ def rotary_tables(context: int, head_dim: int, device=None) -> tuple[torch.Tenso
     freqs = torch.outer(t, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)  # the "rotate half" layout of Hugging Face's Llama/Qwen
     return emb.cos(), emb.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.size(-1) // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
 
 
 class Attention(nn.Module):

@@ -1,8 +1,8 @@
 """QK-norm and rotary embedding as one op: RMSNorm over each head of q (or k), then rotary, forward and backward.
 
-The plain path is three compiled kernels each way that read and write the
-projection's output in turn, and the norm's weight gradient is a reduction over
-every head of every token. Here one kernel reads each head once and writes it
+The plain path runs compiled kernels of its own each way over the projection's
+output, and the norm's weight gradient is a reduction over every head of every
+token. Here one kernel reads each head once and writes it
 once; in backward one kernel writes the input gradient and, per block of rows,
 partial sums of the weight gradient, which a small sum then finishes
 (deterministically, without atomics). Inputs and gradients may be strided views
@@ -31,13 +31,19 @@ FORWARD_ROWS, FORWARD_WARPS = 32, 2
 BLOCK_ROWS, ROWS_PER_STEP, WARPS = 512, 32, 2
 
 
-def _norm_rope_torch(x, weight, cos, sin, eps):
-    """The reference: nn.RMSNorm over the last dimension, then rotary in the "rotate half" layout, in x's dtype."""
-    y = torch.nn.functional.rms_norm(x, (x.size(-1),), weight, eps)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in the "rotate half" layout of Hugging Face's Llama/Qwen: x of (..., time, head_dim)
+    against cos and sin of (time, head_dim)."""
     half = x.size(-1) // 2
-    rotated = torch.cat((-y[..., half:], y[..., :half]), dim=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]  # (time, 1, head_dim) against (batch, time, heads, head_dim)
-    return (y * cos + rotated * sin).to(x.dtype)
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def _norm_rope_torch(x, weight, cos, sin, eps):
+    """The modern attention's own path (nn.RMSNorm over each head, then apply_rotary), with a contiguous
+    (batch, time, heads, head_dim) result like the kernel's."""
+    y = torch.nn.functional.rms_norm(x, (x.size(-1),), weight, eps)
+    return apply_rotary(y.transpose(1, 2), cos, sin).transpose(1, 2).contiguous()
 
 
 def _norm_rope_backward_torch(grad, x, weight, cos, sin, eps):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.model_modern import NORM_EPS, ModernGPT, apply_rotary, rotary_tables
-from engine.qk_rope import qk_norm_rope
+from engine.model_modern import NORM_EPS, ModernGPT, rotary_tables
+from engine.qk_rope import apply_rotary, qk_norm_rope
 from tests.test_model import assert_switch_keeps_loss_and_grads
 from tests.test_model_modern import tiny_cfg
 from triton_helpers import run_under_the_interpreter
