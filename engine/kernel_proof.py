@@ -20,9 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from engine import distributed
+from engine import distributed, one_line
 from engine.config import ModelConfig, Profile
-from engine import one_line
 from engine.kernels import PIECES, REFERENCE, TITLES, KernelChoice, choose, probe_device
 from engine.model import build_model
 

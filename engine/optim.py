@@ -100,7 +100,7 @@ class CombinedOptimizer:
         """Each optimizer's step; `mark(name)`, when given, after each (Trainer.train_step's phase timings)."""
         for opt in self.optimizers:
             opt.step()
-            if mark:
+            if mark is not None:
                 mark(type(opt).__name__)
 
     def zero_grad(self, set_to_none: bool = True) -> None:

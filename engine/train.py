@@ -188,6 +188,7 @@ class Trainer:
     def train_step(self, lr: float, mark=None) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; `mark(phase)`, when given, is called as each phase's work has been issued (the
         phase timings of benchmarks/profile_step.py)."""
+        mark = mark or (lambda phase: None)
         self.optimizer.set_lr_factor(lr / self.profile.optim.lr)
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
@@ -198,23 +199,19 @@ class Trainer:
                 loss = self.model(x, y)
             (loss / self.grad_accum).backward()
             loss_sum += loss.detach()
-        if mark:
-            mark("forward and backward")
+        mark("forward and backward")
         clip = self.profile.optim.grad_clip
         if clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         else:
             grad_norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in self.model.parameters()
                                        if p.grad is not None))
-        if mark:
-            mark("clip")
+        mark("clip")
         self.optimizer.step(mark)
         self.optimizer.zero_grad(set_to_none=True)
-        if mark:
-            mark("zero_grad")
+        mark("zero_grad")
         self.feeder.prefetch()  # the next step's first batch, drawn while this step runs on the GPU
-        if mark:
-            mark("next batch")
+        mark("next batch")
         return loss_sum / self.grad_accum, grad_norm
 
     @torch.no_grad()
