@@ -2,7 +2,9 @@
 optimizer, zero_grad, drawing the next batch; CUDA events over steps synchronised one by one, so a little slower
 than the bench's) with the host's time to issue each phase beside it, then
 the top CUDA kernels of a few steps of a profile, and how long the GPU sat idle between them (wall time of the
-steps against the kernels' total, and the longest gaps).
+steps against the kernels' total, and the longest gaps with what the host was running meanwhile: where the
+host is behind, the gap ends when it launches the next kernel), and whether the memory allocator still asks the
+driver for memory in the steady state (each cudaMalloc or cudaFree can stall the host).
 
 usage: python benchmarks/profile_step.py PROFILE MIX [key=value ...]   (PROFILE_STEPS=N profiles N steps, default 3)
 """
@@ -33,12 +35,14 @@ def main(argv: list[str]) -> int:
             trainer.train_step(prof.optim.lr)
         torch.cuda.synchronize()
         print_phases(trainer, max(steps, 10))
-        with profile(activities=[ProfilerActivity.CUDA]) as p:
+        before = torch.cuda.memory_stats()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
             t0 = time.perf_counter()
             for _ in range(steps):
                 trainer.train_step(prof.optim.lr)
             torch.cuda.synchronize()
             wall_ms = (time.perf_counter() - t0) * 1e3
+        print_driver_calls(before, torch.cuda.memory_stats(), steps)
     events = [e for e in p.key_averages() if e.device_type.name == "CUDA"]
     total = sum(e.self_device_time_total for e in events)
     print(f"total CUDA time over {steps} steps: {total / 1e3:.1f} ms; wall time {wall_ms:.1f} ms")
@@ -105,14 +109,33 @@ def print_gaps(p) -> None:
     gaps, end, before = [], kernels[0].time_range.end, kernels[0].name
     for e in kernels[1:]:
         if e.time_range.start > end:
-            gaps.append((e.time_range.start - end, before, e.name))
+            gaps.append((e.time_range.start - end, before, e.name, e.time_range.start))
         if e.time_range.end > end:
             end, before = e.time_range.end, e.name
     span = (end - kernels[0].time_range.start) / 1e3
-    idle = sum(g for g, _, _ in gaps) / 1e3
+    idle = sum(g[0] for g in gaps) / 1e3
     print(f"first kernel to last: {span:.1f} ms, GPU idle between kernels {idle:.1f} ms ({idle / span:.1%})")
-    for g, a, b in sorted(gaps, reverse=True)[:8]:
+    host = [e for e in p.events() if e.device_type.name == "CPU"]
+    for g, a, b, at in sorted(gaps, reverse=True)[:8]:
         print(f"  gap {g / 1e3:7.3f} ms  after {a[:60]}  before {b[:60]}")
+        print(f"      host meanwhile: {host_during(host, at - g / 2) or 'nothing recorded'}")
+
+
+def host_during(host_events, at: float) -> str:
+    """The innermost host operations running at time `at` (microseconds), shortest first."""
+    running = sorted((e for e in host_events if e.time_range.start <= at <= e.time_range.end),
+                     key=lambda e: e.time_range.end - e.time_range.start)
+    names = []
+    for e in running:
+        if e.name not in names:
+            names.append(e.name)
+    return " < ".join(n[:50] for n in names[:4])
+
+
+def print_driver_calls(before: dict, after: dict, steps: int) -> None:
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries")}
+    print(f"memory allocator over {steps} steps: {calls['num_device_alloc']} cudaMalloc, "
+          f"{calls['num_device_free']} cudaFree, {calls['num_alloc_retries']} retries after freeing the cache")
 
 
 GROUPS = (
