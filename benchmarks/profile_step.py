@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
             torch.cuda.synchronize()
             wall_ms = (time.perf_counter() - t0) * 1e3
         print_driver_calls(before, torch.cuda.memory_stats(), steps)
-    events = [e for e in p.key_averages() if e.device_type.name == "CUDA"]
+    events = [e for e in p.key_averages() if e.device_type.name == "CUDA" and not e.is_user_annotation]
     total = sum(e.self_device_time_total for e in events)
     print(f"total CUDA time over {steps} steps: {total / 1e3:.1f} ms; wall time {wall_ms:.1f} ms")
     print_gaps(p)
@@ -103,7 +103,9 @@ def print_phases(trainer: Trainer, steps: int) -> None:
 
 
 def print_gaps(p) -> None:
-    kernels = sorted((e for e in p.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
+    # the optimizers' own ranges appear on the GPU timeline too: they are not kernels, and would hide the gaps in them
+    kernels = sorted((e for e in p.events() if e.device_type.name == "CUDA" and not e.is_user_annotation),
+                     key=lambda e: e.time_range.start)
     if not kernels:
         return
     gaps, end, before = [], kernels[0].time_range.end, kernels[0].name
