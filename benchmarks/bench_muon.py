@@ -2,18 +2,22 @@
 batched stack) against torch.optim.Muon (one matrix at a time), same settings, on the GPU.
 
 usage: python benchmarks/bench_muon.py [PROFILE]
-Prints the median time of a step of each and their largest relative difference after one step from the same
-state (the same bf16 Newton-Schulz in the same form: 0 on the H200, docs/performance.md).
+Prints the median wall time of a step of each, the GPU's kernel time per step (what a training step pays while
+the host runs ahead: a step this small is issued more slowly than it runs, so its wall time is mostly the host's),
+and their largest relative difference after one step from the same state (the same bf16 Newton-Schulz in the
+same form: 0 on the H200, docs/performance.md).
 """
 
 import sys
 
 import torch
 import triton.testing
+from torch.profiler import ProfilerActivity, profile
 
 from engine.config import load_profile
 from engine.model import build_model
 from engine.optim import Muon
+from profile_step import is_kernel
 
 
 def main(argv: list[str]) -> int:
@@ -30,11 +34,12 @@ def main(argv: list[str]) -> int:
     start = [p.detach().clone() for p in matrices]
     results = {}
     for name, opt in (("engine.optim.Muon (batched)", ours), ("torch.optim.Muon", theirs)):
-        results[name] = triton.testing.do_bench(opt.step, warmup=10, rep=200, return_mode="median")
+        wall = triton.testing.do_bench(opt.step, warmup=10, rep=200, return_mode="median")
+        results[name] = (wall, *kernel_time(opt.step))
     shapes = sorted({tuple(p.shape) for p in matrices})
     print(f"{len(matrices)} matrices, shapes {shapes}")
-    for name, ms in results.items():
-        print(f"{name:30s} {ms:7.3f} ms a step")
+    for name, (wall, kernels, launches) in results.items():
+        print(f"{name:30s} {wall:7.3f} ms a step, {kernels:7.3f} ms of kernels ({launches} launches)")
     after = []
     for opt in (ours, theirs):
         for p, p0 in zip(matrices, start):
@@ -45,6 +50,17 @@ def main(argv: list[str]) -> int:
     diff = max(((a - b).norm() / (a - p0).norm()).item() for a, b, p0 in zip(*after, start))
     print(f"largest relative difference of one step's update: {diff:.2e}")
     return 0
+
+
+def kernel_time(fn, steps: int = 20) -> tuple[float, int]:
+    """Milliseconds of GPU kernels per call of fn, and the kernels launched per call."""
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if is_kernel(e)]
+    return sum(e.self_device_time_total for e in kernels) / steps / 1e3, sum(e.count for e in kernels) // steps
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
             torch.cuda.synchronize()
             wall_ms = (time.perf_counter() - t0) * 1e3
         print_driver_calls(before, torch.cuda.memory_stats(), steps)
-    events = [e for e in p.key_averages() if e.device_type.name == "CUDA" and not e.is_user_annotation]
+    events = [e for e in p.key_averages() if is_kernel(e)]
     total = sum(e.self_device_time_total for e in events)
     print(f"total CUDA time over {steps} steps: {total / 1e3:.1f} ms; wall time {wall_ms:.1f} ms")
     print_gaps(p)
@@ -57,6 +57,12 @@ def main(argv: list[str]) -> int:
               f"x{e.count // steps:<4d} "
               f"{e.key[:110]}")
     return 0
+
+
+def is_kernel(event) -> bool:
+    """A GPU kernel, copy or fill; not a range such as an optimizer's step, which the profiler also puts on the GPU's
+    timeline (counted, it would add the step's time twice and hide the gaps inside it)."""
+    return event.device_type.name == "CUDA" and not getattr(event, "is_user_annotation", False)
 
 
 def phase_marks(trainer: Trainer, clock) -> list:
@@ -103,9 +109,7 @@ def print_phases(trainer: Trainer, steps: int) -> None:
 
 
 def print_gaps(p) -> None:
-    # the optimizers' own ranges appear on the GPU timeline too: they are not kernels, and would hide the gaps in them
-    kernels = sorted((e for e in p.events() if e.device_type.name == "CUDA" and not e.is_user_annotation),
-                     key=lambda e: e.time_range.start)
+    kernels = sorted((e for e in p.events() if is_kernel(e)), key=lambda e: e.time_range.start)
     if not kernels:
         return
     gaps, end, before = [], kernels[0].time_range.end, kernels[0].name
@@ -135,7 +139,8 @@ def host_during(host_events, at: float) -> str:
 
 
 def print_driver_calls(before: dict, after: dict, steps: int) -> None:
-    calls = {k: after.get(k, 0) - before.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries")}
+    keys = ("num_device_alloc", "num_device_free", "num_alloc_retries")
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
     print(f"memory allocator over {steps} steps: {calls['num_device_alloc']} cudaMalloc, "
           f"{calls['num_device_free']} cudaFree, {calls['num_alloc_retries']} retries after freeing the cache")
 
