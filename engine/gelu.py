@@ -19,13 +19,7 @@ import math
 
 import torch
 
-from engine.losses import use_triton
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the installed torch
-    triton = None
+from engine.triton_support import triton, tl, use_triton
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 CUBIC = 0.044715

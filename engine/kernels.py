@@ -16,12 +16,7 @@ import torch
 
 from engine import one_line
 from engine.config import ModelConfig, RunConfig
-
-try:  # Triton ships with CUDA builds of torch; CPU builds may not have it
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the installed torch
-    triton = None
+from engine.triton_support import triton, tl
 
 # the pieces, in the order they are proven and shown, with the names a user reads
 PIECES = ("compile", "fused_loss", "fp8_head", "fused_gelu", "fused_qk_rope", "bf16_residual")

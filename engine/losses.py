@@ -24,9 +24,9 @@ computed from the logits in fp32; evaluation never takes this path.
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from engine.triton_support import triton, tl, use_triton
 
 IGNORE_INDEX = -100
 BLOCK_COLUMNS = 4096  # columns per inner step; benchmarks/bench_loss_kernel.py compares the choices
@@ -39,12 +39,6 @@ FP8_GRAD_SCALE = 2.0 ** 15
 PAIR_BLOCK_COLUMNS, PAIR_KERNEL_WARPS = 2048, 4
 TRANSPOSE_TILE_R, TRANSPOSE_TILE_C, TRANSPOSE_WARPS = 128, 128, 8
 E4M3_MAX = 448.0
-
-try:  # Triton ships with CUDA builds of torch; CPU builds may not have it
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the installed torch
-    triton = None
 
 
 if triton is not None:
@@ -94,11 +88,6 @@ if triton is not None:
         inside = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
         x = tl.load(src_ptr + rows[:, None] * n_cols + cols[None, :], mask=inside)
         tl.store(dst_ptr + cols[:, None] * n_rows + rows[None, :], tl.trans(x), mask=tl.trans(inside))
-
-
-def use_triton(t: torch.Tensor) -> bool:
-    """Triton runs the kernel on CUDA tensors (or anywhere when TRITON_INTERPRET=1, as the tests do on CPU)."""
-    return triton is not None and (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
 
 
 def loss_and_grad_(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, write_grad: bool = True):

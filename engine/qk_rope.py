@@ -18,13 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.losses import use_triton
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the installed torch
-    triton = None
+from engine.triton_support import triton, tl, use_triton
 
 # heads per program in forward; in backward, heads per program and per inner step (benchmarks/bench_qk_rope.py)
 FORWARD_ROWS, FORWARD_WARPS = 32, 2

@@ -40,7 +40,7 @@ KERNEL_CHECK = r"""
 import pytest
 import torch
 import engine.gelu as G
-from engine.losses import use_triton
+from engine.triton_support import use_triton
 assert use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 import tests.test_gelu as T
 g = torch.Generator().manual_seed(1)

@@ -47,7 +47,7 @@ def test_the_op_matches_the_models_path():
 
 KERNEL_CHECK = r"""
 import torch
-from engine.losses import use_triton
+from engine.triton_support import use_triton
 assert use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 import engine.qk_rope as Q
 import tests.test_qk_rope as T
