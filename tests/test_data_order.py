@@ -1,5 +1,5 @@
-"""A run's tokens depend on its profile, mix and seed alone, never on what earlier preparations left in the cache;
-and a run samples the whole of a local source, not its first documents."""
+"""A run's tokens, and its held-out windows, depend on its profile, mix and seed alone, never on what earlier
+preparations left in the cache; and a run samples the whole of a local source, not its first documents."""
 
 import gzip
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import load_mix
-from engine.data import MixLoader, prepare_mix, read_manifest, target_train_tokens
+from engine.data import MixLoader, prepare_mix, read_manifest, target_train_tokens, validation_batches
 from data_helpers import unique_docs, write_jsonl, write_mix
 
 RUN_TOKENS = 20_000  # far below each source: a run's preparation needs only part of it
@@ -41,13 +41,18 @@ def test_a_run_samples_a_local_source_whole_whatever_was_prepared_before(tmp_pat
     assert "Topic 4." in seen and "Topic 0." in seen
 
 
-def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tmp_path):
+def hub_mix(tmp_path: Path, validation_share: float):
+    """A mix of one source read through the hub's loader (a local dataset folder), as a streamed dataset is."""
     folder = tmp_path / "my-dataset"
     folder.mkdir()
     with gzip.open(folder / "part-0.jsonl.gz", "wt") as f:
         f.writelines(json.dumps({"text": t}) + "\n" for t in unique_docs(6_000, seed=4))
-    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "hub", "weight": 1, "hf": "./my-dataset",
-                                                       "split": "train"}], validation_share=0.0)))
+    return load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "hub", "weight": 1, "hf": "./my-dataset",
+                                                         "split": "train"}], validation_share=validation_share)))
+
+
+def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tmp_path):
+    mix = hub_mix(tmp_path, validation_share=0.0)
     small = prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "run-only", workers=1)["hub"]
     assert not small["complete"]
     prepare_mix(mix, 20 * RUN_TOKENS, cache_dir=tmp_path / "bigger-first", workers=1)  # an earlier, longer run
@@ -61,3 +66,22 @@ def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tm
     # the run's events say it: its part of the source, and how many passes the run makes over that part
     passes = RUN_TOKENS / ((quota - CONTEXT) // CONTEXT * CONTEXT)
     assert loader.describe(RUN_TOKENS) == f"hub {quota:,} tokens (its first ones), {passes:.3g} passes"
+
+
+def test_a_hub_sources_validation_windows_stay_when_its_cache_grows(tmp_path):
+    """A run's held-out loss is measured on the same windows before and after another run extends the cache
+    (a resumed run's curve stays on one set), and a smaller cache gives the first of a larger one's windows."""
+    mix = hub_mix(tmp_path, validation_share=0.05)
+    cache = tmp_path / "cache"
+
+    def windows(tokens: int) -> np.ndarray:
+        return np.concatenate(list(validation_batches(mix, tokens, batch=8, context=CONTEXT, cache_dir=cache)))
+
+    prepare_mix(mix, RUN_TOKENS, cache_dir=cache, workers=1)
+    held_out = windows(8 * CONTEXT)
+    few = windows(256 * CONTEXT)  # more than this cache's validation split holds
+    assert len(held_out) == 8 and 8 < len(few) < 256
+    prepare_mix(mix, 20 * RUN_TOKENS, cache_dir=cache, workers=1)  # a longer run on the same source
+    assert np.array_equal(windows(8 * CONTEXT), held_out)
+    more = windows(256 * CONTEXT)
+    assert len(more) == 256 and np.array_equal(more[:len(few)], few)

@@ -266,7 +266,11 @@ class MixLoader:
 def validation_batches(mix: MixConfig, tokens: int, *, batch: int, context: int,
                        cache_dir: Path | None = None) -> Iterator[np.ndarray]:
     """Held-out windows, the same on every call: about `tokens` tokens, split between sources by weight
-    (fewer when the validation split holds fewer), as int64 arrays of shape (<= batch, context + 1)."""
+    (fewer when the validation split holds fewer), as int64 arrays of shape (<= batch, context + 1).
+
+    A local source's cache holds it whole, so its windows are spread evenly over the whole split. A hub
+    source's cache grows with the runs prepared from it, so its windows are the split's first ones: a cache
+    that grows later keeps them, and a smaller one gives the first of them."""
     if mix.validation_share <= 0:
         raise DataError(f"mix '{mix.name}' has validation_share = 0, so no held-out tokens; "
                         "set validation_share > 0 (for example 0.005) and run `sparknet prepare`")
@@ -278,7 +282,7 @@ def validation_batches(mix: MixConfig, tokens: int, *, batch: int, context: int,
         available = (stream.tokens - 1) // context if stream.tokens > context else 0
         want = min(available, max(1, round(shares[src.name] * windows_total)))
         for t in range(want):
-            j = t * available // want  # evenly spread over the whole split
+            j = t if src.hf else t * available // want
             plan.append(((t + 0.5) / want, src.name, stream, j * context))
     if not plan:
         raise DataError(f"mix '{mix.name}' has no validation windows of {context + 1} tokens; raise "
