@@ -45,7 +45,9 @@ def main(argv: list[str]) -> int:
         print_driver_calls(before, torch.cuda.memory_stats(), steps)
     events = [e for e in p.key_averages() if is_kernel(e)]
     total = sum(e.self_device_time_total for e in events)
-    print(f"total CUDA time over {steps} steps: {total / 1e3:.1f} ms; wall time {wall_ms:.1f} ms")
+    launches = sum(e.count for e in events) // steps
+    print(f"total CUDA time over {steps} steps: {total / 1e3:.1f} ms; wall time {wall_ms:.1f} ms; "
+          f"{launches} kernels, copies and fills a step")
     print_gaps(p)
     groups: dict[str, float] = {}
     for e in events:
