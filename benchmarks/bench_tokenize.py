@@ -69,15 +69,22 @@ def main() -> int:
     if missing:
         print(f"error: corpora not found: {', '.join(missing)}; pass --corpora DIR", file=sys.stderr)
         return 2
-    cores = os.cpu_count() or 1
-    print(f"machine: {cores} cores; tokenizer {tok.name} ({tok.origin}); corpora {args.corpora}")
+    print(f"machine: {os.cpu_count() or 1} cores; tokenizer {tok.name} ({tok.origin}); corpora {args.corpora}")
+    max_chars = int(args.mb * 1e6)
+    per_process, chars_per_token = one_process_rate(tok, files, max_chars)
+    read_rate = reading_rate(files, max_chars, chars_per_token)
+    totals = prepare_rates(spec, files, args.tokens, sorted({max(1, int(w)) for w in args.workers.split(",")}))
+    print_projection(per_process, read_rate, totals)
+    return 0
 
-    # 1. one process, tokenizer only
+
+def one_process_rate(tok, files: dict[str, Path], max_chars: int) -> tuple[float, float]:
+    """1. The tokenizer alone in one process: tokens/s over all corpora, and the mean characters per token."""
     print("\none process, tokenizer only:")
     total_tokens = total_s = 0.0
     chars_per_token = []
     for name in CORPORA:
-        texts = read_texts(files[name], int(args.mb * 1e6))
+        texts = read_texts(files[name], max_chars)
         start = time.perf_counter()
         flat, _ = data.encode_documents(tok, texts)
         seconds = time.perf_counter() - start
@@ -86,18 +93,22 @@ def main() -> int:
         chars_per_token.append(sum(map(len, texts)) / len(flat))
         print(f"  {name:<12} {len(flat):>11,} tokens in {seconds:6.2f}s  {len(flat) / seconds:>11,.0f} tokens/s")
     per_process = total_tokens / total_s
-    print(f"  {'all':<12} {int(total_tokens):>11,} tokens in {total_s:6.2f}s  {per_process:>11,.0f} tokens/s per process")
+    print(f"  {'all':<12} {int(total_tokens):>11,} tokens in {total_s:6.2f}s  {per_process:>11,.0f} tokens/s "
+          "per process")
+    return per_process, sum(chars_per_token) / len(chars_per_token)
 
-    # 2. the main process's reading rate (gzip + JSON), in tokens/s
+
+def reading_rate(files: dict[str, Path], max_chars: int, chars_per_token: float) -> float:
+    """2. The main process's reading rate (gzip + JSON), in tokens/s: it feeds every worker, so it caps the total."""
     start = time.perf_counter()
-    chars = 0
-    for name in CORPORA:
-        chars += sum(map(len, read_texts(files[name], int(args.mb * 1e6))))
-    read_rate = chars / (sum(chars_per_token) / len(chars_per_token)) / (time.perf_counter() - start)
-    print(f"\nreading (gzip + JSON, main process): {read_rate:,.0f} tokens/s")
+    chars = sum(sum(map(len, read_texts(files[name], max_chars))) for name in CORPORA)
+    rate = chars / chars_per_token / (time.perf_counter() - start)
+    print(f"\nreading (gzip + JSON, main process): {rate:,.0f} tokens/s")
+    return rate
 
-    # 3. total: a real prepare into a temporary cache, per worker count
-    worker_counts = sorted({max(1, int(w)) for w in args.workers.split(",")})
+
+def prepare_rates(spec: str, files: dict[str, Path], tokens: int, worker_counts: list[int]) -> dict[int, float]:
+    """3. A real prepare of the 50/30/20 mix into a temporary cache per worker count: tokens/s of each."""
     totals = {}
     print()
     for workers in worker_counts:
@@ -110,19 +121,22 @@ def main() -> int:
             mix = load_mix(str(mix_path))
             data.prepare.POOL_MIN_TOKENS = 0  # measure the worker pool even on a small budget
             start = time.perf_counter()
-            report = data.prepare_mix(mix, args.tokens, cache_dir=Path(tmp) / "cache", workers=workers)
+            report = data.prepare_mix(mix, tokens, cache_dir=Path(tmp) / "cache", workers=workers)
             seconds = time.perf_counter() - start
         prepared = sum(r["train_tokens"] + r["val_tokens"] for r in report.values())
         totals[workers] = prepared / seconds
         how = "in this process" if workers == 1 else f"{workers} worker processes"
         print(f"total: prepare of {prepared:,} tokens, {how}: {seconds:.1f}s, {totals[workers]:,.0f} tokens/s "
               "(reading, tokenizing, writing; pool start included)")
-    best_workers = max(totals, key=totals.get)
-    if len(totals) > 1:
+    if len(totals) > 1 and 1 in totals:
         print(f"scaling here: {totals[max(totals)] / totals[1]:.2f}x from 1 to {max(totals)} processes "
-              f"on {cores} cores")
+              f"on {os.cpu_count() or 1} cores")
+    return totals
 
-    # projection
+
+def print_projection(per_process: float, read_rate: float, totals: dict[int, float]) -> None:
+    cores = os.cpu_count() or 1
+    best_workers = max(totals, key=totals.get)
     need = TARGET_TOKENS * 1.005  # plus the validation share
     by_cores = min(per_process * SPARK_CORES, read_rate)
     by_total = totals[best_workers] * SPARK_CORES / min(cores, best_workers)
@@ -134,7 +148,6 @@ def main() -> int:
     print(f"  from this machine's best total ({processes}) x {SPARK_CORES}/{min(cores, best_workers)}: "
           f"{by_total:,.0f} tokens/s, {need / by_total / 60:.0f} min")
     print("  (hub sources also stream over the network: at ~4 bytes per token, 1B tokens is ~4 GB of text)")
-    return 0
 
 
 if __name__ == "__main__":
