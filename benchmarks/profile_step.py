@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from engine.config import load_mix, load_profile
 from engine.rundir import create_run
 from engine.train import Trainer
+
+
+STEP_RANGE = "profiled step"
 
 
 def main(argv: list[str]) -> int:
@@ -38,8 +41,9 @@ def main(argv: list[str]) -> int:
         before = torch.cuda.memory_stats()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
             t0 = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step(prof.optim.lr)
+            for i in range(steps):
+                with record_function(f"{STEP_RANGE} {i}"):  # also a range on the GPU's timeline
+                    trainer.train_step(prof.optim.lr)
             torch.cuda.synchronize()
             wall_ms = (time.perf_counter() - t0) * 1e3
         print_driver_calls(before, torch.cuda.memory_stats(), steps)
@@ -123,10 +127,23 @@ def print_gaps(p) -> None:
     span = (end - kernels[0].time_range.start) / 1e3
     idle = sum(g[0] for g in gaps) / 1e3
     print(f"first kernel to last: {span:.1f} ms, GPU idle between kernels {idle:.1f} ms ({idle / span:.1%})")
+    print_idle_per_step(p, gaps)
     host = [e for e in p.events() if e.device_type.name == "CPU"]
     for g, a, b, at in sorted(gaps, reverse=True)[:8]:
         print(f"  gap {g / 1e3:7.3f} ms  after {a[:60]}  before {b[:60]}")
         print(f"      host meanwhile: {host_during(host, at - g / 2) or 'nothing recorded'}")
+
+
+def print_idle_per_step(p, gaps: list) -> None:
+    """The GPU's idle time in each profiled step (the gaps ending inside the step's range on the GPU's timeline):
+    the first step starts from a sync, so the host has not yet built the lead it keeps in a run."""
+    ranges = sorted((e for e in p.events() if e.device_type.name == "CUDA" and e.name.startswith(STEP_RANGE)),
+                    key=lambda e: e.time_range.start)
+    if not ranges:
+        return
+    idle = [sum(g for g, _, _, at in gaps if r.time_range.start <= at <= r.time_range.end) / 1e3 for r in ranges]
+    print("GPU idle in each profiled step: " + ", ".join(f"{ms:.2f} ms" for ms in idle)
+          + " (the first starts from a sync)")
 
 
 def host_during(host_events, at: float) -> str:
