@@ -282,7 +282,7 @@ def validation_batches(mix: MixConfig, tokens: int, *, batch: int, context: int,
         available = (stream.tokens - 1) // context if stream.tokens > context else 0
         want = min(available, max(1, round(shares[src.name] * windows_total)))
         for t in range(want):
-            j = t if src.hf else t * available // want
+            j = t * available // want if src.path else t  # a local source is read whole (as _usable_tokens)
             plan.append(((t + 0.5) / want, src.name, stream, j * context))
     if not plan:
         raise DataError(f"mix '{mix.name}' has no validation windows of {context + 1} tokens; raise "
