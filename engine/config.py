@@ -216,8 +216,9 @@ def validate_profile(p: Profile) -> None:
          f"model.n_head ({m.n_head}) must divide model.n_embd ({m.n_embd}); {_head_count_hint(m.n_embd)}")
     if m.arch == "modern":
         need((m.n_embd // m.n_head) % 2 == 0, "model.n_embd / model.n_head must be even for rotary embeddings")
-    need(m.arch == "modern" or not (m.embed_norm or m.zero_init_proj),
-         "model.embed_norm and model.zero_init_proj need model.arch = 'modern'")
+    need(m.arch == "modern" or not (m.embed_norm or m.zero_init_proj or m.mlp_hidden),
+         "model.embed_norm, model.zero_init_proj and model.mlp_hidden need model.arch = 'modern'")
+    need(m.mlp_hidden >= 0, f"model.mlp_hidden must be >= 0 (0 = the default width), got {m.mlp_hidden}")
     need(m.pad_vocab_multiple >= 1, f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {m.pad_vocab_multiple}")
     need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(o.name in ("adamw", "muon"), f"optim.name must be 'adamw' or 'muon', got {o.name!r}")

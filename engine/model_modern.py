@@ -69,7 +69,7 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        h = mlp_hidden(cfg.n_embd)
+        h = mlp_hidden(cfg)
         self.gate_proj = nn.Linear(cfg.n_embd, h, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, h, bias=False)
         self.down_proj = nn.Linear(h, cfg.n_embd, bias=False)
@@ -156,7 +156,7 @@ def modern_hf_config(cfg: ModelConfig, eos_id: int | None) -> dict:
         "model_type": "qwen3",
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
-        "intermediate_size": mlp_hidden(cfg.n_embd),
+        "intermediate_size": mlp_hidden(cfg),
         "num_hidden_layers": cfg.n_layer,
         "num_attention_heads": cfg.n_head,
         "num_key_value_heads": cfg.n_head,

@@ -32,13 +32,14 @@ def model_parameter_count(m: ModelConfig) -> int:
     return modern_parameter_count(m)
 
 
-def modern_mlp_hidden(n_embd: int) -> int:
-    """SwiGLU width with the parameter count of a 4x GELU MLP, rounded up to a multiple of 128."""
-    return 128 * math.ceil(8 * n_embd / 3 / 128)
+def modern_mlp_hidden(m: ModelConfig) -> int:
+    """The SwiGLU width: model.mlp_hidden, or by default the parameter count of a 4x GELU MLP, rounded up to a
+    multiple of 128."""
+    return m.mlp_hidden or 128 * math.ceil(8 * m.n_embd / 3 / 128)
 
 
 def modern_parameter_count(m: ModelConfig) -> int:
-    d, h, hd = m.n_embd, modern_mlp_hidden(m.n_embd), m.n_embd // m.n_head
+    d, h, hd = m.n_embd, modern_mlp_hidden(m), m.n_embd // m.n_head
     per_layer = 4 * d * d + 3 * d * h + 2 * d + 2 * hd  # attention, SwiGLU, two RMSNorms, QK-norms
     total = m.vocab_size * d + m.n_layer * per_layer + d
     return total + (0 if m.tie_embeddings else m.vocab_size * d)

@@ -26,6 +26,7 @@ class ModelConfig:
     # alone, so an export carries the normalised table as its input embedding and the raw one as its output head
     embed_norm: bool = False
     zero_init_proj: bool = False  # modern only: attention and MLP output projections start at zero
+    mlp_hidden: int = 0  # modern only: the SwiGLU width; 0 = the width with a 4x GELU MLP's parameter count
     # the embedding and output matrices are padded internally to a multiple of this
     # (fast matrix shapes); parameter counts, FLOPs and exports use the true vocab_size
     pad_vocab_multiple: int = 64

@@ -67,7 +67,8 @@ def _err(overrides):
     ("run.precision='fp16'", "run.precision must be 'bf16' or 'fp32'"),
     ("run.device='tpu'", "run.device must be auto, cuda or cpu"),
     ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
-    ("model.embed_norm=true", "model.embed_norm and model.zero_init_proj need model.arch = 'modern'"),
+    ("model.embed_norm=true", "model.embed_norm, model.zero_init_proj and model.mlp_hidden need model.arch = 'modern'"),
+    ("model.mlp_hidden=128", "model.embed_norm, model.zero_init_proj and model.mlp_hidden need model.arch = 'modern'"),
     ("thermal.pause_above_c=90", "thermal.resume_below_c"),
     ("dist.nproc_per_node=3", "batch.grad_accum (2) must be divisible by the 3 processes"),
 ])
@@ -132,3 +133,8 @@ def test_mix_paths_resolve_against_mix_folder(tmp_path, monkeypatch):
     assert m.sources[0].path == str(tmp_path / "sub" / "data" / "a.txt")
     assert m.sources[1].path == str(tmp_path / "posts")
     assert m.shares == {"rel": 0.25, "env": 0.75}
+
+
+def test_a_negative_mlp_width_is_refused():
+    with pytest.raises(ConfigError, match=r"modern-70m.toml with --set model.mlp_hidden=-1: model.mlp_hidden must be >= 0 \(0 = the default width\)"):
+        load_profile("modern-70m", ["model.mlp_hidden=-1"])

@@ -23,6 +23,14 @@ def test_modern_70m_within_5_percent_of_codelion_budget():
     assert abs(n / model_parameter_count(gpt2.model) - 1) < 0.05
 
 
+@pytest.mark.parametrize("mlp_hidden", [0, 96, 200])
+def test_the_parameter_count_follows_the_mlp_width(mlp_hidden):
+    cfg = tiny_cfg(mlp_hidden=mlp_hidden)
+    model = ModernGPT(cfg)
+    assert model.layers[0].mlp.gate_proj.out_features == (mlp_hidden or 256)  # 8/3 x 64, up to a multiple of 128
+    assert model.num_parameters() == model_parameter_count(cfg)
+
+
 def test_forward_shapes_and_loss():
     torch.manual_seed(0)
     model = ModernGPT(tiny_cfg())
@@ -33,18 +41,20 @@ def test_forward_shapes_and_loss():
     assert loss.dim() == 0 and abs(loss.item() - torch.log(torch.tensor(50257.0)).item()) < 0.5
 
 
-@pytest.mark.parametrize("embed_norm", [False, True], ids=["plain", "embed-norm"])
-def test_exports_to_qwen3_with_equal_logits(tmp_path, embed_norm):
+@pytest.mark.parametrize("embed_norm,mlp_hidden", [(False, 0), (True, 0), (True, 96)],
+                         ids=["plain", "embed-norm", "own-mlp-width"])
+def test_exports_to_qwen3_with_equal_logits(tmp_path, embed_norm, mlp_hidden):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = ModernGPT(tiny_cfg(embed_norm=embed_norm)).eval()
+    model = ModernGPT(tiny_cfg(embed_norm=embed_norm, mlp_hidden=mlp_hidden)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # norms away from 1 so a misplaced norm shows
     export_hf(model, tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == "Qwen3ForCausalLM"
+    assert hf.config.intermediate_size == (mlp_hidden or 256) == model.layers[0].mlp.up_proj.out_features
     # with the embedding normalised, the file's input table is the normalised one and its head the raw one
     assert hf.config.tie_word_embeddings is not embed_norm
     x = torch.randint(0, 50257, (2, 64))
