@@ -7,15 +7,12 @@ usage: python benchmarks/graph_step.py PROFILE MIX [key=value ...]
 """
 
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from engine.bench import private_trainer
 from engine.config import load_mix, load_profile
-from engine.rundir import create_run
-from engine.train import Trainer
 
 STEPS = 30
 
@@ -48,11 +45,7 @@ def main(argv: list[str]) -> int:
         print("graph_step.py: CUDA graphs need a CUDA device", file=sys.stderr)
         return 2
     prof, mix = load_profile(argv[0], argv[2:]), load_mix(argv[1])
-    with tempfile.TemporaryDirectory() as tmp:
-        lock = create_run(prof, mix, [], Path(tmp) / "g")
-        lock.release()  # a private folder: the trainer runs in this process
-        trainer = Trainer(lock.run_dir, resume=False)
-        trainer.setup()
+    with private_trainer(prof, mix) as trainer:
         lr = prof.optim.lr
         for _ in range(5):  # compile and warm up
             trainer.train_step(lr)

@@ -11,15 +11,13 @@ usage: python benchmarks/profile_step.py PROFILE MIX [key=value ...]   (PROFILE_
 
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from engine.bench import private_trainer
 from engine.config import load_mix, load_profile
-from engine.rundir import create_run
 from engine.train import Trainer
 
 
@@ -29,11 +27,7 @@ STEP_RANGE = "profiled step"
 def main(argv: list[str]) -> int:
     steps = int(os.environ.get("PROFILE_STEPS", "3"))
     prof, mix = load_profile(argv[0], argv[2:]), load_mix(argv[1])
-    with tempfile.TemporaryDirectory() as tmp:
-        lock = create_run(prof, mix, [], Path(tmp) / "p")
-        lock.release()  # a private folder: the trainer runs in this process
-        trainer = Trainer(lock.run_dir, resume=False)
-        trainer.setup()
+    with private_trainer(prof, mix) as trainer:
         for _ in range(4):  # compile and warm up
             trainer.train_step(prof.optim.lr)
         torch.cuda.synchronize()

@@ -46,16 +46,24 @@ def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: 
     return rates
 
 
-def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
-    from engine.schedule import lr_at
+@contextlib.contextmanager
+def private_trainer(profile: Profile, mix):
+    """A Trainer of the profile, set up in a temporary run folder nobody else can see, to run in this process
+    (the bench, and the scripts in benchmarks/ that time a step)."""
     from engine.train import Trainer
 
     with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
         lock = create_run(profile, mix, [], Path(tmp) / "bench")
-        lock.release()  # a private folder nobody else can see: the bench's trainer runs in this process
-        run_dir = lock.run_dir
-        trainer = Trainer(run_dir, resume=False)
+        lock.release()  # no other process will run it
+        trainer = Trainer(lock.run_dir, resume=False)
         trainer.setup()
+        yield trainer
+
+
+def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
+    from engine.schedule import lr_at
+
+    with private_trainer(profile, mix) as trainer:
         device = trainer.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
