@@ -290,18 +290,11 @@ class Trainer:
                 if self._check_stop():
                     return 0
                 lr = lr_at(self.step, p)
-                if compiling:
-                    try:
-                        loss_t, gnorm_t = self._first_step(lr)
-                    except Interrupted:
-                        self._stopped("while compiling the model; nothing since the last checkpoint was lost")
-                        return 0
-                    compiling = False
-                    self.status(phase="training")
-                    # the compiling step is not a rate: speed and time left count from its end
-                    self.t_log, self.tokens_log = time.monotonic(), self.tokens + p.tokens_per_step
-                else:
-                    loss_t, gnorm_t = self.train_step(lr)
+                out = self._first_step(lr) if compiling else self.train_step(lr)
+                if out is None:
+                    return 0
+                loss_t, gnorm_t = out
+                compiling = False
                 self.step += 1
                 self.tokens += p.tokens_per_step
                 due = self._due()
@@ -360,9 +353,18 @@ class Trainer:
         self.model.train()
 
     def _first_step(self, lr: float):
-        """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree)."""
-        with interruptible(self.stop_requested) if self.world == 1 else nullcontext():
-            return self.train_step(lr)
+        """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree),
+        and then it gives None."""
+        try:
+            with interruptible(self.stop_requested) if self.world == 1 else nullcontext():
+                out = self.train_step(lr)
+        except Interrupted:
+            self._stopped("while compiling the model; nothing since the last checkpoint was lost")
+            return None
+        self.status(phase="training")
+        # the compiling step is not a rate: speed and time left count from its end
+        self.t_log, self.tokens_log = time.monotonic(), self.tokens + self.profile.tokens_per_step
+        return out
 
     def _stopped(self, how: str) -> None:
         if self.is_main:
