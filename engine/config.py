@@ -320,6 +320,9 @@ def mix_from_dict(data: dict, where: str, base_dir: Path, name: str = "") -> Mix
         if src.path:
             p = Path(expand(src.path, where, f"{label}.path"))
             src.path = str(p if p.is_absolute() else (base_dir / p).resolve())
+        elif src.hf.startswith((".", "~")):  # a local dataset folder: a run reads its copy of the mix elsewhere
+            p = Path(os.path.expanduser(src.hf))
+            src.hf = str(p if p.is_absolute() else (base_dir / p).resolve())
         mix.sources.append(src)
     if not 0 <= mix.validation_share < 0.5:
         raise ConfigError(f"{where}: validation_share must be in [0, 0.5), got {mix.validation_share}")

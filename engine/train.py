@@ -85,7 +85,7 @@ class Trainer:
     # ------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        from engine.data import MixLoader, prepare_mix
+        from engine.data import MixLoader, prepare_mix, validation_lengths
 
         self.profile, self.mix, self.run_data = load_run(self.run_dir)
         p = self.profile
@@ -114,6 +114,8 @@ class Trainer:
                                 seed=p.run.seed, rank=self.rank, world=self.world, total_tokens=needed)
 
         self.feeder = BatchFeeder(self.loader, self.device)
+        # the held-out set is the one the validation splits give now, also after another run grows the cache
+        self.validation_lengths = validation_lengths(self.mix) if self.mix.validation_share > 0 else None
         self.status(phase="checking fast paths")
         proof = settle_kernels(p, self.device, self.use_bf16, self.world, self.event)
         self.kernels, self.kernels_proof_s = proof.choice, proof.seconds
@@ -152,6 +154,7 @@ class Trainer:
             self.step = state["step"]
             self.tokens = state["tokens"]
             self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
+            self.validation_lengths = state.get("validation_lengths", self.validation_lengths)
             self.elapsed_before = state.get("elapsed_s", 0.0)
             changed = [o for entry in self.run_data.get("resume_overrides", []) for o in entry.get("set", [])]
             self.event("resumed", f"resumed from {path.name} at step {self.step}" +
@@ -223,7 +226,8 @@ class Trainer:
                 return model(windows[:, :-1], windows[:, 1:])
 
         model.eval()
-        loss = held_out_loss(loss_of, self.mix, p.run.eval_tokens, p.batch.micro_batch, p.model.context, self.device)
+        loss = held_out_loss(loss_of, self.mix, p.run.eval_tokens, p.batch.micro_batch, p.model.context, self.device,
+                             self.validation_lengths)
         model.train()
         return loss
 
@@ -249,7 +253,8 @@ class Trainer:
         if self.is_main:
             loader_states = {str(r): state for r, state in enumerate(gathered)}
             path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
-                "tokens": self.tokens, "loader": loader_states, "tokenizer": self.mix.tokenizer,
+                "tokens": self.tokens, "loader": loader_states, "validation_lengths": self.validation_lengths,
+                "tokenizer": self.mix.tokenizer,
                 "kernels": self.kernels.as_dict(),
                 "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
             }, keep=self.profile.run.keep_checkpoints, on_event=self.event)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import load_mix
-from engine.data import MixLoader, prepare_mix, read_manifest, target_train_tokens, validation_batches
+from engine.data import (MixLoader, prepare_mix, read_manifest, target_train_tokens, validation_batches,
+                         validation_lengths)
 from data_helpers import unique_docs, write_jsonl, write_mix
 
 RUN_TOKENS = 20_000  # far below each source: a run's preparation needs only part of it
@@ -81,7 +82,44 @@ def test_a_hub_sources_validation_windows_stay_when_its_cache_grows(tmp_path):
     held_out = windows(8 * CONTEXT)
     few = windows(256 * CONTEXT)  # more than this cache's validation split holds
     assert len(held_out) == 8 and 8 < len(few) < 256
+    sizes = validation_lengths(mix, cache_dir=cache)
     prepare_mix(mix, 20 * RUN_TOKENS, cache_dir=cache, workers=1)  # a longer run on the same source
     assert np.array_equal(windows(8 * CONTEXT), held_out)
     more = windows(256 * CONTEXT)
     assert len(more) == 256 and np.array_equal(more[:len(few)], few)
+    # viewed at its earlier size (as a run that started then does), the split gives the earlier windows
+    pinned = np.concatenate(list(validation_batches(mix, 256 * CONTEXT, batch=8, context=CONTEXT, cache_dir=cache,
+                                                    lengths=sizes)))
+    assert np.array_equal(pinned, few)
+
+
+def test_a_resumed_run_keeps_its_held_out_windows_after_another_run_grows_the_cache(tmp_path, monkeypatch):
+    """The run's checkpoint keeps the sizes of the validation splits it started with: resumed after a longer
+    run extended the cache, it measures the same windows (the cache now holds more of them)."""
+    from engine.config import load_profile
+    from engine.data import validation_lengths
+    from engine.rundir import create_run
+    from engine.train import Trainer
+
+    monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
+    mix = hub_mix(tmp_path, validation_share=0.05)
+    # the mix names its folder relative to itself; the run's copy of the mix lives elsewhere
+    assert mix.sources[0].hf == str(tmp_path.resolve() / "my-dataset")
+    overrides = ["model.vocab_size=50257", "run.tokens=4096", "run.eval_tokens=32768", "run.wikitext_every=0",
+                 "run.final_eval_tokens=1024"]
+    run_dir = create_run(load_profile("tiny-cpu", overrides), mix, overrides, tmp_path / "run").run_dir
+    trainer = Trainer(run_dir, resume=False)
+    trainer.setup()
+    assert trainer.run() == 0
+    started_with, loss = trainer.validation_lengths, trainer.validation_loss()
+    prepare_mix(mix, 20 * RUN_TOKENS, workers=1)  # a longer run on the same source
+    assert validation_lengths(mix)["hub"] > started_with["hub"]
+    resumed = Trainer(run_dir, resume=True)
+    resumed.setup()
+    assert resumed.validation_lengths == started_with
+    assert resumed.validation_loss() == loss
+
+    def window_count(lengths):
+        return sum(len(b) for b in validation_batches(mix, 32768, batch=8, context=128, lengths=lengths))
+
+    assert window_count(started_with) < window_count(None)  # unpinned, the grown split would give more

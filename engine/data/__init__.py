@@ -12,7 +12,7 @@ No torch here: numpy only, so data work never touches the GPU.
 
 from engine.data.cache import CACHE_FORMAT, cache_damage, cache_root, read_manifest, source_cache_dir
 from engine.data.command import format_report, prepare_command
-from engine.data.loader import MixLoader, TokenStream, validation_batches
+from engine.data.loader import MixLoader, TokenStream, validation_batches, validation_lengths
 from engine.data.prepare import (DEFAULT_PREPARE_TOKENS, WINDOW_MARGIN_TOKENS, PrepareStopped, prepare_mix,
                                  required_train_tokens, target_train_tokens)
 from engine.data.sources import BadDocumentError, DataError, SourceReader, strip_front_matter
@@ -22,5 +22,5 @@ __all__ = [
     "BadDocumentError", "CACHE_FORMAT", "DEFAULT_PREPARE_TOKENS", "DataError", "MixLoader", "PrepareStopped",
     "SourceReader", "TokenStream", "WINDOW_MARGIN_TOKENS", "cache_damage", "cache_root", "encode_documents",
     "format_report", "prepare_command", "prepare_mix", "read_manifest", "required_train_tokens",
-    "source_cache_dir", "strip_front_matter", "target_train_tokens", "validation_batches",
+    "source_cache_dir", "strip_front_matter", "target_train_tokens", "validation_batches", "validation_lengths",
 ]

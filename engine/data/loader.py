@@ -263,14 +263,23 @@ class MixLoader:
         self.counts = [int(state["counts"][n]) for n in self.names]
 
 
-def validation_batches(mix: MixConfig, tokens: int, *, batch: int, context: int,
-                       cache_dir: Path | None = None) -> Iterator[np.ndarray]:
+def validation_lengths(mix: MixConfig, cache_dir: Path | None = None) -> dict[str, int]:
+    """Per source, the tokens its validation split holds now: a run keeps them in its checkpoints, and
+    validation_batches, given them, views each split at that size."""
+    streams, _ = _open_streams(mix, "val", cache_dir)
+    return {src.name: stream.tokens for src, stream in zip(mix.sources, streams)}
+
+
+def validation_batches(mix: MixConfig, tokens: int, *, batch: int, context: int, cache_dir: Path | None = None,
+                       lengths: dict[str, int] | None = None) -> Iterator[np.ndarray]:
     """Held-out windows, the same on every call: about `tokens` tokens, split between sources by weight
     (fewer when the validation split holds fewer), as int64 arrays of shape (<= batch, context + 1).
 
     A local source's cache holds it whole, so its windows are spread evenly over the whole split. A hub
     source's cache grows with the runs prepared from it, so its windows are the split's first ones: a cache
-    that grows later keeps them, and a smaller one gives the first of them."""
+    that grows later keeps them, and a smaller one gives the first of them. Where the split held fewer
+    windows than its share, a cache that grows would add some: `lengths` (from validation_lengths) views
+    each split at a run's own size, so its held-out set stays the same."""
     if mix.validation_share <= 0:
         raise DataError(f"mix '{mix.name}' has validation_share = 0, so no held-out tokens; "
                         "set validation_share > 0 (for example 0.005) and run `sparknet prepare`")
@@ -279,7 +288,8 @@ def validation_batches(mix: MixConfig, tokens: int, *, batch: int, context: int,
     windows_total = max(1, math.ceil(tokens / context))
     plan = []  # (position in the interleave, source, start)
     for src, stream in zip(mix.sources, streams):
-        available = (stream.tokens - 1) // context if stream.tokens > context else 0
+        held = stream.tokens if lengths is None else min(stream.tokens, lengths.get(src.name, stream.tokens))
+        available = (held - 1) // context if held > context else 0
         want = min(available, max(1, round(shares[src.name] * windows_total)))
         for t in range(want):
             j = t * available // want if src.path else t  # a local source is read whole (as _usable_tokens)
