@@ -11,7 +11,7 @@ import sys
 import torch
 import triton.testing
 
-import engine.losses as L
+import engine.kernels.output_layer as L
 
 VOCAB, PADDED, DIM = 50257, 50304, 512
 

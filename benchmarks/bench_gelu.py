@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 
-import engine.gelu as G
+import engine.kernels.gelu as G
 
 ROWS, COLS = 122880, 2048
 

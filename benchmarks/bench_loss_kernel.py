@@ -11,8 +11,8 @@ import sys
 import torch
 import triton.testing
 
-import engine.losses as L
-from engine.model_parts import logits_or_loss
+import engine.kernels.output_layer as L
+from engine.models.parts import logits_or_loss
 
 VOCAB, PADDED, DIM = 50257, 50304, 512
 

@@ -14,9 +14,9 @@ import torch
 import triton.testing
 from torch.profiler import ProfilerActivity, profile
 
-from engine.config import load_profile
-from engine.model import build_model
-from engine.optim import Muon
+from engine.config.loading import load_profile
+from engine.models.gpt2 import build_model
+from engine.train.optim import Muon
 from profile_step import is_kernel
 
 

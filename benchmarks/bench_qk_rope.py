@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 
-import engine.qk_rope as Q
-from engine.model_modern import NORM_EPS, rotary_tables
-from engine.qk_rope import apply_rotary
+import engine.kernels.qk_rope as Q
+from engine.models.modern import NORM_EPS, rotary_tables
+from engine.kernels.qk_rope import apply_rotary
 
 B, T, H, D = 60, 1024, 8, 64
 

@@ -29,8 +29,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 import engine.data as data  # noqa: E402
-from engine.config import load_mix  # noqa: E402
-from engine.tokenizer import load_tokenizer  # noqa: E402
+from engine.config.loading import load_mix  # noqa: E402
+from engine.data.tokenizer import load_tokenizer  # noqa: E402
 
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 CORPORA = {"textbooks": 0.5, "web": 0.3, "educational": 0.2}

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from engine.bench import private_trainer
-from engine.config import load_mix, load_profile
+from engine.cli.throughput import private_trainer
+from engine.config.loading import load_mix, load_profile
 
 STEPS = 30
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from engine import gelu, losses, qk_rope
+from engine.kernels import gelu, output_layer as losses, qk_rope
 
 
 def launch_all(device: torch.device) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from engine.rundir import LIVE_STATES, effective_status, logs_dir, resolve_run  # noqa: E402
+from engine.runs.rundir import LIVE_STATES, effective_status, logs_dir, resolve_run  # noqa: E402
 from sparknet_tui.app import SparkNetApp  # noqa: E402
 from sparknet_tui.commands import start_training, stop_run  # noqa: E402
 from sparknet_tui.screens.live import LiveScreen  # noqa: E402

@@ -16,9 +16,9 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from engine.bench import private_trainer
-from engine.config import load_mix, load_profile
-from engine.train import Trainer
+from engine.cli.throughput import private_trainer
+from engine.config.loading import load_mix, load_profile
+from engine.train.trainer import Trainer
 
 
 STEP_RANGE = "profiled step"

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.rundir import read_json, read_jsonl
+from engine.files import read_json, read_jsonl
 
 PROTOCOL = os.environ.get("SWEEP_PROTOCOL", "--set run.tokens=15974400 --set run.eval_every=130").split()
 

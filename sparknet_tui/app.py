@@ -19,19 +19,31 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from engine import SparkNetError
-from engine.rundir import LIVE_STATES, delete_run, resolve_run
-from engine.runlock import EVAL_LOCK_NAME, lock_held
-
-from sparknet_tui.context import POLL_INTERVAL_S, PanelContext
+from engine.runs.lock import EVAL_LOCK_NAME, lock_held
+from engine.runs.rundir import LIVE_STATES, delete_run, resolve_run
 from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_evaluation, stop_run
-from sparknet_tui.messages import (CommandDone, DeleteRun, EvaluateRun, OpenCompare, OpenEvaluation, OpenLive,
-                                   OpenNewRun, PanelProblem, ResumeRun, StartRun, StopEvaluation, StopRun)
+from sparknet_tui.context import POLL_INTERVAL_S, PanelContext
+from sparknet_tui.messages import (
+    CommandDone,
+    DeleteRun,
+    EvaluateRun,
+    OpenCompare,
+    OpenEvaluation,
+    OpenLive,
+    OpenNewRun,
+    PanelProblem,
+    ResumeRun,
+    StartRun,
+    StopEvaluation,
+    StopRun,
+)
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
 from sparknet_tui.screens.evaluation import EvaluationScreen
 from sparknet_tui.screens.live import LiveScreen
 from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
+
 
 class SparkNetApp(App):
     TITLE = "SparkNet"
@@ -179,7 +191,7 @@ class SparkNetApp(App):
         self.notify(result.message, severity="information" if result.ok else "error",
                     timeout=5 if result.ok else 12)
         if message.verb == "train" and result.ok and result.run_id:
-            from engine.rundir import logs_dir
+            from engine.runs.rundir import logs_dir
 
             if isinstance(self.screen, NewRunScreen):
                 self.pop_screen()

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import PROJECT_ROOT
+from engine.config.loading import PROJECT_ROOT
 
 TIMEOUT_S = 120
 
@@ -98,7 +98,7 @@ def stop_evaluation(run_dir: Path) -> CliResult:
     """SIGTERM to the process evaluating the run: `sparknet eval` stops at once and leaves eval.json as it was."""
     import signal
 
-    from engine.eval_progress import read_progress
+    from engine.runs.eval_progress import read_progress
 
     state = read_progress(run_dir)
     if state is None:

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         from sparknet_tui.app import main as panel_main
 
         return panel_main(argv)
-    from engine.cli import main as cli_main
+    from engine.cli.main import main as cli_main
 
     return cli_main(argv)
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.ceiling import projected_from_saved
-from engine.rundir import write_text_atomic
-from engine.config import (
+from engine.config.ceilings import projected_from_saved
+from engine.config.loading import (
     ConfigError,
     MixConfig,
     Profile,
@@ -33,7 +32,7 @@ from engine.config import (
     resolve_mix_path,
     resolve_profile_path,
 )
-
+from engine.files import write_text_atomic
 from sparknet_tui.watch import RunRow, measured_throughput
 
 # The hyperparameters the form edits: (dotted key, label).

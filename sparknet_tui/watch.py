@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import ConfigError, ThermalConfig, read_toml
-from engine.rundir import LIVE_STATES, JsonlFollower, effective_status, logs_dir, tail_text
-
-from sparknet_tui.evalfile import eval_path, read_eval
+from engine.config.loading import ConfigError, ThermalConfig, read_toml
+from engine.files import JsonlFollower, tail_text
 from engine.formatting import is_number, perplexity
+from engine.runs.rundir import LIVE_STATES, effective_status, logs_dir
+from sparknet_tui.evalfile import eval_path, read_eval
 
 HISTORY = 120  # samples kept for the short histories (sparklines)
 EVENTS_KEPT = 50

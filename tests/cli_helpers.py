@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.rundir import effective_status, read_json, read_jsonl, wait_for
+from engine.files import read_json, read_jsonl, wait_for
+from engine.runs.rundir import effective_status
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"

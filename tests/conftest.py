@@ -60,7 +60,7 @@ def corpora_mix(tmp_path_factory) -> Path:
 # the GPT-2 tokenizer and WikiText-2 test split, for the evaluation tests
 @pytest.fixture(scope="session")
 def tok():
-    from engine.tokenizer import load_tokenizer
+    from engine.data.tokenizer import load_tokenizer
 
     return load_tokenizer(str(TOKENIZER_DIR))
 

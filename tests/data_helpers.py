@@ -8,7 +8,6 @@ import numpy as np
 import engine.data as data
 from engine.data import read_manifest
 
-
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 CORPORA = SHARED_DATA / "corpora"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import save_checkpoint
-from engine.config import ModelConfig
-from engine.model import GPT
+from engine.config.loading import ModelConfig
+from engine.models.checkpoint import save_checkpoint
+from engine.models.gpt2 import GPT
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"

@@ -7,10 +7,10 @@ import io
 from rich.console import Console
 from rich.text import Text
 from textual.widgets import DataTable
+from tui_fixtures import FROZEN_NOW
 
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.new_run import NewRunScreen
-from tui_fixtures import FROZEN_NOW
 
 POLL = 0.05  # fast polling keeps the tests short
 

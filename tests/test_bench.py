@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+
 from cli_helpers import scaled
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -56,8 +57,8 @@ def test_bench_rejects_a_baseline_micro_batch_that_does_not_divide_the_step():
 
 
 def test_baseline_micro_batch_defaults_to_the_largest_divisor_up_to_24():
-    from engine.bench import baseline_micro_batch
-    from engine.config import load_profile
+    from engine.cli.throughput import baseline_micro_batch
+    from engine.config.loading import load_profile
 
     assert baseline_micro_batch(load_profile("codelion-70m"), None) == 24  # 120 sequences: 24 x 5
     assert baseline_micro_batch(load_profile("tiny-cpu"), None) == 16
@@ -66,7 +67,7 @@ def test_baseline_micro_batch_defaults_to_the_largest_divisor_up_to_24():
 
 
 def test_every_timed_interval_starts_and_ends_on_a_synchronised_step():
-    from engine.bench import _intervals, is_boundary
+    from engine.cli.throughput import _intervals, is_boundary
 
     for steps, warmup, interval in ((30, 10, 6), (40, 10, 10), (7, 2, 1), (50, 10, 10)):
         synced = {done for done in range(1, steps + 1) if is_boundary(done, warmup, interval, steps)}

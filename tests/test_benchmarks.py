@@ -8,15 +8,15 @@ import random
 
 import pytest
 import torch
-
 from cli_helpers import sparknet
-from engine import SparkNetError
-from engine.config import ModelConfig
-from engine.evaluate import eval_command
-from engine.evaluate.benchmarks import CARD_TASKS, parse_tasks
-from engine.export import export_hf
-from engine.model import GPT
 from eval_helpers import WIKITEXT_DIR
+
+from engine import SparkNetError
+from engine.config.loading import ModelConfig
+from engine.evaluate import eval_command
+from engine.evaluate.tasks import CARD_TASKS, parse_tasks
+from engine.models.export_hf import export_hf
+from engine.models.gpt2 import GPT
 
 TASK = "sums_local"
 

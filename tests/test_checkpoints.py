@@ -7,12 +7,13 @@ import pickle
 from pathlib import Path
 
 import torch
-
 from cli_helpers import FAST, events, only_run, sparknet
-from engine.checkpoint import _sha256, load_latest_model, save_checkpoint
-from engine.config import ModelConfig
-from engine.model import build_model
-from engine.rundir import iter_checkpoints, read_json
+
+from engine.config.loading import ModelConfig
+from engine.files import read_json
+from engine.models.checkpoint import _sha256, load_latest_model, save_checkpoint
+from engine.models.gpt2 import build_model
+from engine.runs.rundir import iter_checkpoints
 
 
 def tiny_model():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.config import (
+from engine.config.loading import (
     ConfigError,
     dump_toml,
     flops_per_token,

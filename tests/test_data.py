@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import engine.data as data
-from engine.config import load_mix
-from engine.data import DataError, MixLoader, prepare_mix, read_manifest, validation_batches
-from engine.tokenizer import load_tokenizer
 from data_helpers import CORPORA, PROJECT, EncodeCounter, documents_of, stream, unique_docs, write_jsonl, write_mix
 
+import engine.data as data
+from engine.config.loading import load_mix
+from engine.data import DataError, MixLoader, prepare_mix, read_manifest, validation_batches
+from engine.data.tokenizer import load_tokenizer
 
 # ---------------------------------------------------------------- the stand-in corpora, 50/30/20
 
@@ -288,8 +287,9 @@ def test_killed_prepare_process_resumes_to_the_same_cache(tmp_path, corpora):
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "SPARKNET_CACHE": str(cache)}
     # small batches, committed at once: the kill lands in the middle of a source
-    script = ("import sys; import engine.data as d; d.tokenize.BATCH_CHARS = 100_000; d.prepare.COMMIT_EVERY_S = 0; "
-              "sys.exit(d.prepare_command(sys.argv[1], 600_000, workers=1))")
+    script = ("import sys; import engine.data as d; from engine.cli.prepare import prepare_command; "
+              "d.tokenize.BATCH_CHARS = 100_000; d.prepare.COMMIT_EVERY_S = 0; "
+              "sys.exit(prepare_command(sys.argv[1], 600_000, workers=1))")
     proc = subprocess.Popen([sys.executable, "-c", script, mix.source], env=env, cwd=PROJECT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from engine import SparkNetError
-from engine.config import ConfigError, load_mix
-from engine.data import DataError, MixLoader, prepare_command, prepare_mix, validation_batches
-from engine.demo_text import generate as generate_demo_text
-from engine.tokenizer import load_tokenizer
 from data_helpers import PROJECT, documents_of, stream, unique_docs, write_jsonl, write_mix
 
+from engine import SparkNetError
+from engine.cli.prepare import prepare_command
+from engine.config.loading import ConfigError, load_mix
+from engine.data import DataError, MixLoader, prepare_mix, validation_batches
+from engine.data.demo_text import generate as generate_demo_text
+from engine.data.tokenizer import load_tokenizer
 
 # ---------------------------------------------------------------- bad input: one line, nothing written
 
@@ -166,8 +166,8 @@ def test_demo_mix_prepares_offline_from_shipped_text(tmp_path, capsys):
 
 
 def test_shipped_demo_text_and_tokenizer_are_the_generators_output(tmp_path):
-    from engine.demo_text import DEMO_VOCAB, TOKENIZER_FILE, documents, train_demo_tokenizer
-    from engine.tokenizer import load_tokenizer
+    from engine.data.demo_text import DEMO_VOCAB, TOKENIZER_FILE, documents, train_demo_tokenizer
+    from engine.data.tokenizer import load_tokenizer
 
     shipped = PROJECT / "profiles" / "mixes" / "demo"
     generated = generate_demo_text()

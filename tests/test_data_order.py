@@ -6,11 +6,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from engine.config import load_mix
-from engine.data import (MixLoader, prepare_mix, read_manifest, target_train_tokens, validation_batches,
-                         validation_lengths)
 from data_helpers import unique_docs, write_jsonl, write_mix
+
+from engine.config.loading import load_mix
+from engine.data import (
+    MixLoader,
+    prepare_mix,
+    read_manifest,
+    target_train_tokens,
+    validation_batches,
+    validation_lengths,
+)
 
 RUN_TOKENS = 20_000  # far below each source: a run's preparation needs only part of it
 CONTEXT = 64
@@ -36,7 +42,7 @@ def test_a_run_samples_a_local_source_whole_whatever_was_prepared_before(tmp_pat
     assert loader.describe(RUN_TOKENS).startswith(f"sorted {report['sorted']['train_tokens']:,} tokens (whole), 0.")
     assert np.array_equal(batches, first_batches(mix, tmp_path / "whole-first"))
     # the windows are spread over the whole file: the run's 20,000 tokens reach its last topic
-    from engine.tokenizer import load_tokenizer
+    from engine.data.tokenizer import load_tokenizer
 
     seen = load_tokenizer("gpt2").decode(batches.reshape(-1).tolist())
     assert "Topic 4." in seen and "Topic 0." in seen
@@ -96,10 +102,10 @@ def test_a_hub_sources_validation_windows_stay_when_its_cache_grows(tmp_path):
 def test_a_resumed_run_keeps_its_held_out_windows_after_another_run_grows_the_cache(tmp_path, monkeypatch):
     """The run's checkpoint keeps the sizes of the validation splits it started with: resumed after a longer
     run extended the cache, it measures the same windows (the cache now holds more of them)."""
-    from engine.config import load_profile
+    from engine.config.loading import load_profile
     from engine.data import validation_lengths
-    from engine.rundir import create_run
-    from engine.train import Trainer
+    from engine.runs.rundir import create_run
+    from engine.train.trainer import Trainer
 
     monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
     mix = hub_mix(tmp_path, validation_share=0.05)

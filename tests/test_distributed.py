@@ -3,9 +3,9 @@
 import socket
 
 import pytest
-
 from cli_helpers import losses, reaches_step, sparknet
-from engine.rundir import read_json, read_jsonl
+
+from engine.files import read_json, read_jsonl
 
 # 20 steps of 2 x 8 x 128 tokens; with 2 processes each accumulates 1 micro-batch per step
 COMMON = ["--profile", "tiny-cpu", "--set", "batch.grad_accum=2", "--set", "run.log_every=1",

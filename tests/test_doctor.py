@@ -6,9 +6,9 @@ import os
 import stat
 
 import pytest
-
 from cli_helpers import sparknet
-from engine.ceiling import REFERENCE, measured_peak_flops, projected_tokens_per_s, save_ceilings
+
+from engine.config.ceilings import REFERENCE, measured_peak_flops, projected_tokens_per_s, save_ceilings
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(
     assert "no FP8 tensor cores off CUDA" in lines["FP8 output"]
     assert "fp32 on CPU" in lines["bf16 residual"]
     # every piece's state starts in one column, whatever the length of its name
-    from engine.kernels import TITLES
+    from engine.kernels.choice import TITLES
     pieces = [line for line in out.splitlines() if any(line.startswith("  " + t + " ") for t in TITLES.values())]
     assert len(pieces) == len(TITLES)
     assert len({len(line) - len(line[2:].split("  ", 1)[1].lstrip()) for line in pieces}) == 1, pieces

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from cli_helpers import scaled
-from engine.evaluate import eval_command, score_stream, standard_text, wikitext_rows
-from engine.export import export_hf
-from engine.tokenizer import load_tokenizer
 from eval_helpers import PROJECT, WIKITEXT_DIR, in_protocol, read_eval, tiny_model
 
+from engine.data.tokenizer import load_tokenizer
+from engine.evaluate import eval_command, score_stream, standard_text, wikitext_rows
+from engine.models.export_hf import export_hf
 
 # ------------------------------------------------------------------ baselines
 
@@ -145,7 +144,7 @@ def test_default_evaluation_runs_both_wikitext_protocols_so_both_baselines_have_
 
 
 def test_cli_offers_every_protocol():
-    from engine.cli import EVAL_PROTOCOLS
+    from engine.cli.main import EVAL_PROTOCOLS
     from engine.evaluate import PROTOCOLS
 
     assert EVAL_PROTOCOLS == PROTOCOLS
@@ -154,9 +153,10 @@ def test_cli_offers_every_protocol():
 def test_demo_run_is_evaluated_on_its_held_out_text_with_no_download(logs, tmp_path):
     """The tour's run: the demo mix and its own tokenizer, with no WikiText and no GPT-2 tokenizer to be had."""
     from cli_helpers import only_run, sparknet
+
     from engine.data import validation_batches
     from engine.evaluate import load_target
-    from engine.train import load_run
+    from engine.runs.rundir import load_run
 
     env = {k: v for k, v in os.environ.items() if k not in ("SPARKNET_WIKITEXT", "SPARKNET_TOKENIZER")}
     env.update(HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")

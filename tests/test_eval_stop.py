@@ -13,15 +13,14 @@ import subprocess
 import sys
 import time
 
-from textual.widgets import Static
-
-from engine.eval_progress import PROGRESS_NAME, read_progress
-from engine.runlock import EVAL_LOCK_NAME, lock_held
-from sparknet_tui.screens.evaluation import EvaluationScreen
-
 from cli_helpers import PROJECT, scaled
 from eval_helpers import WIKITEXT_DIR, make_run, tiny_model
 from pilot_helpers import make_app, plain, wait_until
+from textual.widgets import Static
+
+from engine.runs.eval_progress import PROGRESS_NAME, read_progress
+from engine.runs.lock import EVAL_LOCK_NAME, lock_held
+from sparknet_tui.screens.evaluation import EvaluationScreen
 
 TEST_SPLIT_TOKENS = 287_643  # the joined test split's GPT-2 tokens less the first: what the standard protocol scores
 STOPPED = "sparknet eval: stopped before the end; eval.json is as it was"

@@ -13,20 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import torch
 import torch.nn.functional as F
-
-from engine import SparkNetError
-from engine.evaluate import (capped_wikitext_eval, eval_command, load_model_folder, load_wikitext_ids,
-                             sample_continuations, score_stream, sliding_windows, sparknet_2000_lines,
-                             standard_text, wikitext_rows)
-from engine.evaluate.protocols import StandardProtocol
-from engine.export import export_hf
-from engine.model import GPT
-
 from eval_helpers import LN_VOCAB, WIKITEXT_DIR, in_protocol, make_run, no_progress, read_eval, tiny_model
 
+from engine import SparkNetError
+from engine.evaluate import (
+    capped_wikitext_eval,
+    eval_command,
+    load_model_folder,
+    load_wikitext_ids,
+    sample_continuations,
+    score_stream,
+    sliding_windows,
+    sparknet_2000_lines,
+    standard_text,
+    wikitext_rows,
+)
+from engine.evaluate.protocols import StandardProtocol
+from engine.models.export_hf import export_hf
+from engine.models.gpt2 import GPT
 
 # ------------------------------------------------------------------ data
 
@@ -175,8 +181,9 @@ def test_the_raw_file_bytes_are_the_split_files_own(test_rows):
 def test_bits_per_raw_byte_counts_the_file_not_the_joined_text(tmp_path, tok, test_rows):
     """The whole split's loss over the bytes of the file it came from: the blank lines that join the rows for
     scoring are not in the file, so they are not in this denominator."""
-    from engine.evaluate.report import print_section
     from rich.console import Console
+
+    from engine.evaluate.report import print_section
 
     rows = test_rows[:12]
     raw = "".join(row or " \n" for row in rows)
@@ -387,7 +394,8 @@ def test_broken_model_exits_nonzero_with_valid_json(tmp_path, tok):
 def test_the_in_training_curve_and_the_final_evaluation_are_one_procedure(logs):
     """tiny-cpu's context is 128: the curve once used a stride of 128 where the evaluation used 64."""
     from cli_helpers import only_run, sparknet
-    from engine.rundir import read_jsonl
+
+    from engine.files import read_jsonl
 
     mix = logs.parent / "stories-gpt2.toml"  # a GPT-2-tokenized mix, so WikiText-2 can be scored during training
     mix.write_text('tokenizer = "gpt2"\nvalidation_share = 0.1\n[[sources]]\nname = "stories"\nweight = 1.0\n'

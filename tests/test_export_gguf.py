@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import DEMO_TOKENIZER, only_run, sparknet
-from engine.config import ModelConfig
-from engine.export import export_hf
-from engine.export_gguf import export_gguf
-from engine.model import build_model
-from engine.tokenizer import load_tokenizer
+
+from engine.config.loading import ModelConfig
+from engine.data.tokenizer import load_tokenizer
+from engine.models.export_gguf import export_gguf
+from engine.models.export_hf import export_hf
+from engine.models.gpt2 import build_model
 
 TEXT = " = Robert Boulter = \n The 2006 café season @-@ naïve, 12.5 % — Ōsaka!"
 # transformers' GGUF loader reads a GPT-2 file's context as n_ctx, not n_positions (so 1024 here), and a

@@ -8,11 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import DEMO_TOKENIZER, FAST, events, only_run, reaches_step, sparknet
-from engine.config import load_profile, model_parameter_count
-from engine.rundir import append_jsonl, iter_checkpoints, read_json, read_jsonl
-from engine.checkpoint import verify_checkpoint
+
+from engine.config.loading import load_profile, model_parameter_count
+from engine.files import append_jsonl, read_json, read_jsonl
+from engine.models.checkpoint import verify_checkpoint
+from engine.runs.rundir import iter_checkpoints
+
 
 @pytest.fixture
 def small_disk(tmp_path):
@@ -182,11 +184,12 @@ def test_resume_set_changes_the_rate_the_optimizer_really_uses(logs):
 
 
 def test_out_of_memory_and_interrupts_are_one_line_with_the_fix(tmp_path):
-    import torch
     from types import SimpleNamespace
 
-    from engine.config import load_profile
-    from engine.worker import failure_line
+    import torch
+
+    from engine.config.loading import load_profile
+    from engine.train.worker import failure_line
 
     trainer = SimpleNamespace(profile=load_profile("codelion-70m"), run_dir=tmp_path, step=12)
     line = failure_line(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"), trainer)
@@ -197,7 +200,7 @@ def test_out_of_memory_and_interrupts_are_one_line_with_the_fix(tmp_path):
 
 
 def test_every_hub_check_follows_one_rule_proxies_included(monkeypatch, tmp_path):
-    from engine.config import load_mix
+    from engine.config.loading import load_mix
     from engine.data import DataError, SourceReader
 
     mix_file = write_mix(tmp_path / "hub.toml", '[[sources]]\nname = "h"\nweight = 1\nhf = "someone/absent"\n')

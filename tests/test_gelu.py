@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from engine.config import ModelConfig
-from engine.gelu import gelu_bias
-from engine.model import GPT
-from tests.test_model import assert_switch_keeps_loss_and_grads
 from triton_helpers import run_under_the_interpreter
+
+from engine.config.loading import ModelConfig
+from engine.kernels.gelu import gelu_bias
+from engine.models.gpt2 import GPT
+from tests.test_model import assert_switch_keeps_loss_and_grads
 
 
 def reference(h, bias, grad):
@@ -39,8 +39,8 @@ def test_gelu_bias_matches_pytorch():
 KERNEL_CHECK = r"""
 import pytest
 import torch
-import engine.gelu as G
-from engine.triton_support import use_triton
+import engine.kernels.gelu as G
+from engine.kernels.triton_support import use_triton
 assert use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 import tests.test_gelu as T
 g = torch.Generator().manual_seed(1)

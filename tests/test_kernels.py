@@ -4,9 +4,9 @@ off (a fault injected into a piece stands in for a kernel that breaks on some de
 import pytest
 import torch
 
-from engine.config import load_profile
-from engine.kernel_proof import FAULT_ENV, prove
-from engine.kernels import PIECES, REFERENCE, DeviceFacts, KernelChoice, choose, probe_device
+from engine.config.loading import load_profile
+from engine.kernels.choice import PIECES, REFERENCE, DeviceFacts, KernelChoice, choose, probe_device
+from engine.train.kernel_proof import FAULT_ENV, prove
 
 H200 = DeviceFacts(kind="cuda", name="NVIDIA H200", capability=(9, 0), shared_memory_per_block=232_448, bf16=True,
                    triton_version="3.6.0", unified_memory=False)
@@ -140,7 +140,8 @@ def test_a_run_whose_fast_path_fails_at_start_trains_on_the_reference_path_and_s
     """The faulted run ends finished with the losses of a run that had the piece off from the start (on the CPU,
     torch.compile is the piece that runs: "wrong" compiles the proof's model for real)."""
     from cli_helpers import FAST, events, losses, sparknet
-    from engine.rundir import read_json
+
+    from engine.files import read_json
 
     piece = "compile"
     common = ["train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=8192", "--set", "run.compile=true"]

@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from engine.config import ModelConfig
-import engine.losses as losses_module
-from engine.losses import fused_linear_cross_entropy, loss_and_grad_
-from engine.model import GPT
-from engine.model_parts import logits_or_loss
 from triton_helpers import run_under_the_interpreter
+
+import engine.kernels.output_layer as losses_module
+from engine.config.loading import ModelConfig
+from engine.kernels.output_layer import fused_linear_cross_entropy, loss_and_grad_
+from engine.models.gpt2 import GPT
+from engine.models.parts import logits_or_loss
 
 
 def reference(hidden, weight, targets, vocab_size):
@@ -153,7 +153,7 @@ def test_model_with_fp8_head_learns_a_batch_on_cpu():
 
 TRITON_CHECK = r"""
 import torch
-import engine.losses as L
+import engine.kernels.output_layer as L
 assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 L.BLOCK_COLUMNS = 64  # several blocks per row, the last one partial
 g = torch.Generator().manual_seed(1)
@@ -188,7 +188,7 @@ def test_triton_kernel_matches_pytorch_under_the_interpreter():
 PAIR_CHECK = r"""
 import sys
 import torch
-import engine.losses as L
+import engine.kernels.output_layer as L
 assert L.use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
 L.PAIR_BLOCK_COLUMNS = 64
 # 37 rows: the last row of tiles is partial; 128 columns: so is the last column of tiles

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli_helpers import FAST, reaches, reaches_step, scaled, sparknet
-from engine.checkpoint import verify_checkpoint
-from engine.memory_guard import GIB, MemoryGuard, available_memory_b, read_meminfo
-from engine.rundir import iter_checkpoints, read_json, read_jsonl, wait_for
-from engine.runlock import lock_held
+
+from engine.files import read_json, read_jsonl, wait_for
+from engine.hardware.memory_guard import GIB, MemoryGuard, available_memory_b, read_meminfo
+from engine.models.checkpoint import verify_checkpoint
+from engine.runs.lock import lock_held
+from engine.runs.rundir import iter_checkpoints
 
 
 def write_meminfo(path: Path, available_gb: float) -> None:

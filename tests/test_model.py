@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import ModelConfig, load_profile, model_parameter_count
-from engine.export import export_hf, load_engine_model
-from engine.model import GPT
+from engine.config.loading import ModelConfig, load_profile, model_parameter_count
+from engine.models.export_hf import export_hf, load_engine_model
+from engine.models.gpt2 import GPT
 
 
 def test_codelion_70m_has_exactly_64_085_504_parameters():
@@ -129,11 +129,11 @@ def test_attention_with_dropout_keeps_the_value_bias_in_place():
 
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])
 def test_export_names_the_tokenizers_own_end_of_text_token(tmp_path, arch):
+    from cli_helpers import DEMO_TOKENIZER
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cli_helpers import DEMO_TOKENIZER
-    from engine.model import build_model
-    from engine.tokenizer import load_tokenizer
+    from engine.data.tokenizer import load_tokenizer
+    from engine.models.gpt2 import build_model
 
     tok = load_tokenizer(str(DEMO_TOKENIZER))  # its end-of-text token is id 0, not GPT-2's 50256
     model = build_model(ModelConfig(arch=arch, n_layer=1, n_embd=32, n_head=2, context=32, vocab_size=tok.n_vocab))

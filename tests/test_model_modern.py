@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import ModelConfig, load_profile, model_parameter_count
-from engine.export import export_hf, load_engine_model
-from engine.model_modern import ModernGPT
-from engine.optim import build_optimizer
+from engine.config.loading import ModelConfig, load_profile, model_parameter_count
+from engine.models.export_hf import export_hf, load_engine_model
+from engine.models.modern import ModernGPT
+from engine.train.optim import build_optimizer
 
 
 def tiny_cfg(**kw) -> ModelConfig:
@@ -85,7 +85,7 @@ def test_a_few_muon_steps_lower_the_loss():
 
 
 def test_batched_newton_schulz_equals_one_at_a_time():
-    from engine.optim import newton_schulz
+    from engine.train.optim import newton_schulz
 
     torch.manual_seed(0)
     stack = torch.randn(3, 48, 16)
@@ -122,7 +122,7 @@ def test_zero_initialised_output_projections_start_each_block_as_the_identity():
 
 
 def test_the_warmdown_schedule_holds_then_falls_linearly_to_min_lr():
-    from engine.schedule import lr_at
+    from engine.train.schedule import lr_at
 
     profile = load_profile("modern-70m", ["run.tokens=6_144_000", 'schedule.decay="warmdown"',
                                           "schedule.warmdown=0.4", "schedule.warmup=10"])
@@ -139,7 +139,7 @@ def test_the_warmdown_schedule_holds_then_falls_linearly_to_min_lr():
 def test_muon_takes_torch_optim_muons_steps(nesterov, weight_decay):
     """engine.optim.Muon batches same-shaped matrices for speed; its steps are torch.optim.Muon's, to bf16
     rounding of the Newton-Schulz iteration."""
-    from engine.optim import Muon
+    from engine.train.optim import Muon
 
     torch.manual_seed(0)
     shapes = [(32, 32), (32, 32), (88, 32), (32, 88), (88, 32)]

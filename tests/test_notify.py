@@ -7,10 +7,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from cli_helpers import FAST, events, only_run, sparknet
+
 from engine import SparkNetError
-from engine.notify import Notifier, load_settings, shown
+from engine.train.notify import Notifier, load_settings, shown
 
 
 @pytest.fixture

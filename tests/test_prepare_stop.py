@@ -12,9 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from cli_helpers import PROJECT, events, scaled, sparknet
-from engine.rundir import effective_status, read_json, read_jsonl, wait_for
+
+from engine.files import read_json, read_jsonl, wait_for
+from engine.runs.rundir import effective_status
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora"
 
@@ -125,7 +126,7 @@ def _small_mix(tmp_path: Path) -> Path:
 
 
 def test_a_damaged_token_cache_is_found_and_tokenized_again(private_cache, tmp_path):
-    from engine.config import load_mix
+    from engine.config.loading import load_mix
     from engine.data import DataError, MixLoader, cache_damage, read_manifest
 
     mix = _small_mix(tmp_path)

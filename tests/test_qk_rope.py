@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_helpers import run_under_the_interpreter
 
-from engine.model_modern import NORM_EPS, ModernGPT, rotary_tables
-from engine.qk_rope import apply_rotary, qk_norm_rope
+from engine.kernels.qk_rope import apply_rotary, qk_norm_rope
+from engine.models.modern import NORM_EPS, ModernGPT, rotary_tables
 from tests.test_model import assert_switch_keeps_loss_and_grads
 from tests.test_model_modern import tiny_cfg
-from triton_helpers import run_under_the_interpreter
 
 
 def inputs(B, T, H, D, device="cpu", seed=0):
@@ -47,9 +47,9 @@ def test_the_op_matches_the_models_path():
 
 KERNEL_CHECK = r"""
 import torch
-from engine.triton_support import use_triton
+from engine.kernels.triton_support import use_triton
 assert use_triton(torch.zeros(1)), "the Triton interpreter is not in use"
-import engine.qk_rope as Q
+import engine.kernels.qk_rope as Q
 import tests.test_qk_rope as T
 # 3 x 37 x 5 = 555 heads over several programs, two inner steps each in backward; the last block is partial
 Q.BLOCK_ROWS, Q.ROWS_PER_STEP = 64, 32

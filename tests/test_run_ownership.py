@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cli_helpers import FAST, PROJECT, reaches_step, scaled, sparknet
-from engine.rundir import effective_status, utc_now, wait_for
-from engine.runlock import EVAL_LOCK_NAME, RunLock, lock_held
-from engine.watchdog import StallWatch
-from engine.rundir import RunDir
+
+from engine.files import utc_now, wait_for
+from engine.runs.lock import EVAL_LOCK_NAME, RunLock, lock_held
+from engine.runs.rundir import RunDir, effective_status
+from engine.train.watchdog import StallWatch
 
 
 def detached_run(*extra) -> Path:

@@ -7,8 +7,9 @@ import psutil
 import pytest
 
 from engine import SparkNetError
-from engine.rundir import RunDir, read_jsonl
-from engine.telemetry import TelemetrySampler, ThermalWatch, throttle_reasons, wait_while_hot
+from engine.files import read_jsonl
+from engine.hardware.telemetry import TelemetrySampler, ThermalWatch, throttle_reasons, wait_while_hot
+from engine.runs.rundir import RunDir
 from tests.fake_nvml import (
     CLOCKS_EVENT_HW_SLOWDOWN,
     CLOCKS_EVENT_HW_THERMAL,

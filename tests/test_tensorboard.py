@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from cli_helpers import losses, only_run, sparknet
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cli_helpers import losses, only_run, sparknet
-from engine.rundir import read_jsonl
-from engine.telemetry import TelemetrySampler
-from engine.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
+from engine.files import read_jsonl
+from engine.hardware.telemetry import TelemetrySampler
+from engine.train.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
 from tests.fake_nvml import FakeNVML
 
 

@@ -4,9 +4,11 @@ import sys
 import threading
 
 from cli_helpers import scaled
-from engine.config import load_mix, load_profile
-from engine.rundir import create_run, read_json, read_jsonl, wait_for
-from engine.train import Trainer
+
+from engine.config.loading import load_mix, load_profile
+from engine.files import read_json, read_jsonl, wait_for
+from engine.runs.rundir import create_run
+from engine.train.trainer import Trainer
 from tests.fake_nvml import FakeNVML
 
 

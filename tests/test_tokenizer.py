@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import SparkNetError
-from engine.tokenizer import Tokenizer, load_tokenizer
+from engine.data.tokenizer import Tokenizer, load_tokenizer
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
@@ -104,7 +104,7 @@ def test_missing_or_unreadable_folder_is_one_clear_line(tmp_path):
 _FALLBACK_SCRIPT = """
 import json, sys
 from engine import SparkNetError
-from engine.tokenizer import load_tokenizer
+from engine.data.tokenizer import load_tokenizer
 try:
     tok = load_tokenizer("gpt2")
     print(json.dumps({"origin": tok.origin, "ids": tok.encode("Hello world"), "eos": tok.eos_id,

@@ -1,16 +1,17 @@
 """The training engine end to end on CPU: real runs of the tiny-cpu profile through the real CLI."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from cli_helpers import FAST, PROJECT, losses, only_run, reaches_step, scaled, sparknet
-from engine.rundir import effective_status, read_json, read_jsonl, wait_for
+
+from engine.files import read_json, read_jsonl, wait_for
+from engine.runs.rundir import effective_status
 
 
 def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
@@ -165,9 +166,9 @@ def test_cli_user_errors_are_one_line(logs):
 
 
 def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora_mix):
-    from engine.config import load_mix
+    from engine.config.loading import load_mix
     from engine.data import MixLoader, prepare_mix
-    from engine.feeder import BatchFeeder
+    from engine.train.feeder import BatchFeeder
 
     mix = load_mix(str(corpora_mix))
     prepare_mix(mix, 100_000)
@@ -198,11 +199,11 @@ def test_batch_feeder_prefetch_keeps_the_order_and_the_consumed_position(corpora
 
 
 def test_trainer_builds_the_chosen_paths_and_the_checkpoint_records_them(tmp_path):
-    from engine.checkpoint import verify_checkpoint
-    from engine.config import load_mix, load_profile
-    from engine.model import MLP
-    from engine.rundir import create_run, iter_checkpoints
-    from engine.train import Trainer
+    from engine.config.loading import load_mix, load_profile
+    from engine.models.checkpoint import verify_checkpoint
+    from engine.models.gpt2 import MLP
+    from engine.runs.rundir import create_run, iter_checkpoints
+    from engine.train.trainer import Trainer
 
     overrides = ["run.fused_gelu=false", "run.tokens=4096"]
     profile, mix = load_profile("tiny-cpu", overrides), load_mix("demo")
@@ -238,7 +239,7 @@ def test_runs_lists_newest_first_with_whole_run_ids_in_80_columns(logs):
 def test_runs_says_a_run_is_compiling_its_first_step():
     from types import SimpleNamespace
 
-    from engine.cli import runs_table_rows
+    from engine.cli.main import runs_table_rows
 
     run = SimpleNamespace(run_id="20261201-120000-spark", status={"state": "running", "phase": "compiling",
                                                                     "step": 0, "steps": 8138})
@@ -248,9 +249,9 @@ def test_runs_says_a_run_is_compiling_its_first_step():
 def test_a_steps_phases_are_marked_in_order_and_marking_changes_nothing(tmp_path):
     """Trainer.train_step's phase marks (benchmarks/profile_step.py times them): the phases in order, each
     optimizer by name, and the same step with or without them."""
-    from engine.config import load_mix, load_profile
-    from engine.rundir import create_run
-    from engine.train import Trainer
+    from engine.config.loading import load_mix, load_profile
+    from engine.runs.rundir import create_run
+    from engine.train.trainer import Trainer
 
     overrides = ["model.arch=modern", "model.bias=false", "optim.name=muon", "run.tokens=4096"]
     profile, mix = load_profile("tiny-cpu", overrides), load_mix("demo")

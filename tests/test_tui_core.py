@@ -7,24 +7,27 @@ import math
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from cli_helpers import scaled
+from tui_fixtures import PROJECT, copy_run, read_jsonl
 
-from engine.config import ConfigError, load_mix, load_profile
+from engine.config.loading import ConfigError, load_mix, load_profile
 from engine.formatting import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
-from sparknet_tui.plan import (
-    load_mix_source, load_profile_source, make_plan, save_mix, save_profile,
-)
 from sparknet_tui.evalfile import read_eval
+from sparknet_tui.plan import (
+    load_mix_source,
+    load_profile_source,
+    make_plan,
+    save_mix,
+    save_profile,
+)
 from sparknet_tui.series import ema
 from sparknet_tui.watch import RunsScanner, RunWatcher, last_jsonl_row, measured_throughput, read_status
 from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
 from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text, memory_line
-from tui_fixtures import PROJECT, copy_run, read_jsonl
 
 pytest_plugins = ["tui_fixtures"]
 
@@ -283,7 +286,7 @@ def test_plan_of_an_unedited_profile_matches_the_engine(private_profiles):
 
 def test_without_a_finished_run_the_plan_projects_from_the_ceilings_doctor_saved(private_profiles, tmp_path,
                                                                                  monkeypatch):
-    from engine.ceiling import projected_tokens_per_s, read_ceilings, save_ceilings
+    from engine.config.ceilings import projected_tokens_per_s, read_ceilings, save_ceilings
 
     monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
     save_ceilings("NVIDIA GB10", {"matmul_tflops": 92.0, "bandwidth_gbs": 240.0, "fast_paths_off": ["fp8_head"]})
@@ -370,7 +373,7 @@ def test_frozen_runs_keep_the_real_structure(tiny_runs, frozen_runs):
 
 
 def test_scanner_reports_a_quiet_live_run_as_stalled(tiny_runs, tmp_path):
-    from engine.runlock import RunLock
+    from engine.runs.lock import RunLock
 
     run = copy_run(tiny_runs.finished, tmp_path / "logs")
     status = json.loads((run / "status.json").read_text())

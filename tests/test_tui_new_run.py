@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from textual.widgets import Input, Select, Static
-
-from engine.config import load_mix, load_profile
 from pilot_helpers import make_app, open_new_run, plain, settle, wait_until
-from sparknet_tui.screens.new_run import field_id
+from textual.widgets import Input, Select, Static
 from tui_fixtures import copy_run
+
+from engine.config.loading import load_mix, load_profile
+from sparknet_tui.screens.new_run import field_id
 
 pytest_plugins = ["tui_fixtures"]
 
@@ -85,7 +85,7 @@ async def test_new_run_estimates_duration_from_finished_runs(private_logs, priva
 
 async def test_new_run_projects_the_duration_from_the_ceilings_doctor_saved(private_logs, private_profiles, tmp_path,
                                                                             monkeypatch):
-    from engine.ceiling import save_ceilings
+    from engine.config.ceilings import save_ceilings
 
     monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
     save_ceilings("NVIDIA GB10", {"matmul_tflops": 92.0, "bandwidth_gbs": 240.0})

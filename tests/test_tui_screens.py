@@ -7,8 +7,10 @@ import math
 import shutil
 
 import pytest
+from pilot_helpers import POLL, make_app, plain, select_row, settle, table_rows, wait_until
 from rich.text import Text
 from textual.widgets import DataTable, Static
+from tui_fixtures import FROZEN_NOW, copy_run, read_jsonl
 
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.compare import CompareScreen
@@ -18,8 +20,6 @@ from sparknet_tui.screens.live import LiveScreen
 from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
 from sparknet_tui.widgets.chart import LineChart
-from pilot_helpers import POLL, make_app, plain, select_row, settle, table_rows, wait_until
-from tui_fixtures import FROZEN_NOW, copy_run, read_jsonl
 
 pytest_plugins = ["tui_fixtures"]
 
@@ -373,7 +373,7 @@ async def test_broken_run_directories_show_messages(private_logs, tiny_runs):
 
 
 async def test_a_second_evaluation_of_a_run_is_refused_while_one_runs(private_logs, tiny_runs):
-    from engine.runlock import EVAL_LOCK_NAME, RunLock
+    from engine.runs.lock import EVAL_LOCK_NAME, RunLock
 
     run = copy_run(tiny_runs.finished, private_logs)
     lock = RunLock.acquire(run, what="evaluation", name=EVAL_LOCK_NAME)  # an evaluation started elsewhere

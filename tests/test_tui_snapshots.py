@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import pytest_textual_snapshot
 from textual.widgets import DataTable
+from tui_fixtures import FROZEN_NOW
 
 from sparknet_tui.app import SparkNetApp
-from tui_fixtures import FROZEN_NOW
 
 pytest_plugins = ["tui_fixtures"]
 

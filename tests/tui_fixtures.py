@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from engine.runlock import RunLock, lock_held
-
 from cli_helpers import DEMO_TOKENIZER, PROJECT, scaled, sparknet
+
+from engine.runs.lock import RunLock, lock_held
 
 # A tiny-cpu run cut to 5 steps that logs and evaluates on every step or two,
 # so the panel has curves, validation points, checkpoints and an eval.json.

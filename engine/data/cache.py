@@ -13,17 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.sources import SourceReader
-from engine.rundir import utc_now
-from engine.tokenizer import Tokenizer
+from engine.data.tokenizer import Tokenizer
+from engine.files import utc_now
 
 CACHE_FORMAT = 2  # 2: each shard's sha256 in the manifest
 SHARD_TOKENS = 100_000_000  # 200 MB uint16 shards
-
-
-def cache_root(cache_dir: Path | str | None = None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("SPARKNET_CACHE") or Path.home() / ".cache" / "sparknet").expanduser()
 
 
 class _ShardWriter:

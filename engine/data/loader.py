@@ -13,11 +13,12 @@ from typing import Iterator
 
 import numpy as np
 
-from engine.config import MixConfig
-from engine.data.cache import cache_damage, cache_root, read_manifest, source_cache_dir
+from engine.config.loading import MixConfig
+from engine.config.paths import cache_root
+from engine.data.cache import cache_damage, read_manifest, source_cache_dir
 from engine.data.prepare import source_target
 from engine.data.sources import DataError, SourceReader
-from engine.tokenizer import load_tokenizer
+from engine.data.tokenizer import load_tokenizer
 
 
 class TokenStream:

@@ -20,13 +20,23 @@ from typing import Callable
 import numpy as np
 
 from engine import SparkNetError, one_line
-from engine.config import MixConfig
-from engine.data.cache import (SHARD_TOKENS, _discard_if_damaged, _Lock, _new_manifest, _remove_files,
-                               _restore_to_manifest, _ShardWriter, cache_root, read_manifest, source_cache_dir)
+from engine.config.loading import MixConfig
+from engine.config.paths import cache_root
+from engine.data.cache import (
+    SHARD_TOKENS,
+    _discard_if_damaged,
+    _Lock,
+    _new_manifest,
+    _remove_files,
+    _restore_to_manifest,
+    _ShardWriter,
+    read_manifest,
+    source_cache_dir,
+)
 from engine.data.sources import BadDocumentError, DataError, SourceReader, _slug
 from engine.data.tokenize import _Encoder, _text_batches
-from engine.rundir import utc_now, write_json_atomic
-from engine.tokenizer import Tokenizer, load_tokenizer
+from engine.data.tokenizer import Tokenizer, load_tokenizer
+from engine.files import utc_now, write_json_atomic
 
 DEFAULT_PREPARE_TOKENS = 10_000_000  # hub sources' budget when `prepare` gets no --tokens
 # Slack over share * tokens: a run's last optimizer step may overshoot its token budget, and the

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 from engine import SparkNetError, one_line
-from engine.config import MixConfig, SourceConfig
-from engine.hub import hub_host, hub_offline, hub_reachable
+from engine.config.loading import MixConfig, SourceConfig
+from engine.data.hub import hub_host, hub_offline, hub_reachable
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl", ".json", ".parquet")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)

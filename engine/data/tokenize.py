@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from engine.tokenizer import Tokenizer
+from engine.data.tokenizer import Tokenizer
 
 BATCH_CHARS = 2_000_000  # text per tokenization task (about half a million tokens)
 BATCH_DOCS = 2048

@@ -9,14 +9,27 @@ Public entry points:
 """
 
 from engine.evaluate.command import compute_deltas, eval_command
+from engine.evaluate.models import BASELINES, LoadedModel, load_baseline, load_model_folder, load_target
 from engine.evaluate.protocols import PROTOCOLS
-from engine.evaluate.models import (BASELINES, LoadedModel, load_baseline, load_model_folder,
-                                    load_target)
 from engine.evaluate.report import print_report
-from engine.evaluate.scoring import (ScoringModel, as_scoring_model, bits_per_byte, capped_wikitext_eval,
-                                     sample_continuations, score_lines, score_stream, sliding_windows)
-from engine.evaluate.wikitext import (byte_counter, load_wikitext_ids, rows_from_file, sparknet_2000_lines,
-                                      standard_text, wikitext_rows)
+from engine.evaluate.scoring import (
+                                    ScoringModel,
+                                    as_scoring_model,
+                                    bits_per_byte,
+                                    capped_wikitext_eval,
+                                    sample_continuations,
+                                    score_lines,
+                                    score_stream,
+                                    sliding_windows,
+)
+from engine.evaluate.wikitext import (
+                                    byte_counter,
+                                    load_wikitext_ids,
+                                    rows_from_file,
+                                    sparknet_2000_lines,
+                                    standard_text,
+                                    wikitext_rows,
+)
 
 __all__ = [
     "BASELINES", "LoadedModel", "PROTOCOLS", "ScoringModel", "as_scoring_model", "bits_per_byte",

@@ -11,13 +11,21 @@ from pathlib import Path
 import torch
 
 from engine import SparkNetError, __version__
-from engine.evaluate.models import (BASELINES, Baseline, BaselineUnavailable, LoadedModel, baseline_for,
-                                    is_gpt2_tokenizer, load_baseline, load_target)
+from engine.evaluate.models import (
+    BASELINES,
+    Baseline,
+    BaselineUnavailable,
+    LoadedModel,
+    baseline_for,
+    is_gpt2_tokenizer,
+    load_baseline,
+    load_target,
+)
 from engine.evaluate.protocols import PROTOCOLS, WIKITEXT_PROTOCOLS, Advance, make_protocol, protocols_for
-from engine.eval_progress import ProgressFile
 from engine.evaluate.published import PUBLISHED, PUBLISHED_TOKENIZER
 from engine.evaluate.report import print_report
 from engine.evaluate.scoring import default_autocast, resolve_device, sample_continuations
+from engine.runs.eval_progress import ProgressFile
 
 TARGET_NAME = "this run"
 
@@ -137,8 +145,8 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
     wait_for_lock). A run's final model writes eval.json; a checkpoint of an
     unfinished run writes eval-step-N.json beside it and never replaces it.
     """
-    from engine.rundir import resolve_run
-    from engine.runlock import EVAL_LOCK_NAME, RunLock
+    from engine.runs.lock import EVAL_LOCK_NAME, RunLock
+    from engine.runs.rundir import resolve_run
 
     _check_options(protocol, stride, temperature, top_k, max_tokens, limit)
     run_dir = None
@@ -163,7 +171,7 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
 def _evaluate(target, protocol, stride, wikitext, baselines, dirs, device, samples, temperature, top_k,
               max_tokens, progress: ProgressFile) -> int:
     """dirs: baseline key -> local folder."""
-    from engine.rundir import utc_now
+    from engine.files import utc_now
 
     dev = resolve_device(device)
     amp = default_autocast(dev)
@@ -209,9 +217,9 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
     """The harness on the model's Hugging Face folder (a checkpoint is exported to a temporary one first)."""
     import tempfile
 
-    from engine.evaluate.benchmarks import measure_baselines, run_benchmarks
-    from engine.export import export_hf
-    from engine.rundir import utc_now
+    from engine.evaluate.tasks import measure_baselines, run_benchmarks
+    from engine.files import utc_now
+    from engine.models.export_hf import export_hf
 
     dev = resolve_device(device)
     loaded = load_target(target)
@@ -296,7 +304,7 @@ def _write_eval(doc: dict, loaded: LoadedModel) -> Path:
 
     An earlier evaluation of the same weights under another protocol is kept
     in the file beside the new one."""
-    from engine.rundir import read_json, write_json_atomic
+    from engine.files import read_json, write_json_atomic
 
     out_dir = Path(loaded.out_dir or loaded.path)
     name = f"eval-step-{loaded.checkpoint_step:08d}.json" if loaded.final is False else "eval.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from engine import SparkNetError
-from engine.hub import hub_offline, hub_reachable
+from engine.data.hub import hub_offline, hub_reachable
 
 # Text whose GPT-2 ids tell the GPT-2 tokenizer apart from others (spaces,
 # numbers, WikiText's "@-@", accents, a non-Latin script).
@@ -26,7 +26,7 @@ def is_gpt2_tokenizer(tokenizer) -> bool:
 
 
 def tokenizer_from_spec(spec: str):
-    from engine.tokenizer import load_tokenizer
+    from engine.data.tokenizer import load_tokenizer
 
     return load_tokenizer(spec)
 
@@ -67,7 +67,7 @@ def load_model_folder(folder: Path, tokenizer_spec: str | None = None) -> Loaded
     """
     folder = Path(folder)
     if (folder / "sparknet_model.json").exists():
-        from engine.export import load_engine_model
+        from engine.models.export_hf import load_engine_model
 
         model = load_engine_model(folder).eval()
     elif (folder / "config.json").exists():
@@ -82,7 +82,7 @@ def load_model_folder(folder: Path, tokenizer_spec: str | None = None) -> Loaded
     if tokenizer_spec:
         tokenizer, name = tokenizer_from_spec(tokenizer_spec), tokenizer_spec
     elif _has_tokenizer_files(folder):
-        from engine.tokenizer import load_tokenizer_folder
+        from engine.data.tokenizer import load_tokenizer_folder
 
         tokenizer = load_tokenizer_folder(folder)
         name = "gpt2" if is_gpt2_tokenizer(tokenizer) else str(folder)
@@ -95,7 +95,8 @@ def load_model_folder(folder: Path, tokenizer_spec: str | None = None) -> Loaded
 def load_target(target: str, report=print) -> LoadedModel:
     """A model folder, or a run (id or path): its final model/ when training has written it, else its newest good
     checkpoint (report(line) says which, and each newer one skipped)."""
-    from engine.rundir import load_run_config, read_json, resolve_run
+    from engine.files import read_json
+    from engine.runs.rundir import load_run_config, resolve_run
 
     p = Path(os.path.expanduser(target))
     if p.is_dir() and ((p / "sparknet_model.json").exists() or (p / "config.json").exists()):
@@ -115,7 +116,7 @@ def load_target(target: str, report=print) -> LoadedModel:
         loaded = load_model_folder(model_dir, spec)
         loaded.checkpoint_step, loaded.final = (read_json(run_dir / "status.json") or {}).get("step"), True
     else:
-        from engine.checkpoint import load_latest_model
+        from engine.models.checkpoint import load_latest_model
 
         model, ck_spec, step = load_latest_model(run_dir, report=report)
         spec = spec or ck_spec

@@ -16,10 +16,24 @@ import numpy as np
 
 from engine import SparkNetError
 from engine.evaluate.models import LoadedModel
-from engine.evaluate.scoring import (DEFAULT_STRIDE, as_scoring_model, bits_per_byte, default_stride, safe_exp,
-                                     score_lines, score_stream, sliding_windows)
-from engine.evaluate.wikitext import (SPARKNET_2000_LINES, SPARKNET_2000_SEED, byte_counter, sparknet_2000_lines,
-                                      raw_file_bytes, standard_text)
+from engine.evaluate.scoring import (
+    DEFAULT_STRIDE,
+    as_scoring_model,
+    bits_per_byte,
+    default_stride,
+    safe_exp,
+    score_lines,
+    score_stream,
+    sliding_windows,
+)
+from engine.evaluate.wikitext import (
+    SPARKNET_2000_LINES,
+    SPARKNET_2000_SEED,
+    byte_counter,
+    raw_file_bytes,
+    sparknet_2000_lines,
+    standard_text,
+)
 
 PROTOCOLS = ("standard", "sparknet-2000", "held-out")
 WIKITEXT_PROTOCOLS = ("standard", "sparknet-2000")
@@ -165,7 +179,7 @@ class HeldOutProtocol:
     batch_size = 8
 
     def __init__(self, run_dir: Path, max_tokens: int | None):
-        from engine.train import load_run
+        from engine.runs.rundir import load_run
 
         _, self.mix, _ = load_run(run_dir)
         self.max_tokens = max_tokens

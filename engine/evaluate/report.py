@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.formatting import (CARD_MODELS, baseline_figure, baseline_notes, fmt_protocol_title, fmt_ratio,
-                               raw_bytes_note, within_two_stderr)
+from engine.formatting import (
+    CARD_MODELS,
+    baseline_figure,
+    baseline_notes,
+    fmt_protocol_title,
+    fmt_ratio,
+    raw_bytes_note,
+    within_two_stderr,
+)
 
 
 def _num(value, fmt: str) -> str:

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engine import SparkNetError
-from engine.hub import hub_offline, hub_reachable
+from engine.data.hub import hub_offline, hub_reachable
 
 HUB_DATASET = "wikitext"
 HUB_CONFIG = "wikitext-2-raw-v1"

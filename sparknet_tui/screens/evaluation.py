@@ -11,14 +11,26 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.eval_progress import progress_line, read_progress
-from engine.runlock import EVAL_LOCK_NAME, lock_held
-from engine.formatting import (CARD_MODELS, NA, baseline_figure, baseline_notes, fmt_float, fmt_int, fmt_perplexity,
-                               fmt_protocol_title, fmt_ratio, is_number, raw_bytes_note, within_two_stderr)
+from engine.formatting import (
+    CARD_MODELS,
+    NA,
+    baseline_figure,
+    baseline_notes,
+    fmt_float,
+    fmt_int,
+    fmt_perplexity,
+    fmt_protocol_title,
+    fmt_ratio,
+    is_number,
+    raw_bytes_note,
+    within_two_stderr,
+)
+from engine.runs.eval_progress import progress_line, read_progress
+from engine.runs.lock import EVAL_LOCK_NAME, lock_held
 from sparknet_tui.context import PanelContext
+from sparknet_tui.evalfile import read_eval
 from sparknet_tui.messages import EvalLoaded, EvaluateRun, OpenLive, StopEvaluation
 from sparknet_tui.screens.common import PanelScreen, fill_table
-from sparknet_tui.evalfile import read_eval
 
 # narrow enough for 80 columns; what is longer (notes, a published figure's protocol) is written below, wrapped
 EVAL_COLUMNS = [(name, name) for name in ("model", "source", "loss", "perplexity", "bits/byte", "tokens")]

@@ -12,15 +12,24 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Header, Static
 
 from engine.formatting import (
-    NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_percent, fmt_perplexity, is_number, perplexity,
+    NA,
+    fmt_age,
+    fmt_count,
+    fmt_duration,
+    fmt_float,
+    fmt_int,
+    fmt_percent,
+    fmt_perplexity,
+    is_number,
+    perplexity,
 )
-from engine.rundir import LIVE_STATES
+from engine.runs.rundir import LIVE_STATES
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
+from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
 from sparknet_tui.series import ema, log_points
 from sparknet_tui.watch import RunView, RunWatcher
-from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
 from sparknet_tui.widgets.hardware import HardwarePanel, memory_line
 

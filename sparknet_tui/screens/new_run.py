@@ -9,15 +9,22 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
-from engine.ceiling import read_ceilings
-from engine.config import ConfigError, list_mixes, list_profiles
+from engine.config.ceilings import read_ceilings
+from engine.config.loading import ConfigError, list_mixes, list_profiles
 from engine.formatting import fmt_count, fmt_duration, fmt_int
-from engine.rundir import sharing_warning
-from sparknet_tui.context import PanelContext
+from engine.runs.rundir import sharing_warning
 from sparknet_tui.commands import CliResult, check_run_inputs
+from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import CeilingsRead, RunInputsChecked, RunsScanned, StartRun
 from sparknet_tui.plan import (
-    MAIN_FIELDS, MixSource, Plan, ProfileSource, load_mix_source, load_profile_source, make_plan, save_mix,
+    MAIN_FIELDS,
+    MixSource,
+    Plan,
+    ProfileSource,
+    load_mix_source,
+    load_profile_source,
+    make_plan,
+    save_mix,
     save_profile,
 )
 from sparknet_tui.screens.common import PanelScreen

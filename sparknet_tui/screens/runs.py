@@ -10,8 +10,16 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.formatting import NA, fmt_age, fmt_count, fmt_duration, fmt_float, fmt_int, fmt_perplexity
 from sparknet_tui.context import PanelContext
-from sparknet_tui.messages import (DeleteRun, OpenCompare, OpenEvaluation, OpenLive, OpenNewRun, ResumeRun,
-                                   RunsScanned, StopRun)
+from sparknet_tui.messages import (
+    DeleteRun,
+    OpenCompare,
+    OpenEvaluation,
+    OpenLive,
+    OpenNewRun,
+    ResumeRun,
+    RunsScanned,
+    StopRun,
+)
 from sparknet_tui.screens.common import PanelScreen, column_widths, fill_table, state_text
 from sparknet_tui.watch import RunRow, RunsScanner
 
@@ -140,7 +148,7 @@ class RunsScreen(PanelScreen):
                 text.append(f"⚠ {row.run_id}: GPU at {row.max_temp_c:.0f}°C, above the {row.warn_c:.0f}°C "
                             "warning\n", style="bold red")
         if not self.rows and not self.scan_error:
-            from engine.rundir import logs_dir
+            from engine.runs.rundir import logs_dir
 
             text.append(f"No runs in {logs_dir()} yet. Press n to start one.", style="dim")
         text.rstrip()

@@ -1,0 +1,2 @@
+"""The `sparknet` verbs: the parser and most verbs (main), `prepare` (prepare), `bench` (throughput) and
+`doctor` (doctor)."""

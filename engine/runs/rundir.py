@@ -1,0 +1,257 @@
+"""The run directory: the only channel between a run and whoever watches it.
+
+Pure Python (no torch): the control panel reads runs with this module.
+status.json is replaced atomically; *.jsonl files are append-only and
+readers tolerate a partial last line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from engine import SparkNetError
+from engine.config.loading import PROJECT_ROOT, mix_from_dict, profile_from_dict, read_toml
+from engine.config.schema import MixConfig, Profile
+from engine.files import append_jsonl, parse_utc, read_json, utc_now, write_json_atomic, write_text_atomic
+
+# "stalled" is never written: readers derive it for a live run that has gone quiet for too long
+LIVE_STATES = ("preparing", "running", "stopping", "stalled")
+
+
+def sharing_warning(live_run_ids: list[str]) -> str:
+    """What a second run on the machine costs, said before it starts (the CLI and the panel say the same)."""
+    verb = "is" if len(live_run_ids) == 1 else "are"
+    return (f"{', '.join(live_run_ids)} {verb} training on this machine; runs sharing a GPU (or the CPU) each go "
+            "at about half speed")
+
+
+MAX_NAME = 64
+# How long a live run may go without a sign of progress before it is shown as stalled, by phase. Training
+# uses the larger of its floor and STALL_FACTOR times the measured interval between its status updates.
+STALL_AFTER_S = {"preparing data": 300.0, "compiling": 1800.0, "exporting model": 900.0, "evaluating": 3600.0,
+                 "checkpointing": 900.0}
+STALL_TRAINING_FLOOR_S = 120.0
+STALL_FACTOR = 10.0
+
+
+def logs_dir() -> Path:
+    return Path(os.environ.get("SPARKNET_LOGS", PROJECT_ROOT / "logs"))
+
+
+def new_run_id(profile: str, name: str | None = None) -> str:
+    if name is not None and len(name) > MAX_NAME:
+        raise SparkNetError(f"--name is {len(name)} characters long; give at most {MAX_NAME}")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or profile).strip("-") or "run"
+    run_id = f"{stamp}-{base}"
+    n = 2
+    while (logs_dir() / run_id).exists():
+        run_id = f"{stamp}-{base}-{n}"
+        n += 1
+    return run_id
+
+
+def resolve_run(run: str) -> Path:
+    """A run id (under logs/) or a run directory path."""
+    p = Path(os.path.expanduser(run))
+    if p.is_dir():
+        if (p / "run.toml").exists():
+            return p
+        if p.is_absolute() or os.sep in run:
+            raise SparkNetError(f"{p}: not a run directory (no run.toml)")
+    q = logs_dir() / run
+    if q.is_dir() and (q / "run.toml").exists():
+        return q
+    raise SparkNetError(f"run '{run}' not found: give a run id from `sparknet runs` or a run directory path")
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    path: Path
+    status: dict
+    config: dict
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", "unknown")
+
+
+def effective_status(run_dir: Path, now: float | None = None) -> dict:
+    """status.json as a reader should believe it.
+
+    A live state whose owner no longer holds the run's lock is reported as failed (the process ended without
+    saying so, or the machine rebooted); a live run without a sign of progress for much longer than usual is
+    reported as stalled, with stalled_s. `evaluating` says whether an evaluation of the run is under way.
+    """
+    from engine.runs.lock import EVAL_LOCK_NAME, lock_held
+
+    status = dict(read_json(run_dir / "status.json") or {"state": "unknown"})
+    if lock_held(run_dir, EVAL_LOCK_NAME):
+        status["evaluating"] = True
+    if status.get("state") not in LIVE_STATES:
+        return status
+    if not lock_held(run_dir):
+        status["state"] = "failed"
+        status["error"] = status.get("error") or (f"process {status.get('pid')} ended without saying so "
+                                                  "(crashed, killed or the machine restarted)")
+        return status
+    quiet = (time.time() if now is None else now) - last_progress(run_dir, status)
+    if quiet > stall_after_s(status):
+        status["state"] = "stalled"
+        status["stalled_s"] = round(quiet)
+    return status
+
+
+def stall_after_s(status: dict) -> float:
+    phase = status.get("phase") or ""
+    if status.get("paused"):
+        return float("inf")  # a thermal pause waits as long as the heat lasts
+    if phase in STALL_AFTER_S:
+        return STALL_AFTER_S[phase]
+    return max(STALL_TRAINING_FLOOR_S, STALL_FACTOR * float(status.get("update_every_s") or 0.0))
+
+
+def last_progress(run_dir: Path, status: dict) -> float:
+    """When the run last showed progress: its status update, or during preparation its progress file."""
+    t = parse_utc(status.get("updated_at"))
+    try:
+        t = max(t, (run_dir / "prepare.json").stat().st_mtime) if status.get("phase") == "preparing data" else t
+    except OSError:
+        pass
+    return t
+
+
+def load_run_config(run_dir: Path) -> dict:
+    try:
+        return read_toml(run_dir / "run.toml")
+    except SparkNetError:
+        return {}
+
+
+def load_run(run_dir: Path) -> tuple[Profile, MixConfig, dict]:
+    """The profile, mix and whole record a run was created with, from its run.toml."""
+    data = read_toml(run_dir / "run.toml")
+    where = str(run_dir / "run.toml")
+    profile = profile_from_dict(data["profile"], where, name=data.get("profile_name", ""))
+    mix_data = dict(data["mix"])
+    mix_name = mix_data.pop("name", data.get("mix_name", ""))
+    # paths in run.toml are already absolute
+    mix = mix_from_dict(mix_data, where, run_dir, name=mix_name)
+    return profile, mix, data
+
+
+def list_runs() -> list[RunInfo]:
+    root = logs_dir()
+    if not root.is_dir():
+        return []
+    runs = []
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and (d / "run.toml").exists():
+            runs.append(RunInfo(d.name, d, effective_status(d), load_run_config(d)))
+    return runs
+
+
+class RunDir:
+    """Writer side, used by the training process (rank 0)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.status_path = self.path / "status.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.system_path = self.path / "system.jsonl"
+        self.events_path = self.path / "events.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self._status: dict = read_json(self.status_path) or {}
+        self.tensorboard = None  # a TensorBoardLog (engine/tensorboard_log.py) that gets every row as well
+
+    def create(self, run_toml: str):
+        """Make the folder, take its lock (before anything is written in it), then write run.toml."""
+        from engine.runs.lock import RunLock
+
+        self.path.mkdir(parents=True, exist_ok=False)
+        lock = RunLock.acquire(self.path)
+        self.checkpoints.mkdir()
+        write_text_atomic(self.path / "run.toml", run_toml)
+        return lock
+
+    def status(self) -> dict:
+        return dict(self._status)
+
+    def update_status(self, **fields: Any) -> None:
+        self._status.update(fields)
+        self._status["updated_at"] = utc_now()
+        write_json_atomic(self.status_path, self._status)
+
+    def event(self, event_name: str, message: str = "", **extra: Any) -> None:
+        append_jsonl(self.events_path, {"t": utc_now(), "event": event_name, "message": message, **extra})
+
+    def metric(self, row: dict) -> None:
+        append_jsonl(self.metrics_path, row)
+        if self.tensorboard is not None:
+            self.tensorboard.metric(row)
+
+    def system(self, row: dict) -> None:
+        append_jsonl(self.system_path, row)
+        if self.tensorboard is not None:
+            self.tensorboard.system(row)
+
+    def stop_requested(self) -> bool:
+        return (self.path / "STOP").exists()
+
+    def clear_stop(self) -> None:
+        try:
+            (self.path / "STOP").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def request_stop(run_dir: Path) -> None:
+    (run_dir / "STOP").write_text(utc_now() + "\n")
+
+
+def delete_run(run_dir: Path) -> None:
+    status = effective_status(run_dir)
+    if status.get("state") in LIVE_STATES:
+        raise SparkNetError(f"run {run_dir.name} is {status['state']}; stop it before deleting")
+    shutil.rmtree(run_dir)
+
+
+def iter_checkpoints(run_dir: Path) -> Iterator[Path]:
+    """Complete checkpoints, newest first."""
+    ck = run_dir / "checkpoints"
+    if not ck.is_dir():
+        return iter(())
+    return iter(sorted((p for p in ck.glob("step-*") if p.is_dir()), reverse=True))
+
+
+def newest_checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's newest complete checkpoint (checkpoints/step-N), or None when it has none."""
+    newest = next(iter_checkpoints(run_dir), None)
+    return int(newest.name.split("-")[1]) if newest else None
+
+
+def create_run(profile, mix, overrides: list[str], run_dir: Path):
+    """A new run directory holding the resolved profile and mix, state preparing; returns its lock, held."""
+    from engine import __version__
+    from engine.config.loading import dump_toml
+
+    run_toml = dump_toml({
+        "run_id": run_dir.name, "profile_name": profile.name, "mix_name": mix.name, "engine_version": __version__,
+        "created_at": utc_now(), "overrides": list(overrides),
+        "profile": profile.to_dict(), "mix": mix.to_dict(),
+    })
+    rd = RunDir(run_dir)
+    lock = rd.create(run_toml)
+    rd.update_status(state="preparing", phase="preparing data", run_id=run_dir.name, pid=os.getpid(),
+                     started_at=utc_now(), step=0, steps=profile.steps, tokens=0,
+                     total_tokens=profile.steps * profile.tokens_per_step)
+    rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")
+    return lock

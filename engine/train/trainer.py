@@ -1,0 +1,430 @@
+"""The trainer: one run directory in, checkpoints, metrics and a model out.
+
+Started through engine.worker by `sparknet train` (in the foreground or
+detached) or `sparknet resume`, directly for one process or through torchrun
+for several (rank 0 writes the run directory). The loop never synchronises
+with the device except on log, eval and checkpoint steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from engine import SparkNetError
+from engine.config.loading import flops_per_token
+from engine.files import utc_now
+from engine.formatting import fmt_duration
+from engine.hardware import distributed
+from engine.hardware.device import peak_flops, pick_device
+from engine.hardware.memory_guard import MemoryGuard
+from engine.hardware.watch import HardwareWatch
+from engine.models.checkpoint import CheckpointError, load_checkpoint, move_aside, save_checkpoint
+from engine.models.gpt2 import build_model
+from engine.runs.rundir import RunDir, iter_checkpoints, load_run
+from engine.train.feeder import BatchFeeder
+from engine.train.finish import finish_run
+from engine.train.guards import DivergenceGuard, divergence_advice
+from engine.train.heldout import held_out_loss
+from engine.train.interrupt import Interrupted, interruptible
+from engine.train.kernel_proof import settle_kernels
+from engine.train.optim import build_optimizer
+from engine.train.schedule import lr_at
+
+log = logging.getLogger("sparknet")
+
+class Trainer:
+    def __init__(self, run_dir: Path, resume: bool):
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.rank, self.world, self.local_rank = distributed.ranks()
+        self.is_main = self.rank == 0
+        self.rd = RunDir(self.run_dir)
+        self.stop_signal = False
+        self.step = 0
+        self.tokens = 0
+        self.hardware: HardwareWatch | None = None  # rank 0's telemetry and thermal guard
+        self.notifier = None
+        self.checkpointed_step = -1  # every rank knows it, so all of them skip a repeated checkpoint together
+
+    # ------------------------------------------------------------ plumbing
+
+    def status(self, **fields) -> None:
+        if self.is_main:
+            self.rd.update_status(**fields)
+
+    def event(self, event_name: str, message: str = "", **extra) -> None:
+        if self.is_main:
+            self.rd.event(event_name, message, **extra)
+            log.info("%s: %s", event_name, message)
+            if self.notifier is not None:
+                self.notifier.send(event_name, message)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the checkpoint
+        self.stop_signal = True
+
+    def stop_requested(self) -> bool:
+        return self.stop_signal or self.rd.stop_requested()
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        from engine.data import MixLoader, prepare_mix, validation_lengths
+
+        self.profile, self.mix, self.run_data = load_run(self.run_dir)
+        p = self.profile
+        distributed.start(self.world, use_cuda=torch.cuda.is_available() and p.run.device != "cpu")
+        self.device = pick_device(p, self.local_rank)
+        torch.manual_seed(p.run.seed)
+        self.use_bf16 = p.run.precision == "bf16" and self.device.type == "cuda"
+        if p.run.precision == "bf16" and not self.use_bf16:
+            self.event("warning", "precision bf16 falls back to fp32 on CPU")
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.status(state="preparing", phase="preparing data")
+        needed = p.steps * p.tokens_per_step
+        if self.is_main:
+            progress_path = self.run_dir / "prepare.json"
+            report = prepare_mix(self.mix, needed, progress_path=progress_path, should_stop=self.stop_requested)
+            for row in report.values():
+                if row["repaired"]:
+                    self.event("warning", row["repaired"])
+        distributed.barrier(self.world)
+
+        self.grad_accum = p.batch.grad_accum // self.world
+        self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
+                                seed=p.run.seed, rank=self.rank, world=self.world, total_tokens=needed)
+
+        self.feeder = BatchFeeder(self.loader, self.device)
+        # the held-out set is the one the validation splits give now, also after another run grows the cache
+        self.validation_lengths = validation_lengths(self.mix) if self.mix.validation_share > 0 else None
+        self.status(phase="checking fast paths")
+        proof = settle_kernels(p, self.device, self.use_bf16, self.world, self.event)
+        self.kernels, self.kernels_proof_s = proof.choice, proof.seconds
+        self.raw_model = self._build_model()
+        self.optimizer = build_optimizer(self.raw_model, p, self.device)
+        self.step = 0
+        self.tokens = 0
+        if self.resume:
+            self._restore()
+        self.event("data", self.loader.describe(needed))
+        model = self.raw_model
+        if self.kernels.compile:
+            model = torch.compile(model)
+        self.model = distributed.wrap(model, self.world, self.local_rank, self.device)
+        self.flops_per_token = flops_per_token(p.model)
+        self.peak, self.peak_source = peak_flops(self.device, p.run.peak_tflops)
+        self.wikitext_ids = None
+        if p.run.wikitext_every and self.is_main:
+            self.wikitext_ids = self._load_wikitext()
+
+    def _build_model(self) -> torch.nn.Module:
+        return build_model(self.profile.model, self.kernels).to(self.device)
+
+    def _restore(self) -> None:
+        """Load the newest checkpoint that verifies and loads; each one that does not is moved aside."""
+        failed_any = False
+        for path in list(iter_checkpoints(self.run_dir)):
+            try:
+                state = load_checkpoint(path, self.raw_model, self.optimizer, self.device)
+            except CheckpointError as e:
+                failed_any = True
+                dest = move_aside(path, str(e)) if self.is_main else path
+                self.event("warning", f"checkpoint {path.name} skipped: {e}; moved to {dest}; falling back to "
+                                      "the one before")
+                continue
+            self.step = state["step"]
+            self.tokens = state["tokens"]
+            self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
+            self.validation_lengths = state.get("validation_lengths", self.validation_lengths)
+            self.elapsed_before = state.get("elapsed_s", 0.0)
+            changed = [o for entry in self.run_data.get("resume_overrides", []) for o in entry.get("set", [])]
+            self.event("resumed", f"resumed from {path.name} at step {self.step}" +
+                       (f" with --set {' '.join(changed)}" if changed else ""), step=self.step)
+            return
+        if failed_any:
+            # a checkpoint that failed half-way through loading may have left some of its weights behind
+            self.raw_model = self._build_model()
+            self.optimizer = build_optimizer(self.raw_model, self.profile, self.device)
+        self.event("warning", "no usable checkpoint found; starting from step 0")
+
+    def _load_wikitext(self):
+        try:
+            from engine.data.tokenizer import load_tokenizer
+            from engine.evaluate import load_wikitext_ids
+
+            ids, _ = load_wikitext_ids(load_tokenizer(self.mix.tokenizer), split="test")
+            return ids
+        except SparkNetError as e:
+            self.event("warning", f"in-training WikiText-2 evaluation off: {e}")
+            return None
+
+    # ------------------------------------------------------------ the loop
+
+    def next_batch(self):
+        batch = self.feeder.next()
+        return batch[:, :-1], batch[:, 1:]
+
+    def autocast(self):
+        if self.use_bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, lr: float, mark=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; `mark(phase)`, when given, is called as each phase's work has been issued (the
+        phase timings of benchmarks/profile_step.py)."""
+        mark = mark or (lambda phase: None)
+        self.optimizer.set_lr_factor(lr / self.profile.optim.lr)
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.grad_accum):
+            x, y = self.next_batch()
+            sync = micro == self.grad_accum - 1
+            ctx = self.model.no_sync() if self.world > 1 and not sync else nullcontext()
+            with ctx, self.autocast():
+                loss = self.model(x, y)
+            (loss / self.grad_accum).backward()
+            loss_sum += loss.detach()
+        mark("forward and backward")
+        clip = self.profile.optim.grad_clip
+        if clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        else:
+            grad_norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in self.model.parameters()
+                                       if p.grad is not None))
+        mark("clip")
+        self.optimizer.step(mark)
+        self.optimizer.zero_grad(set_to_none=True)
+        mark("zero_grad")
+        self.feeder.prefetch()  # the next step's first batch, drawn while this step runs on the GPU
+        mark("next batch")
+        return loss_sum / self.grad_accum, grad_norm
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        p, model = self.profile, self.raw_model
+
+        def loss_of(windows: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return model(windows[:, :-1], windows[:, 1:])
+
+        model.eval()
+        loss = held_out_loss(loss_of, self.mix, p.run.eval_tokens, p.batch.micro_batch, p.model.context, self.device,
+                             self.validation_lengths)
+        model.train()
+        return loss
+
+    def wikitext_ppl(self) -> float | None:
+        from engine.evaluate import capped_wikitext_eval
+
+        p = self.profile
+        result = capped_wikitext_eval(self.raw_model, self.wikitext_ids, p.run.wikitext_tokens, p.model.context,
+                                      None, self.device,
+                                      autocast_dtype=torch.bfloat16 if self.use_bf16 else None)
+        return result["ppl"]
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters())
+
+    def checkpoint(self, reason: str) -> None:
+        if not self.weights_finite():
+            raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written; "
+                                f"{self.divergence_advice()}")
+        self.status(phase="checkpointing")
+        self.checkpointed_step = self.step
+        gathered = distributed.gather(self.feeder.consumed_state(), self.world)
+        if self.is_main:
+            loader_states = {str(r): state for r, state in enumerate(gathered)}
+            path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
+                "tokens": self.tokens, "loader": loader_states, "validation_lengths": self.validation_lengths,
+                "tokenizer": self.mix.tokenizer,
+                "kernels": self.kernels.as_dict(),
+                "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
+            }, keep=self.profile.run.keep_checkpoints, on_event=self.event)
+            self.event("checkpoint", f"saved {path.name} ({reason})", step=self.step)
+        distributed.barrier(self.world)
+
+    def elapsed(self) -> float:
+        return getattr(self, "elapsed_before", 0.0) + (time.monotonic() - self.t_start)
+
+    def fail(self, message: str, kind: str = "failed") -> None:
+        """The run ends as failed with one line; `kind` is the notification it sends (failed or loss_spike)."""
+        try:
+            self.status(state="failed", error=message, phase="")
+        except OSError:  # a full disk may refuse even this; the line still reaches train.log
+            pass
+        try:
+            self.event("error", message, step=self.step)  # which writes the line to train.log too
+            logged = self.is_main
+        except OSError:
+            logged = False
+        if not logged:
+            log.info("error: %s", message)
+        if self.notifier is not None:
+            self.notifier.send(kind, message)
+
+    def divergence_advice(self) -> str:
+        return divergence_advice(self.run_dir, self.profile.optim.lr)
+
+    def run(self) -> int:
+        p = self.profile
+        self._begin()
+        self.t_log, self.tokens_log = time.monotonic(), self.tokens
+        guard = DivergenceGuard(p.warmup_steps, p.run.spike_factor)
+        compiling = self.kernels.compile
+        last_good_loss = None
+        try:
+            while self.step < p.steps:
+                if self._check_stop():
+                    return 0
+                lr = lr_at(self.step, p)
+                out = self._first_step(lr) if compiling else self.train_step(lr)
+                if out is None:
+                    return 0
+                loss_t, gnorm_t = out
+                compiling = False
+                self.step += 1
+                self.tokens += p.tokens_per_step
+                due = self._due()
+                if not any(due.values()):
+                    continue
+                loss_t = distributed.mean(loss_t, self.world)
+                loss, gnorm = loss_t.item(), gnorm_t.item()  # the only host sync in the loop
+                diverged = guard.check(self.step, loss, gnorm)
+                if diverged:
+                    what, kind = diverged
+                    advice = self.divergence_advice() + (", or raise run.spike_factor" if kind == "loss_spike" else "")
+                    self.fail(f"{what}; {advice}", kind=kind)
+                    return 1
+                last_good_loss = loss
+                self._log_step(lr, loss, gnorm, evaluate=due["eval"], wikitext=due["wikitext"])
+                if self.hardware is not None:
+                    self.hardware.check()
+                if due["checkpoint"] and self.step < p.steps:
+                    self.checkpoint("interval")
+                    self.status(phase="training")
+            self.checkpoint("final")
+        except SparkNetError as e:
+            self.fail(str(e))
+            return 1
+        finally:
+            if self.hardware is not None:
+                self.hardware.stop()
+            if self.rd.tensorboard is not None:
+                self.rd.tensorboard.close()
+                self.rd.tensorboard = None
+        finish_run(self, last_good_loss)
+        return 0
+
+    def _begin(self) -> None:
+        p = self.profile
+        self.t_start = time.monotonic()
+        self.memory_guard = MemoryGuard(p.run.memory_floor_gb)
+        if self.is_main:
+            if p.run.tensorboard:
+                from engine.train.tensorboard_log import TensorBoardLog
+
+                self.rd.tensorboard = TensorBoardLog(self.run_dir)
+            self.hardware = HardwareWatch(self.rd, self.device, p.thermal, self.event, self.status,
+                                          self.stop_requested)
+            self.hardware.start()
+        # the first step of a compiled model compiles it, which can take minutes on a small GPU
+        self.status(state="running", phase="compiling" if self.kernels.compile else "training", step=self.step,
+                    steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
+                    mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
+                    memory_floor_b=self.memory_guard.floor_b)
+        if self.device.type == "cuda":
+            log.info("MFU against %s", f"{self.peak / 1e12:,.1f} TFLOP/s ({self.peak_source})" if self.peak else
+                     "nothing: this GPU has no datasheet peak and no measured ceiling yet (run `sparknet doctor`)")
+        self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
+                   step=self.step, device=str(self.device), world=self.world)
+        self.model.train()
+
+    def _first_step(self, lr: float):
+        """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree),
+        and then it gives None."""
+        try:
+            with interruptible(self.stop_requested) if self.world == 1 else nullcontext():
+                out = self.train_step(lr)
+        except Interrupted:
+            self._stopped("while compiling the model; nothing since the last checkpoint was lost")
+            return None
+        self.status(phase="training")
+        # the compiling step is not a rate: speed and time left count from its end
+        self.t_log, self.tokens_log = time.monotonic(), self.tokens + self.profile.tokens_per_step
+        return out
+
+    def _stopped(self, how: str) -> None:
+        if self.is_main:
+            self.rd.clear_stop()
+        self.status(state="stopped", phase="", eta_s=None, step=self.step, tokens=self.tokens)
+        self.event("stopped", f"stopped at step {self.step} {how}; `sparknet resume {self.run_dir.name}` continues",
+                   step=self.step)
+
+    def _due(self) -> dict[str, bool]:
+        """What this step owes: a log line, a checkpoint, an evaluation, a WikiText-2 score (all on the last)."""
+        r, step = self.profile.run, self.step
+        last = step == self.profile.steps
+        return {"log": step % r.log_every == 0 or last, "checkpoint": step % r.checkpoint_every == 0 or last,
+                "eval": step % r.eval_every == 0 or last,
+                "wikitext": self.wikitext_ids is not None and (step % r.wikitext_every == 0 or last)}
+
+    def _log_step(self, lr: float, loss: float, gnorm: float, evaluate: bool, wikitext: bool) -> None:
+        """One metrics row (with the held-out figures it is due) and the status readers see."""
+        p = self.profile
+        now = time.monotonic()
+        interval = max(1e-9, now - self.t_log)
+        measured = self.tokens - self.tokens_log  # none on a log step right after the compiling one
+        tps = measured / interval if measured > 0 else None
+        self.t_log, self.tokens_log = now, self.tokens
+        row = {"step": self.step, "tokens": self.tokens, "loss": round(loss, 5), "lr": lr,
+               "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1) if tps else None,
+               "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak and tps else None,
+               "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs(self.feeder.consumed_state())}
+        if self.device.type == "cuda":
+            row["gpu_mem_peak_b"] = torch.cuda.max_memory_allocated(self.device)
+        if evaluate:
+            row["val_loss"] = round(self.validation_loss(), 5)
+        if wikitext:
+            ppl = self.wikitext_ppl()
+            row["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
+        remaining = (p.steps - self.step) * p.tokens_per_step
+        eta = remaining / tps if tps else None
+        if self.is_main:
+            self.rd.metric(row)
+            log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %s tok/s%s elapsed %s eta %s", self.step, p.steps,
+                     loss, lr, gnorm, f"{tps:.0f}" if tps else "N/A", f" val {row['val_loss']:.4f}" if "val_loss" in
+                     row else "", fmt_duration(self.elapsed()), fmt_duration(eta))
+        fields = dict(step=self.step, tokens=self.tokens, loss=row["loss"], tokens_per_s=row["tokens_per_s"],
+                      eta_s=round(eta, 1) if eta is not None else None, mfu=row["mfu"],
+                      update_every_s=round(interval, 2), phase="training")
+        if "val_loss" in row:
+            fields["val_loss"] = row["val_loss"]
+        self.status(**fields)
+
+    def _check_stop(self) -> bool:
+        """A stop asked for, or memory running out (the run then ends failed); either way after a checkpoint."""
+        if self.world > 1 and self.step % self.profile.run.log_every:
+            return False  # agreeing across processes costs a sync: only on log steps
+        low = self.memory_guard.low()
+        if not distributed.any_rank(self.stop_requested() or low is not None, self.world, self.device):
+            return False
+        self.status(state="stopping", phase="checkpointing")
+        if self.checkpointed_step != self.step:  # else the interval checkpoint of this very step stands
+            self.checkpoint("memory" if low else "stop")
+        if low:
+            self.fail(f"{low}; the checkpoint from step {self.step} is kept; free memory (or lower run.memory_floor_gb),"
+                      f" then `sparknet resume {self.run_dir.name}`")
+        else:
+            self._stopped("after a checkpoint")
+        return True
+
+    # ------------------------------------------------------------ telemetry and thermals

@@ -1,0 +1,98 @@
+"""The training process's entry: the run's lock, logging, signals, and one line for every way a run can end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from engine import SparkNetError, one_line
+from engine.data import PrepareStopped
+from engine.files import utc_now
+from engine.hardware import distributed
+from engine.runs.rundir import newest_checkpoint_step
+from engine.train.notify import Notifier
+from engine.train.trainer import Trainer
+from engine.train.watchdog import StallWatch
+
+
+def setup_logging(run_dir: Path, rank: int, log_to_file: bool) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_to_file and rank == 0:  # detached runs already have stdout in train.log
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+
+
+def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False, lock=None) -> int:
+    """Entry of the training process. Returns the exit code. `lock` is the run's lock when the caller took it;
+    otherwise the one handed down is adopted, or the lock is taken here (refused when another process owns it)."""
+    from engine.runs.lock import LockHeld, lock_for_worker
+
+    trainer = Trainer(run_dir, resume)
+    if lock is None:
+        try:
+            lock = lock_for_worker(trainer.run_dir)
+        except LockHeld as e:
+            print(f"sparknet: error: {e}", file=sys.stderr)
+            return 2
+    setup_logging(run_dir, trainer.rank, log_to_file)
+    signal.signal(signal.SIGTERM, trainer._on_signal)
+    signal.signal(signal.SIGINT, trainer._on_signal)
+    watch = None
+    try:
+        if trainer.is_main:
+            trainer.rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(),
+                                     started_at=trainer.rd.status().get("started_at") or utc_now(), error=None,
+                                     paused=None)
+            trainer.notifier = Notifier.from_settings(trainer.run_dir.name, lambda m: trainer.event("warning", m))
+            watch = StallWatch(trainer.rd, trainer.event)
+            watch.start()
+        trainer.setup()
+        return trainer.run()
+    except PrepareStopped:
+        trainer.status(state="stopped", phase="", eta_s=None)
+        trainer.event("stopped", f"stopped during data preparation; the tokens prepared so far are kept and "
+                                 f"`sparknet resume {trainer.run_dir.name}` continues")
+        return 0
+    except SparkNetError as e:
+        trainer.fail(str(e))  # one line, on the console and in train.log
+        return 1
+    except BaseException as e:
+        message = failure_line(e, trainer)
+        if message is None:  # a bug, not a user mistake: keep the traceback in train.log
+            traceback.print_exc()
+            message = one_line(e, 300)
+        trainer.fail(message)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    finally:
+        if watch is not None:
+            watch.stop()
+        if trainer.notifier is not None:
+            trainer.notifier.close()
+        distributed.end()
+        if lock is not None:
+            lock.release()
+
+
+def failure_line(e: BaseException, trainer: Trainer) -> str | None:
+    """One line for a failure the user can act on (disk full, out of memory, interrupted); None for a bug."""
+    from engine.models.checkpoint import disk_full_message, is_disk_full
+
+    if is_disk_full(e):
+        return disk_full_message(Path(e.filename or trainer.run_dir), trainer.run_dir)
+    if isinstance(e, torch.OutOfMemoryError):
+        b = trainer.profile.batch
+        fix = (f"--set batch.micro_batch={b.micro_batch // 2} --set batch.grad_accum={b.grad_accum * 2} keeps the "
+               f"same tokens per step" if b.micro_batch > 1 else "a smaller model or context is needed")
+        return f"out of GPU memory at batch.micro_batch={b.micro_batch}: {fix} (start a new run with it)"
+    if isinstance(e, KeyboardInterrupt):
+        step = newest_checkpoint_step(trainer.run_dir)
+        kept = f"the checkpoint from step {step} is kept" if step is not None else "no checkpoint yet"
+        return f"interrupted at step {trainer.step} before a checkpoint; {kept}; `sparknet resume` continues"
+    return None
