@@ -7,7 +7,8 @@ from pathlib import Path
 from textual.message import Message
 
 from sparknet_tui.commands import CliResult
-from sparknet_tui.watch import RunView, ScanResult
+from sparknet_tui.scan import ScanResult
+from sparknet_tui.watch import RunView
 
 
 class RunsScanned(Message):

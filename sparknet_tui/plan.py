@@ -33,7 +33,7 @@ from engine.config.loading import (
     resolve_profile_path,
 )
 from engine.files import write_text_atomic
-from sparknet_tui.watch import RunRow, measured_throughput
+from sparknet_tui.scan import RunRow, measured_throughput
 
 # The hyperparameters the form edits: (dotted key, label).
 MAIN_FIELDS: list[tuple[str, str]] = [
@@ -149,11 +149,18 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
     """The run the form describes; `runs` and `ceilings` (the figures `sparknet doctor` saved) are read by the
     caller, off the UI thread, and give the time estimate."""
     plan = Plan()
-    # fields: changed values become overrides, validated together exactly as `--set` would be
+    if _apply_fields(plan, source, fields) or _apply_weights(plan, mix_source, weights):
+        return plan
+    _estimate(plan, runs, ceilings)
+    return plan
+
+
+def _apply_fields(plan: Plan, source: ProfileSource, fields: dict[str, str]) -> bool:
+    """Changed values become overrides, validated together exactly as `--set` would be; True when one fails."""
     for key, _ in MAIN_FIELDS:
         text = fields.get(key, "").strip()
         if not text:
-            return _fail(plan, key, f"{key} is empty; type a value")
+            return _failed(plan, key, f"{key} is empty; type a value")
         _, value = parse_override(f"{key}={text}")
         if value != profile_value(source.profile, key) or type(value) is not type(profile_value(source.profile, key)):
             plan.overrides.append(f"{key}={text}")
@@ -162,12 +169,14 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
         plan.profile_data = apply_overrides(copy.deepcopy(source.data), plan.overrides)
         plan.profile = profile_from_dict(copy.deepcopy(plan.profile_data), where, name=source.name)
     except ConfigError as e:
-        return _fail(plan, _field_named_in(str(e)), str(e))
+        return _failed(plan, _field_named_in(str(e)), str(e))
+    return False
 
-    # mix weights
+
+def _apply_weights(plan: Plan, mix_source: MixSource, weights: dict[str, str]) -> bool:
+    """The mix with the form's weights, validated as a mix file is; True when it fails."""
     plan.mix_data = copy.deepcopy(mix_source.data)
-    raw_sources = plan.mix_data.get("sources", [])
-    for table in raw_sources:
+    for table in plan.mix_data.get("sources", []):
         name = table.get("name")
         if name not in weights:
             continue
@@ -175,8 +184,8 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
         try:
             weight = float(text.replace("_", ""))
         except ValueError:
-            return _fail(plan, f"weight:{name}",
-                         f"mix {mix_source.name}: weight of '{name}' must be a number > 0, got {text!r}")
+            return _failed(plan, f"weight:{name}",
+                           f"mix {mix_source.name}: weight of '{name}' must be a number > 0, got {text!r}")
         if weight != table.get("weight"):
             plan.weights_changed = True
         table["weight"] = weight
@@ -186,8 +195,12 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
                                  name=mix_source.name)
     except ConfigError as e:
         bad = next((f"weight:{n}" for n in weights if f"sources.{n}.weight" in str(e)), None)
-        return _fail(plan, bad, str(e))
+        return _failed(plan, bad, str(e))
+    return False
 
+
+def _estimate(plan: Plan, runs: list[RunRow], ceilings: dict | None) -> None:
+    """Size, cost and duration: measured on this machine's finished runs of the same shape, else projected."""
     profile = plan.profile
     plan.parameters = model_parameter_count(profile.model)
     plan.flops_per_token = flops_per_token(profile.model)
@@ -202,12 +215,11 @@ def make_plan(source: ProfileSource, mix_source: MixSource, fields: dict[str, st
         plan.throughput, plan.projected_on = projected
     if plan.throughput:
         plan.duration_s = total / plan.throughput
-    return plan
 
 
-def _fail(plan: Plan, field_key: str | None, message: str) -> Plan:
+def _failed(plan: Plan, field_key: str | None, message: str) -> bool:
     plan.error, plan.error_field = message, field_key
-    return plan
+    return True
 
 
 def _field_named_in(message: str) -> str | None:

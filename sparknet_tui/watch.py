@@ -1,4 +1,4 @@
-"""Reading runs for the panel: the Runs table and one watched run, followed incrementally.
+"""Reading runs for the panel: one watched run, followed incrementally, and the readers the Runs table shares.
 
 No Textual here: these classes are called from worker threads and hand the
 screens plain snapshots (RunRow, RunView). Every read tolerates missing,
@@ -15,8 +15,9 @@ from typing import Any
 
 from engine.config.loading import ConfigError, ThermalConfig, read_toml
 from engine.files import JsonlFollower, tail_text
-from engine.formatting import is_number, perplexity
-from engine.runs.rundir import LIVE_STATES, effective_status, logs_dir
+from engine.formatting import is_number
+from engine.runs.rundir import effective_status
+from engine.runs.status import RunStatus
 from sparknet_tui.evalfile import eval_path, read_eval
 
 HISTORY = 120  # samples kept for the short histories (sparklines)
@@ -63,14 +64,14 @@ def last_jsonl_row(path: Path) -> dict | None:
 
 
 def warn_threshold(config: dict) -> float:
-    thermal = _section(config, "profile", "thermal")
+    thermal = config_section(config, "profile", "thermal")
     value = thermal.get("warn_c")
     return float(value) if is_number(value) else DEFAULT_WARN_C
 
 
 def model_shape(config: dict) -> tuple | None:
     """What decides throughput on a given machine, for comparing runs."""
-    model = _section(config, "profile", "model")
+    model = config_section(config, "profile", "model")
     keys = ("arch", "n_layer", "n_embd", "n_head", "context", "vocab_size")
     if not all(k in model for k in keys[1:]):
         return None
@@ -84,14 +85,14 @@ def gpu_temperatures(system_row: dict | None) -> list[float]:
     return [g["temp_c"] for g in gpus if isinstance(g, dict) and is_number(g.get("temp_c"))]
 
 
-def _section(config: dict, *keys: str) -> dict:
+def config_section(config: dict, *keys: str) -> dict:
     node: Any = config
     for key in keys:
         node = node.get(key) if isinstance(node, dict) else None
     return node if isinstance(node, dict) else {}
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     return float(value) if is_number(value) else None
 
 
@@ -99,127 +100,6 @@ def _append_number(history, value: Any) -> None:
     """Keep a reported figure; one that was not reported (None, NaN, text) leaves the history as it was."""
     if is_number(value):
         history.append(float(value))
-
-
-# ---------------------------------------------------------------- the Runs table
-
-
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
-    path: Path
-    state: str
-    profile: str
-    mix: str
-    status: dict
-    config: dict
-    max_temp_c: float | None = None
-    warn_c: float = DEFAULT_WARN_C
-    problem: str | None = None  # run.toml or status.json could not be read
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_STATES
-
-    @property
-    def paused(self) -> str | None:
-        paused = self.status.get("paused")
-        return paused if isinstance(paused, str) and paused else None
-
-    @property
-    def hot(self) -> bool:
-        return self.max_temp_c is not None and self.max_temp_c > self.warn_c
-
-    @property
-    def progress(self) -> float | None:
-        done, total = self.status.get("tokens"), self.status.get("total_tokens")
-        if not (is_number(done) and is_number(total) and total > 0):
-            done, total = self.status.get("step"), self.status.get("steps")
-        if is_number(done) and is_number(total) and total > 0:
-            return min(1.0, max(0.0, done / total))
-        return 1.0 if self.state == "finished" else None
-
-    @property
-    def val_perplexity(self) -> float | None:
-        return perplexity(self.status.get("val_loss"))
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        return _number(self.status.get("tokens_per_s"))
-
-    @property
-    def shape(self) -> tuple | None:
-        return model_shape(self.config)
-
-
-@dataclass
-class ScanResult:
-    rows: list[RunRow]
-    error: str | None = None
-
-
-class RunsScanner:
-    """Lists logs/ on each call; run.toml is read once per run, status.json each time (it is small)."""
-
-    def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root is not None else None
-        self._configs: dict[Path, tuple[int, dict, str | None]] = {}
-
-    def scan(self) -> ScanResult:
-        root = self.root if self.root is not None else logs_dir()
-        try:
-            dirs = sorted((p for p in root.iterdir() if p.is_dir() and (p / "run.toml").exists()), reverse=True)
-        except FileNotFoundError:
-            return ScanResult([])
-        except OSError as e:
-            return ScanResult([], f"{root}: cannot list run directories ({e.strerror or e})")
-        rows = [self._row(d) for d in dirs]
-        for gone in set(self._configs) - set(dirs):
-            del self._configs[gone]
-        return ScanResult(rows)
-
-    def _config(self, run_dir: Path) -> tuple[dict, str | None]:
-        try:
-            mtime = (run_dir / "run.toml").stat().st_mtime_ns
-        except OSError:
-            mtime = -1
-        cached = self._configs.get(run_dir)
-        if cached and cached[0] == mtime:
-            return cached[1], cached[2]
-        config, problem = read_run_config(run_dir)
-        self._configs[run_dir] = (mtime, config, problem)
-        return config, problem
-
-    def _row(self, run_dir: Path) -> RunRow:
-        config, config_problem = self._config(run_dir)
-        status, status_problem = read_status(run_dir)
-        state = status.get("state") if isinstance(status.get("state"), str) else "unknown"
-        temps = gpu_temperatures(last_jsonl_row(run_dir / "system.jsonl")) if state in LIVE_STATES else []
-        return RunRow(
-            run_id=run_dir.name,
-            path=run_dir,
-            state=state,
-            profile=str(config.get("profile_name") or "?"),
-            mix=str(config.get("mix_name") or _section(config, "mix").get("name") or "?"),
-            status=status,
-            config=config,
-            max_temp_c=max(temps) if temps else None,
-            warn_c=warn_threshold(config),
-            problem=config_problem or status_problem,
-        )
-
-
-def measured_throughput(rows: list[RunRow], shape: tuple | None) -> tuple[float | None, int]:
-    """Median tokens/s of finished runs of this model shape on this machine, and how many there were."""
-    speeds = sorted(
-        r.tokens_per_s for r in rows
-        if r.state == "finished" and shape is not None and r.shape == shape and r.tokens_per_s
-    )
-    if not speeds:
-        return None, 0
-    mid = len(speeds) // 2
-    median = speeds[mid] if len(speeds) % 2 else (speeds[mid - 1] + speeds[mid]) / 2
-    return median, len(speeds)
 
 
 # ---------------------------------------------------------------- one watched run
@@ -279,8 +159,7 @@ class RunView:
 
     @property
     def paused(self) -> str | None:
-        paused = self.status.get("paused")
-        return paused if isinstance(paused, str) and paused else None
+        return RunStatus(self.status).paused
 
     @property
     def hot_gpus(self) -> list[GpuView]:
@@ -288,7 +167,7 @@ class RunView:
 
     @property
     def vocab_size(self) -> int | None:
-        value = _section(self.config, "profile", "model").get("vocab_size")
+        value = config_section(self.config, "profile", "model").get("vocab_size")
         return int(value) if is_number(value) else None
 
 
@@ -350,13 +229,13 @@ class RunWatcher:
             mfu=list(self._mfu),
             last_metric=dict(self._last_metric),
             gpus=self._gpu_views(),
-            cpu_pct=_number(self._system_last.get("cpu_pct")),
+            cpu_pct=as_number(self._system_last.get("cpu_pct")),
             cpu_history=list(self._cpu_hist),
-            ram_used_b=_number(self._system_last.get("ram_used_b")),
-            ram_total_b=_number(self._system_last.get("ram_total_b")),
+            ram_used_b=as_number(self._system_last.get("ram_used_b")),
+            ram_total_b=as_number(self._system_last.get("ram_total_b")),
             ram_history=list(self._ram_hist),
-            ram_available_b=_number(self._system_last.get("ram_available_b")),
-            run_rss_b=_number(self._system_last.get("run_rss_b")),
+            ram_available_b=as_number(self._system_last.get("ram_available_b")),
+            run_rss_b=as_number(self._system_last.get("run_rss_b")),
             events=list(self._events_list),
             log_tail=list(self._log_tail),
             eval=self._eval,
@@ -364,17 +243,17 @@ class RunWatcher:
         )
 
     def _add_metric(self, row: dict) -> None:
-        step = _number(row.get("step"))
+        step = as_number(row.get("step"))
         if step is None:
             return
-        loss = _number(row.get("loss"))
+        loss = as_number(row.get("loss"))
         if loss is not None:
             self._loss.append((step, loss))
             self._last_metric = row
-        val = _number(row.get("val_loss"))
+        val = as_number(row.get("val_loss"))
         if val is not None:
             self._val.append((step, val))
-        ppl = _number(row.get("wikitext_ppl"))
+        ppl = as_number(row.get("wikitext_ppl"))
         if ppl is not None:
             self._wikitext.append((step, ppl))
         _append_number(self._tokens_per_s, row.get("tokens_per_s"))
@@ -393,7 +272,7 @@ class RunWatcher:
             hist = self._gpu_hist.setdefault(
                 index, {k: deque(maxlen=HISTORY) for k in ("temp_c", "power_w", "util_pct")})
             for key, values in hist.items():
-                value = _number(gpu.get(key))
+                value = as_number(gpu.get(key))
                 if value is not None:
                     values.append(value)
 
@@ -405,12 +284,12 @@ class RunWatcher:
             views.append(GpuView(
                 index=index,
                 name=str(g.get("name") or f"GPU {index}"),
-                temp_c=_number(g.get("temp_c")),
-                power_w=_number(g.get("power_w")),
-                util_pct=_number(g.get("util_pct")),
-                sm_clock_mhz=_number(g.get("sm_clock_mhz")),
-                mem_used_b=_number(g.get("mem_used_b")),
-                mem_total_b=_number(g.get("mem_total_b")),
+                temp_c=as_number(g.get("temp_c")),
+                power_w=as_number(g.get("power_w")),
+                util_pct=as_number(g.get("util_pct")),
+                sm_clock_mhz=as_number(g.get("sm_clock_mhz")),
+                mem_used_b=as_number(g.get("mem_used_b")),
+                mem_total_b=as_number(g.get("mem_total_b")),
                 unified_memory=bool(g.get("unified_memory")),
                 throttle=g.get("throttle"),
                 temp_history=list(hist["temp_c"]),

@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import scaled
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_prints_json_line_and_table_with_trainer_baseline(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -41,6 +43,7 @@ def test_bench_prints_json_line_and_table_with_trainer_baseline(tmp_path):
         assert label in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_rejects_too_few_steps():
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu", "--steps", "1"],
                           cwd=PROJECT, capture_output=True, text=True, timeout=scaled(120))
@@ -48,6 +51,7 @@ def test_bench_rejects_too_few_steps():
     assert "--steps must be at least 2" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_rejects_a_baseline_micro_batch_that_does_not_divide_the_step():
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--profile", "tiny-cpu", "--steps", "4",
                            "--baseline", "hf-trainer", "--baseline-micro-batch", "3"],

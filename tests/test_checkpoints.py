@@ -6,13 +6,14 @@ import json
 import pickle
 from pathlib import Path
 
+import pytest
 import torch
 from cli_helpers import FAST, events, only_run, sparknet
 
 from engine.config.loading import ModelConfig
 from engine.files import read_json
 from engine.models.checkpoint import _sha256, load_latest_model, save_checkpoint
-from engine.models.gpt2 import build_model
+from engine.models.registry import build_model
 from engine.runs.rundir import iter_checkpoints
 
 
@@ -76,6 +77,7 @@ class Payload:
         return (print, ("this must never run",))
 
 
+@pytest.mark.slow
 def test_a_malicious_trainer_file_falls_back_to_the_checkpoint_before(logs):
     common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=16_384", "--set", "run.checkpoint_every=2"]
     sparknet("train", *common, "--set", "run.keep_checkpoints=3")

@@ -11,6 +11,7 @@ from engine.config.loading import (
     load_profile,
     model_parameter_count,
     profile_from_dict,
+    profiles_dir,
     read_toml,
     resolve_profile_path,
 )
@@ -138,3 +139,14 @@ def test_mix_paths_resolve_against_mix_folder(tmp_path, monkeypatch):
 def test_a_negative_mlp_width_is_refused():
     with pytest.raises(ConfigError, match=r"modern-70m.toml with --set model.mlp_hidden=-1: model.mlp_hidden must be >= 0 \(0 = the default width\)"):
         load_profile("modern-70m", ["model.mlp_hidden=-1"])
+
+
+def test_a_profile_without_a_mix_needs_one_named(tmp_path):
+    from engine.config.loading import load_run_inputs
+
+    lone = tmp_path / "lone.toml"
+    lone.write_text((profiles_dir() / "tiny-cpu.toml").read_text().replace('mix = "demo"', ""))
+    with pytest.raises(ConfigError, match=r"lone.toml: no mix given; .* pass --mix NAME"):
+        load_run_inputs(str(lone), None, [])
+    profile, mix = load_run_inputs(str(lone), "demo", [])
+    assert mix.name == "demo" and profile.mix == ""

@@ -37,6 +37,7 @@ def corpora(tmp_path_factory):
     return mix, cache, report
 
 
+@pytest.mark.slow
 def test_prepare_covers_every_share_plus_validation(corpora):
     mix, cache, report = corpora
     for name, share in mix.shares.items():
@@ -53,6 +54,7 @@ def test_prepare_covers_every_share_plus_validation(corpora):
     assert progress["state"] == "done" and {s["name"] for s in progress["sources"]} == set(mix.shares)
 
 
+@pytest.mark.slow
 def test_shares_within_half_a_percent_over_3m_tokens(corpora):
     mix, cache, _ = corpora
     loader = MixLoader(mix, batch=16, context=1024, seed=7, cache_dir=cache, total_tokens=3_000_000)
@@ -78,6 +80,7 @@ def test_shares_within_half_a_percent_over_3m_tokens(corpora):
     assert all(found[name] > 0 for name in streams)
 
 
+@pytest.mark.slow
 def test_every_document_ends_with_eos_and_train_val_are_disjoint(corpora):
     mix, cache, report = corpora
     eos = load_tokenizer("gpt2").eos_id
@@ -112,6 +115,7 @@ def test_cached_documents_are_exactly_the_tokenized_source(tmp_path):
 # ---------------------------------------------------------------- drawing batches
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_other_seed_other_batches(corpora):
     mix, cache, _ = corpora
     a = MixLoader(mix, batch=8, context=256, seed=1, cache_dir=cache)
@@ -122,6 +126,7 @@ def test_same_seed_same_batches_other_seed_other_batches(corpora):
     assert not all(np.array_equal(x, c.next_batch()) for x in first)
 
 
+@pytest.mark.slow
 def test_resume_mid_stream_gives_the_same_next_batches(corpora):
     mix, cache, _ = corpora
     run = MixLoader(mix, batch=8, context=512, seed=3, cache_dir=cache)
@@ -135,6 +140,7 @@ def test_resume_mid_stream_gives_the_same_next_batches(corpora):
     assert resumed.tokens_by_source() == run.tokens_by_source()
 
 
+@pytest.mark.slow
 def test_ranks_take_disjoint_windows_of_one_global_order(corpora):
     mix, cache, _ = corpora
     single = MixLoader(mix, batch=8, context=256, seed=5, cache_dir=cache)
@@ -158,6 +164,7 @@ def test_windows_cross_shard_boundaries_unchanged(tmp_path):
         assert np.array_equal(big.next_batch(), small.next_batch())
 
 
+@pytest.mark.slow
 def test_validation_batches_are_held_out_and_fixed(corpora):
     mix, cache, report = corpora
     first = list(validation_batches(mix, 20_000, batch=8, context=256, cache_dir=cache))
@@ -173,6 +180,7 @@ def test_validation_batches_are_held_out_and_fixed(corpora):
         assert not any(s.find(raw) >= 0 for s in train_streams)
 
 
+@pytest.mark.slow
 def test_loader_is_fast_enough_to_feed_a_gpu(corpora):
     mix, cache, _ = corpora
     loader = MixLoader(mix, batch=24, context=1024, seed=0, cache_dir=cache)
@@ -282,6 +290,7 @@ def test_interrupted_prepare_continues_where_it_stopped(tmp_path, monkeypatch):
     assert again["docs"]["train_tokens"] == clean["docs"]["train_tokens"]
 
 
+@pytest.mark.slow
 def test_killed_prepare_process_resumes_to_the_same_cache(tmp_path, corpora):
     mix, _, reference = corpora
     cache = tmp_path / "cache"
@@ -327,6 +336,7 @@ def test_second_prepare_is_instant_and_complete_sources_are_never_reread(tmp_pat
     assert counter.texts == 0
 
 
+@pytest.mark.slow
 def test_parallel_workers_write_the_same_cache_as_one_process(tmp_path, monkeypatch):
     src = write_jsonl(tmp_path / "docs.jsonl", unique_docs(400, seed=8))
     mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],

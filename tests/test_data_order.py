@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from data_helpers import unique_docs, write_jsonl, write_mix
 
 from engine.config.loading import load_mix
@@ -58,6 +59,7 @@ def hub_mix(tmp_path: Path, validation_share: float):
                                                          "split": "train"}], validation_share=validation_share)))
 
 
+@pytest.mark.slow
 def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tmp_path):
     mix = hub_mix(tmp_path, validation_share=0.0)
     small = prepare_mix(mix, RUN_TOKENS, cache_dir=tmp_path / "run-only", workers=1)["hub"]
@@ -75,6 +77,7 @@ def test_a_hub_source_gives_a_run_its_own_share_whatever_more_the_cache_holds(tm
     assert loader.describe(RUN_TOKENS) == f"hub {quota:,} tokens (its first ones), {passes:.3g} passes"
 
 
+@pytest.mark.slow
 def test_a_hub_sources_validation_windows_stay_when_its_cache_grows(tmp_path):
     """A run's held-out loss is measured on the same windows before and after another run extends the cache
     (a resumed run's curve stays on one set), and a smaller cache gives the first of a larger one's windows."""
@@ -99,6 +102,7 @@ def test_a_hub_sources_validation_windows_stay_when_its_cache_grows(tmp_path):
     assert np.array_equal(pinned, few)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_held_out_windows_after_another_run_grows_the_cache(tmp_path, monkeypatch):
     """The run's checkpoint keeps the sizes of the validation splits it started with: resumed after a longer
     run extended the cache, it measures the same windows (the cache now holds more of them)."""
@@ -117,13 +121,13 @@ def test_a_resumed_run_keeps_its_held_out_windows_after_another_run_grows_the_ca
     trainer = Trainer(run_dir, resume=False)
     trainer.setup()
     assert trainer.run() == 0
-    started_with, loss = trainer.validation_lengths, trainer.validation_loss()
+    started_with, loss = trainer.validator.lengths, trainer.validator.loss(trainer.raw_model)
     prepare_mix(mix, 20 * RUN_TOKENS, workers=1)  # a longer run on the same source
     assert validation_lengths(mix)["hub"] > started_with["hub"]
     resumed = Trainer(run_dir, resume=True)
     resumed.setup()
-    assert resumed.validation_lengths == started_with
-    assert resumed.validation_loss() == loss
+    assert resumed.validator.lengths == started_with
+    assert resumed.validator.loss(resumed.raw_model) == loss
 
     def window_count(lengths):
         return sum(len(b) for b in validation_batches(mix, 32768, batch=8, context=128, lengths=lengths))

@@ -19,6 +19,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_and_resume(logs):
     sparknet("train", "--name", "single", *COMMON)
     single = losses(next(logs.glob("*-single")))

@@ -17,6 +17,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.mark.slow
 def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(cache):
     proc = sparknet("doctor", "--profile", "tiny-cpu")
     out = proc.stdout
@@ -37,6 +38,7 @@ def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(
     assert "problem:" not in out and proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_a_cpu_build_on_a_machine_with_an_nvidia_gpu_is_a_problem_with_its_fix(cache, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

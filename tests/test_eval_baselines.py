@@ -21,6 +21,7 @@ from engine.models.export_hf import export_hf
 # ------------------------------------------------------------------ baselines
 
 
+@pytest.mark.slow
 def test_published_figures_when_baselines_are_not_measured(tmp_path, tok):
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
     eval_command(str(model_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200)
@@ -48,6 +49,7 @@ def test_published_figures_when_baselines_are_not_measured(tmp_path, tok):
     assert read_eval(model_dir)["results"][1]["perplexity"] == 29.9
 
 
+@pytest.mark.slow
 def test_unloadable_baseline_folder_falls_back_to_published(tmp_path, tok, capsys):
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
     empty = tmp_path / "not-a-model"
@@ -60,6 +62,7 @@ def test_unloadable_baseline_folder_falls_back_to_published(tmp_path, tok, capsy
     assert "showing its published figures" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_baselines_offline_fall_back_to_published(tmp_path, tok):
     """The real command in a fresh process, with an empty Hugging Face cache and the hub switched off."""
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
@@ -75,6 +78,7 @@ def test_baselines_offline_fall_back_to_published(tmp_path, tok):
     assert "published" in proc.stdout and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_baseline_measured_from_local_folder(tmp_path, tok):
     target_dir = export_hf(tiny_model(seed=1), tmp_path / "target", tok)
     baseline_model = tiny_model(seed=2)
@@ -108,6 +112,7 @@ def small_tokenizer_folder(folder: Path, rows: list[str]) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_tokenizer_mismatch_leaves_bits_per_byte(tmp_path, tok, test_rows):
     own_tok = load_tokenizer(str(small_tokenizer_folder(tmp_path / "tok", test_rows[:300])))
     assert own_tok.n_vocab < 1000
@@ -130,6 +135,7 @@ def test_tokenizer_mismatch_leaves_bits_per_byte(tmp_path, tok, test_rows):
 # ------------------------------------------------------------------ which protocols run by default
 
 
+@pytest.mark.slow
 def test_default_evaluation_runs_both_wikitext_protocols_so_both_baselines_have_figures(tmp_path, tok, capsys):
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
     assert eval_command(str(model_dir), wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=200) == 0
@@ -144,12 +150,13 @@ def test_default_evaluation_runs_both_wikitext_protocols_so_both_baselines_have_
 
 
 def test_cli_offers_every_protocol():
-    from engine.cli.main import EVAL_PROTOCOLS
+    from engine.cli.parser import EVAL_PROTOCOLS
     from engine.evaluate import PROTOCOLS
 
     assert EVAL_PROTOCOLS == PROTOCOLS
 
 
+@pytest.mark.slow
 def test_demo_run_is_evaluated_on_its_held_out_text_with_no_download(logs, tmp_path):
     """The tour's run: the demo mix and its own tokenizer, with no WikiText and no GPT-2 tokenizer to be had."""
     from cli_helpers import only_run, sparknet

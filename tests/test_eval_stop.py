@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from cli_helpers import PROJECT, scaled
 from eval_helpers import WIKITEXT_DIR, make_run, tiny_model
 from pilot_helpers import make_app, plain, wait_until
@@ -53,6 +54,7 @@ def assert_stopped_cleanly(run_dir, proc) -> None:
     assert not list(run_dir.glob("eval*.json"))  # nothing half-written
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_evaluation_halfway_and_it_said_how_far_it_was(logs):
     run_dir = make_run(logs, tiny_model(seed=3))
     proc = start_eval(run_dir)
@@ -66,6 +68,7 @@ def test_sigterm_stops_a_run_evaluation_halfway_and_it_said_how_far_it_was(logs)
         proc.kill()
 
 
+@pytest.mark.slow
 async def test_the_evaluation_screen_shows_progress_and_x_stops_it(logs):
     run_dir = make_run(logs, tiny_model(seed=4))
     proc = start_eval(run_dir)

@@ -37,6 +37,7 @@ from engine.models.gpt2 import GPT
 # ------------------------------------------------------------------ data
 
 
+@pytest.mark.slow
 def test_wikitext_rows_and_published_token_counts(tok, test_rows):
     valid_rows, origin = wikitext_rows("validation", WIKITEXT_DIR)
     assert origin.endswith("wiki.valid.raw")
@@ -227,6 +228,7 @@ def line_by_line_2000(model: GPT, tok, lines: list[str]) -> tuple[float, int, in
     return sum(means) / len(means), sum(c for _, c, _ in per_line), sum(b for _, _, b in per_line)
 
 
+@pytest.mark.slow
 def test_sparknet_2000_matches_line_by_line(tmp_path, tok):
     model = tiny_model(context=256)
     model_dir = export_hf(model, tmp_path / "model", tok)
@@ -262,6 +264,7 @@ def test_sparknet_2000_short_context_is_labelled(tmp_path, tok):
 # ------------------------------------------------------------------ targets
 
 
+@pytest.mark.slow
 def test_hf_export_and_engine_model_score_the_same(tmp_path, tok):
     engine_dir = export_hf(tiny_model(seed=3), tmp_path / "engine", tok)
     hf_dir = tmp_path / "hf"
@@ -280,6 +283,7 @@ def test_hf_export_and_engine_model_score_the_same(tmp_path, tok):
     assert a["tokenizer"] == b["tokenizer"] == "gpt2"
 
 
+@pytest.mark.slow
 def test_stride_none_is_half_of_each_context(tmp_path, tok):
     model_dir = export_hf(tiny_model(context=64), tmp_path / "model", tok)
     eval_command(str(model_dir), protocol="standard", stride=None, wikitext=str(WIKITEXT_DIR), samples=False,
@@ -290,6 +294,7 @@ def test_stride_none_is_half_of_each_context(tmp_path, tok):
     assert doc["protocol"]["stride"] == "half the model's context, at most 512"
 
 
+@pytest.mark.slow
 def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):
     model = tiny_model(seed=5)
     run_dir = make_run(logs, model)
@@ -317,6 +322,7 @@ def test_run_evaluation_writes_eval_json_and_prints_table(logs, tok, capsys):
     assert "using checkpoint step-00000010 (step 10)" in out
 
 
+@pytest.mark.slow
 def test_run_with_exported_model_uses_it(logs, tok):
     run_dir = make_run(logs, tiny_model(seed=1))
     trained = tiny_model(seed=2)  # different weights: proves model/ wins over the checkpoint
@@ -373,6 +379,7 @@ def test_samples_follow_temperature_and_top_k(tok):
     assert greedy[0]["prompt"] == prompts[0] and greedy[0]["continuation"]
 
 
+@pytest.mark.slow
 def test_broken_model_exits_nonzero_with_valid_json(tmp_path, tok):
     model = tiny_model()
     with torch.no_grad():
@@ -391,6 +398,7 @@ def test_broken_model_exits_nonzero_with_valid_json(tmp_path, tok):
     assert doc["deltas"][0]["loss_delta"] is None
 
 
+@pytest.mark.slow
 def test_the_in_training_curve_and_the_final_evaluation_are_one_procedure(logs):
     """tiny-cpu's context is 128: the curve once used a stride of 128 where the evaluation used 64."""
     from cli_helpers import only_run, sparknet

@@ -12,7 +12,7 @@ from engine.config.loading import ModelConfig
 from engine.data.tokenizer import load_tokenizer
 from engine.models.export_gguf import export_gguf
 from engine.models.export_hf import export_hf
-from engine.models.gpt2 import build_model
+from engine.models.registry import build_model
 
 TEXT = " = Robert Boulter = \n The 2006 café season @-@ naïve, 12.5 % — Ōsaka!"
 # transformers' GGUF loader reads a GPT-2 file's context as n_ctx, not n_positions (so 1024 here), and a
@@ -41,6 +41,7 @@ def round_trip(tmp_path, tok, arch: str, gguf_type: str):
     return ours, theirs, text_ids, loaded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])
 def test_an_f16_file_gives_the_engines_logits_and_the_tokenizers_ids(tmp_path, tok, arch):
     ours, theirs, text_ids, loaded = round_trip(tmp_path, tok, arch, "f16")
@@ -50,6 +51,7 @@ def test_an_f16_file_gives_the_engines_logits_and_the_tokenizers_ids(tmp_path, t
     assert text_ids == tok.encode(TEXT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gguf_type, atol", [("bf16", 2e-2), ("q8_0", 5e-2)])
 def test_bf16_and_8_bit_files_load_close_to_the_model(tmp_path, tok, gguf_type, atol):
     ours, theirs, _, _ = round_trip(tmp_path, tok, "gpt2", gguf_type)
@@ -57,6 +59,7 @@ def test_bf16_and_8_bit_files_load_close_to_the_model(tmp_path, tok, gguf_type, 
     assert not torch.allclose(ours, theirs, atol=1e-6)  # really stored at lower precision
 
 
+@pytest.mark.slow
 def test_the_file_says_what_llama_cpp_needs(tmp_path, tok):
     from gguf import GGUFReader
     from gguf.quants import dequantize
@@ -86,6 +89,7 @@ def test_the_file_says_what_llama_cpp_needs(tmp_path, tok):
     assert np.allclose(np.sqrt((embd.astype(np.float64) ** 2).mean(1)), 1, atol=2e-2)  # rows of unit RMS
 
 
+@pytest.mark.slow
 def test_sparknet_export_writes_a_gguf_file_of_a_run(logs, tmp_path):
     from gguf import GGUFReader
 

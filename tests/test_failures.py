@@ -33,6 +33,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_fails_in_one_line_and_resumes_once_space_is_free(small_disk, monkeypatch):
     logs = small_disk / "logs"
     logs.mkdir()
@@ -78,6 +79,7 @@ def refused(logs: Path, *args) -> str:
     return proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detach", [[], ["--detach"]])
 def test_mistakes_in_a_mix_are_refused_before_a_run_exists(logs, tmp_path, detach, monkeypatch):
     missing = write_mix(tmp_path / "missing.toml", f'[[sources]]\nname = "a"\nweight = 1\npath = "{tmp_path}/nope"\n')
@@ -128,6 +130,7 @@ def test_a_torn_jsonl_line_never_swallows_the_next_record(tmp_path):
     assert path.read_text().endswith('{"step":3}\n')
 
 
+@pytest.mark.slow
 def test_run_files_are_readable_by_other_users_of_the_box(logs):
     old = os.umask(0o022)
     try:
@@ -139,6 +142,7 @@ def test_run_files_are_readable_by_other_users_of_the_box(logs):
         assert (run / name).stat().st_mode & 0o777 == 0o644, name
 
 
+@pytest.mark.slow
 def test_divergence_names_the_kept_checkpoint_and_the_command_that_continues(logs):
     # a learning rate this high blows the tiny model up within a few steps
     sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=40_960", "--set", "run.checkpoint_every=2",
@@ -152,7 +156,7 @@ def test_divergence_names_the_kept_checkpoint_and_the_command_that_continues(log
         assert "no checkpoint was written yet" in status["error"]
     else:
         assert f"the checkpoint from step {int(kept.name[5:])} ({kept.name}) is kept" in status["error"]
-    assert f"`sparknet resume {run.name} --set optim.lr=500`" in status["error"]
+    assert f"`sparknet resume {run.name} --set optim.lr=500 --set optim.min_lr=0`" in status["error"]
     bad = sparknet("resume", str(run), "--set", "model.n_layer=4", check=False)
     assert bad.returncode == 2 and "start a new run" in bad.stderr and bad.stderr.count("\n") == 1
     bad = sparknet("resume", str(run), "--set", "optim.lr=-1", check=False)
@@ -160,6 +164,18 @@ def test_divergence_names_the_kept_checkpoint_and_the_command_that_continues(log
     assert "resume_overrides" not in (run / "run.toml").read_text()  # refused overrides leave no trace
 
 
+def test_divergence_advice_halves_every_rate_the_profile_sets(tmp_path):
+    from engine.config.loading import load_profile
+    from engine.train.guards import divergence_advice
+
+    modern = load_profile("modern-70m").optim
+    advice = divergence_advice(tmp_path / "run", modern)
+    assert (f"--set optim.lr={modern.lr / 2:.3g} --set optim.min_lr={modern.min_lr / 2:.3g} "
+            f"--set optim.muon_lr={modern.muon_lr / 2:.3g}`") in advice
+    assert "muon_lr" not in divergence_advice(tmp_path / "run", load_profile("codelion-70m").optim)
+
+
+@pytest.mark.slow
 def test_resume_set_changes_the_rate_the_optimizer_really_uses(logs):
     from safetensors.torch import load_file
 

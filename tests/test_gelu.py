@@ -51,10 +51,12 @@ print("gelu kernels ok")
 """
 
 
+@pytest.mark.slow
 def test_gelu_kernels_match_pytorch_under_the_interpreter():
     run_under_the_interpreter(KERNEL_CHECK, says="gelu kernels ok")
 
 
+@pytest.mark.slow
 def test_model_with_fused_gelu_matches_the_plain_mlp_eager_and_compiled():
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500))

@@ -135,6 +135,7 @@ def test_the_reference_choice_has_every_piece_off():
     assert not any(REFERENCE.on(p) for p in PIECES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["raise", "wrong"])
 def test_a_run_whose_fast_path_fails_at_start_trains_on_the_reference_path_and_says_so(logs, monkeypatch, fault):
     """The faulted run ends finished with the losses of a run that had the piece off from the start (on the CPU,

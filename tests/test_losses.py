@@ -181,6 +181,7 @@ print("triton kernel ok")
 """
 
 
+@pytest.mark.slow
 def test_triton_kernel_matches_pytorch_under_the_interpreter():
     run_under_the_interpreter(TRITON_CHECK, says="triton kernel ok")
 
@@ -211,6 +212,7 @@ print("pair kernel ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tile", [16, 128])
 def test_fp8_pair_kernels_match_pytorch_under_the_interpreter(tile):
     run_under_the_interpreter(PAIR_CHECK, str(tile), says="pair kernel ok")

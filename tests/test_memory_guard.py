@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from cli_helpers import FAST, reaches, reaches_step, scaled, sparknet
 
 from engine.files import read_json, read_jsonl, wait_for
@@ -45,6 +46,7 @@ def test_the_guard_reads_at_most_once_a_second_and_names_the_setting(tmp_path, m
     assert MemoryGuard(0).low() is None  # 0 turns the guard off
 
 
+@pytest.mark.slow
 def test_a_run_stops_with_a_checkpoint_when_memory_runs_low_and_resumes_after(logs, tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     write_meminfo(meminfo, 100)

@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config.loading import ModelConfig, load_profile, model_parameter_count
+from engine.config.loading import ConfigError, ModelConfig, load_profile, model_parameter_count
 from engine.models.export_hf import export_hf, load_engine_model
 from engine.models.gpt2 import GPT
+from engine.models.parts import num_parameters
+from engine.models.registry import build_model
 
 
 def test_codelion_70m_has_exactly_64_085_504_parameters():
@@ -24,6 +26,7 @@ def test_untied_and_biasless_counts_agree():
         assert GPT(cfg).num_parameters() == model_parameter_count(cfg)
 
 
+@pytest.mark.slow
 def test_hf_export_gives_same_logits(tmp_path):
     from transformers import GPT2LMHeadModel
 
@@ -89,6 +92,7 @@ def use_gpt2_attention(model: GPT, on: bool) -> None:
             block.attn.__dict__.pop("forward", None)
 
 
+@pytest.mark.slow
 def test_three_products_and_the_bias_rewrites_compute_gpt2s_attention_eager_and_compiled():
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, context=16, vocab_size=500)
@@ -133,7 +137,7 @@ def test_export_names_the_tokenizers_own_end_of_text_token(tmp_path, arch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from engine.data.tokenizer import load_tokenizer
-    from engine.models.gpt2 import build_model
+    from engine.models.registry import build_model
 
     tok = load_tokenizer(str(DEMO_TOKENIZER))  # its end-of-text token is id 0, not GPT-2's 50256
     model = build_model(ModelConfig(arch=arch, n_layer=1, n_embd=32, n_head=2, context=32, vocab_size=tok.n_vocab))
@@ -141,3 +145,16 @@ def test_export_names_the_tokenizers_own_end_of_text_token(tmp_path, arch):
     hf = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert hf.config.eos_token_id == hf.config.bos_token_id == tok.eos_id == 0
     assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == 0
+
+
+def test_every_architecture_is_registered_once_with_its_counts_and_its_network():
+    from engine.config.architectures import ARCHITECTURES
+    from engine.models.registry import NETWORKS
+
+    assert set(ARCHITECTURES) == set(NETWORKS)
+    for arch in ARCHITECTURES:
+        cfg = ModelConfig(arch=arch, n_layer=2, n_embd=64, n_head=4, context=32, vocab_size=300,
+                          bias=arch == "gpt2")
+        assert model_parameter_count(cfg) == num_parameters(build_model(cfg)), arch
+    with pytest.raises(ConfigError, match="model.arch must be one of gpt2, modern, got 'llama'"):
+        load_profile("tiny-cpu", ['model.arch="llama"'])

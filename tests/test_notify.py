@@ -44,6 +44,7 @@ def closed_port_url() -> str:
         return f"json://127.0.0.1:{s.getsockname()[1]}/hook"
 
 
+@pytest.mark.slow
 def test_a_finished_run_notifies_and_a_failed_delivery_is_only_a_warning(logs, receiver, monkeypatch):
     url, bodies = receiver
     dead = closed_port_url()

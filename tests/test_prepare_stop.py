@@ -56,6 +56,7 @@ def gone(procs: list[psutil.Process]) -> bool:
     return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs)
 
 
+@pytest.mark.slow
 def test_stop_during_preparation_stops_the_run_and_keeps_what_was_tokenized(logs, private_cache, big_mix):
     run_id = sparknet("train", "--profile", "tiny-cpu", "--mix", str(big_mix), "--set", "run.tokens=60_000_000", "--set", "model.vocab_size=50257",
                       "--set", "batch.grad_accum=1", "--detach").stdout.strip().splitlines()[-1]
@@ -71,6 +72,7 @@ def test_stop_during_preparation_stops_the_run_and_keeps_what_was_tokenized(logs
     assert wait_for(lambda: gone(workers), scaled(60), 0.1)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_preparation_says_stopped_and_takes_the_workers_along(logs, private_cache, big_mix):
     # the foreground command in a terminal: Ctrl-C reaches its whole process group, workers included
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--profile", "tiny-cpu", "--mix",
@@ -95,6 +97,7 @@ def test_ctrl_c_during_preparation_says_stopped_and_takes_the_workers_along(logs
     assert wait_for(lambda: gone(workers), scaled(60), 0.1)
 
 
+@pytest.mark.slow
 def test_sigkill_of_prepare_leaves_no_worker_behind(private_cache, big_mix):
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "prepare", "--mix", str(big_mix), "--tokens",
                              "60_000_000"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,6 +128,7 @@ def _small_mix(tmp_path: Path) -> Path:
     return mix
 
 
+@pytest.mark.slow
 def test_a_damaged_token_cache_is_found_and_tokenized_again(private_cache, tmp_path):
     from engine.config.loading import load_mix
     from engine.data import DataError, MixLoader, cache_damage, read_manifest
@@ -152,6 +156,7 @@ def _phase(run_dir: Path) -> str | None:
     return (read_json(run_dir / "status.json") or {}).get("phase")
 
 
+@pytest.mark.slow
 def test_stop_while_compiling_the_model_is_at_once_and_loses_nothing(logs):
     run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.compile=true", "--set", "run.tokens=40_960",
                       "--set", "run.final_eval=false", "--detach").stdout.strip().splitlines()[-1]
@@ -162,6 +167,7 @@ def test_stop_while_compiling_the_model_is_at_once_and_loses_nothing(logs):
         "stopped at step 0 while compiling the model")
 
 
+@pytest.mark.slow
 def test_stop_during_the_final_evaluation_ends_finished_without_it(logs, tmp_path):
     # the demo's stories under the GPT-2 tokenizer: the final evaluation scores all of WikiText-2 (long on a CPU)
     mix = tmp_path / "stories-gpt2.toml"
@@ -178,6 +184,7 @@ def test_stop_during_the_final_evaluation_ends_finished_without_it(logs, tmp_pat
     assert any("final evaluation stopped" in e["message"] for e in events(run))
 
 
+@pytest.mark.slow
 def test_a_compiled_run_leaves_its_compiling_step_out_of_speed_and_time_left(logs):
     proc = sparknet("train", "--profile", "tiny-cpu", "--set", "run.compile=true", "--set", "run.tokens=8192",
                     "--set", "batch.grad_accum=1", "--set", "run.log_every=1", "--set", "run.final_eval=false",

@@ -58,6 +58,7 @@ print("qk_rope kernels ok")
 """
 
 
+@pytest.mark.slow
 def test_the_kernels_match_the_models_path_under_the_interpreter():
     run_under_the_interpreter(KERNEL_CHECK, says="qk_rope kernels ok")
 

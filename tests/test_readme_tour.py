@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import PROJECT, scaled
 from terminal import Terminal
 
@@ -55,6 +56,7 @@ def offline_env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_the_readme_tour_runs_offline_on_a_fresh_copy(tmp_path):
     commands = tour_commands()
     assert commands[0] == "source .venv/bin/activate" and commands[-1] == "sparknet", commands

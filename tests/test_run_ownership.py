@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from cli_helpers import FAST, PROJECT, reaches_step, scaled, sparknet
 
 from engine.files import utc_now, wait_for
@@ -41,6 +42,7 @@ def trainers_of(run_dir: Path) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_racing_resumes_never_start_two_trainers(logs):
     run = detached_run("--set", "run.tokens=204_800")
     assert reaches_step(run, 2)
@@ -60,6 +62,7 @@ def test_racing_resumes_never_start_two_trainers(logs):
     assert effective_status(run)["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_second_trainer_refuses_and_train_refuses_a_held_run(logs):
     run = logs / "20260101-000000-held"
     run.mkdir()
@@ -138,6 +141,7 @@ def test_the_trainer_raises_the_stall_alarm_once_and_clears_it(tmp_path):
     assert [name for name, _ in seen] == ["stalled", "recovered"]
 
 
+@pytest.mark.slow
 def test_one_evaluation_at_a_time_per_run(logs):
     run = logs / "20260101-000000-evaluated"
     run.mkdir()
@@ -154,6 +158,7 @@ def test_one_evaluation_at_a_time_per_run(logs):
     assert "evaluating" not in effective_status(run)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_machine_is_warned_that_both_go_at_half_speed(logs):
     first = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=4_096_000", "--name", "long",
                      "--detach").stdout.strip().splitlines()[-1]

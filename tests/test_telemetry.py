@@ -8,7 +8,8 @@ import pytest
 
 from engine import SparkNetError
 from engine.files import read_jsonl
-from engine.hardware.telemetry import TelemetrySampler, ThermalWatch, throttle_reasons, wait_while_hot
+from engine.hardware.telemetry import TelemetrySampler, throttle_reasons
+from engine.hardware.thermal import ThermalWatch, wait_while_hot
 from engine.runs.rundir import RunDir
 from tests.fake_nvml import (
     CLOCKS_EVENT_HW_SLOWDOWN,

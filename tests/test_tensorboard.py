@@ -18,6 +18,7 @@ def scalars(folder) -> dict[str, dict[int, float]]:
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_metrics_for_tensorboard_as_it_logs_them(logs):
     sparknet("train", "--profile", "tiny-cpu", "--set", "run.tensorboard=true", "--set", "run.tokens=40960",
              "--set", "run.log_every=2", "--set", "run.eval_every=10", "--set", "run.final_eval=false")
@@ -34,6 +35,7 @@ def test_a_run_writes_its_metrics_for_tensorboard_as_it_logs_them(logs):
     assert "speed/mfu" not in found  # a CPU has no peak to divide by: left out, never written as 0
 
 
+@pytest.mark.slow
 def test_without_the_switch_there_are_no_event_files(logs):
     sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=false")
     assert not (only_run(logs) / TENSORBOARD_DIR).exists()

@@ -3,6 +3,7 @@
 import sys
 import threading
 
+import pytest
 from cli_helpers import scaled
 
 from engine.config.loading import load_mix, load_profile
@@ -12,6 +13,7 @@ from engine.train.trainer import Trainer
 from tests.fake_nvml import FakeNVML
 
 
+@pytest.mark.slow
 def test_training_pauses_while_hot_and_resumes_when_cool(logs, monkeypatch):
     fake = FakeNVML.gb10()
     fake.set_temperature(0, 93.0)

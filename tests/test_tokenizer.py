@@ -75,6 +75,7 @@ def test_fingerprint_differs_for_another_vocabulary(tmp_path, gpt2):
     assert tok.encode("w69999 w1") == [69_999, 1]
 
 
+@pytest.mark.slow
 def test_save_writes_a_folder_transformers_loads(tmp_path, gpt2):
     from transformers import AutoTokenizer
 
@@ -137,6 +138,7 @@ def _hf_cache_with_gpt2(hf_home: Path) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
+@pytest.mark.slow
 def test_gpt2_resolves_from_the_hugging_face_cache_offline_then_fails_clearly(tmp_path, gpt2):
     # A fresh process with no SPARKNET_TOKENIZER and no network: the hub client's own cache serves the files.
     _hf_cache_with_gpt2(tmp_path / "hf-home")

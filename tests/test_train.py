@@ -14,6 +14,7 @@ from engine.files import read_json, read_jsonl, wait_for
 from engine.runs.rundir import effective_status
 
 
+@pytest.mark.slow
 def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
     sparknet("train", "--profile", "tiny-cpu", "--mix", str(corpora_mix), *FAST, "--set", "model.vocab_size=50257",
              "--set", "batch.micro_batch=4", "--set", "run.tokens=20_480", "--set", "run.eval_every=20",
@@ -45,6 +46,7 @@ def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
     assert 'profile_name = "tiny-cpu"' in run_toml and "run.tokens=20_480" in run_toml
 
 
+@pytest.mark.slow
 def test_detached_run_survives_parent_and_reports_in_runs(logs):
     # the parent shell exits as soon as train --detach returns
     parent = subprocess.run(["bash", "-c", f"{sys.executable} -m engine.cli train --profile tiny-cpu "
@@ -82,6 +84,7 @@ def test_stale_pid_shows_as_failed(logs):
     assert "failed" in sparknet("runs").stdout
 
 
+@pytest.mark.slow
 def test_stop_and_resume_match_straight_run(logs):
     common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=30_720", "--set", "run.checkpoint_every=4"]
     sparknet("train", "--name", "straight", *common)
@@ -110,6 +113,7 @@ def test_stop_and_resume_match_straight_run(logs):
         sparknet("resume", run_id)
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back(logs):
     common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=40_960", "--set", "run.checkpoint_every=3",
               "--set", "run.keep_checkpoints=5"]
@@ -131,6 +135,7 @@ def test_corrupt_newest_checkpoint_falls_back(logs):
     assert read_json(run / "status.json")["state"] == "finished"
 
 
+@pytest.mark.slow
 def test_nan_guard_fails_run_and_keeps_good_checkpoint(logs):
     proc = sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=40_960", "--set",
                     "run.checkpoint_every=2", "--set", "optim.lr=1e30", "--set", "optim.min_lr=0", "--set",
@@ -149,6 +154,7 @@ def test_nan_guard_fails_run_and_keeps_good_checkpoint(logs):
         assert all(torch.isfinite(t).all() for t in load_file(ck / "model.safetensors").values())
 
 
+@pytest.mark.slow
 def test_cli_user_errors_are_one_line(logs):
     for args, expected in [
         (["train", "--profile", "nope"], "profile 'nope' not found"),
@@ -239,7 +245,7 @@ def test_runs_lists_newest_first_with_whole_run_ids_in_80_columns(logs):
 def test_runs_says_a_run_is_compiling_its_first_step():
     from types import SimpleNamespace
 
-    from engine.cli.main import runs_table_rows
+    from engine.cli.runs import runs_table_rows
 
     run = SimpleNamespace(run_id="20261201-120000-spark", status={"state": "running", "phase": "compiling",
                                                                     "step": 0, "steps": 8138})
@@ -247,7 +253,7 @@ def test_runs_says_a_run_is_compiling_its_first_step():
 
 
 def test_a_steps_phases_are_marked_in_order_and_marking_changes_nothing(tmp_path):
-    """Trainer.train_step's phase marks (benchmarks/profile_step.py times them): the phases in order, each
+    """Trainer.train_step's phase marks (lab/profile_step.py times them): the phases in order, each
     optimizer by name, and the same step with or without them."""
     from engine.config.loading import load_mix, load_profile
     from engine.runs.rundir import create_run

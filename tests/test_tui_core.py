@@ -24,8 +24,9 @@ from sparknet_tui.plan import (
     save_mix,
     save_profile,
 )
+from sparknet_tui.scan import RunRow, RunsScanner, measured_throughput
 from sparknet_tui.series import ema
-from sparknet_tui.watch import RunsScanner, RunWatcher, last_jsonl_row, measured_throughput, read_status
+from sparknet_tui.watch import RunWatcher, last_jsonl_row, read_status
 from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
 from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text, memory_line
 
@@ -35,6 +36,7 @@ pytest_plugins = ["tui_fixtures"]
 # ---------------------------------------------------------------- the panel never imports the training stack
 
 
+@pytest.mark.slow
 def test_panel_imports_no_torch_transformers_or_datasets():
     code = (
         "import sys, sparknet_tui.app, sparknet_tui.screens.live, sparknet_tui.screens.new_run;"
@@ -46,6 +48,7 @@ def test_panel_imports_no_torch_transformers_or_datasets():
     assert proc.stdout.strip() == "", f"sparknet_tui imported {proc.stdout.strip()}"
 
 
+@pytest.mark.slow
 def test_import_guard_detects_a_heavy_import(tmp_path):
     # the same check, pointed at a module that does import torch, must see it (the guard is not vacuous)
     (tmp_path / "heavy_mod.py").write_text("import torch\n")
@@ -81,6 +84,7 @@ def test_formatting_of_missing_and_present_values():
 # ---------------------------------------------------------------- the Runs table
 
 
+@pytest.mark.slow
 def test_scanner_reads_real_runs(tiny_runs):
     rows = {r.run_id: r for r in RunsScanner(tiny_runs.logs).scan().rows}
     finished = rows[tiny_runs.finished.name]
@@ -97,6 +101,7 @@ def test_scanner_reads_real_runs(tiny_runs):
     assert [r.run_id for r in RunsScanner(tiny_runs.logs).scan().rows] == sorted(rows, reverse=True)
 
 
+@pytest.mark.slow
 def test_scanner_reports_a_live_run_with_a_dead_pid_as_failed(tiny_runs, tmp_path):
     run = copy_run(tiny_runs.finished, tmp_path / "logs")
     status = json.loads((run / "status.json").read_text())
@@ -135,6 +140,7 @@ def test_scanner_reports_an_unlistable_logs_folder(tmp_path):
     assert result.rows == [] and "cannot list" in result.error
 
 
+@pytest.mark.slow
 def test_measured_throughput_is_the_median_of_finished_runs_of_the_same_shape(tiny_runs, tmp_path):
     logs = tmp_path / "logs"
     speeds = [1000.0, 3000.0, 2000.0]
@@ -154,6 +160,7 @@ def test_measured_throughput_is_the_median_of_finished_runs_of_the_same_shape(ti
 # ---------------------------------------------------------------- following one run
 
 
+@pytest.mark.slow
 def test_watcher_reads_a_real_run(tiny_runs):
     view = RunWatcher(tiny_runs.finished).poll()
     metrics = read_jsonl(tiny_runs.finished / "metrics.jsonl")
@@ -168,6 +175,7 @@ def test_watcher_reads_a_real_run(tiny_runs):
     assert view.gpus == [] and view.cpu_pct is not None
 
 
+@pytest.mark.slow
 def test_watcher_reads_only_what_was_appended(tiny_runs, tmp_path):
     run = copy_run(tiny_runs.finished, tmp_path / "logs")
     metrics_path = run / "metrics.jsonl"
@@ -192,6 +200,7 @@ def test_watcher_reads_only_what_was_appended(tiny_runs, tmp_path):
     assert watcher._metrics.offset == metrics_path.stat().st_size
 
 
+@pytest.mark.slow
 def test_watcher_reports_unreadable_files_as_problems(tiny_runs, tmp_path):
     run = copy_run(tiny_runs.finished, tmp_path / "logs")
     (run / "metrics.jsonl").unlink()
@@ -250,6 +259,7 @@ def test_spark_scales_between_min_and_max():
     assert spark([], 5) == ""
 
 
+@pytest.mark.slow
 def test_hardware_panel_on_unified_memory_shows_no_invented_total(tiny_runs, tmp_path):
     run = copy_run(tiny_runs.finished, tmp_path / "logs")
     gpu = {"index": 0, "name": "NVIDIA GB10", "temp_c": 91.0, "power_w": None, "util_pct": 97,
@@ -361,6 +371,7 @@ def test_a_broken_profile_file_is_one_line(private_profiles):
     assert "n_layers" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_frozen_runs_keep_the_real_structure(tiny_runs, frozen_runs):
     real = read_jsonl(tiny_runs.finished / "metrics.jsonl")
     frozen = read_jsonl(frozen_runs.finished / "metrics.jsonl")
@@ -372,6 +383,7 @@ def test_frozen_runs_keep_the_real_structure(tiny_runs, frozen_runs):
     assert Path(frozen_runs.profiles / "tiny-cpu.toml").exists()
 
 
+@pytest.mark.slow
 def test_scanner_reports_a_quiet_live_run_as_stalled(tiny_runs, tmp_path):
     from engine.runs.lock import RunLock
 
@@ -426,3 +438,18 @@ def test_ratios_read_in_plain_figures_never_in_exponent_notation():
     from engine.formatting import fmt_ratio
 
     assert [fmt_ratio(r) for r in (1.5134, 0.998, 17.46, 1750.4, None)] == ["×1.51", "×1.00", "×17.5", "×1,750", "N/A"]
+
+
+def test_progress_and_the_thermal_pause_are_derived_once_for_the_cli_and_the_panel():
+    from engine.cli.runs import runs_table_rows
+    from engine.runs.rundir import RunInfo
+    from engine.runs.status import RunStatus, State
+
+    halfway = {"state": "running", "step": 5, "steps": 10, "tokens": 500, "total_tokens": 1000, "paused": "GPU 0 hot"}
+    assert RunStatus(halfway).progress == 0.5 and RunStatus(halfway).paused == "GPU 0 hot"
+    assert RunStatus({"state": "running", "step": 3, "steps": 4}).progress == 0.75  # tokens unknown: by steps
+    assert RunStatus({"state": "finished"}).progress == 1.0 and RunStatus({}).progress is None
+    assert RunStatus({"state": "odd"}).state is State.UNKNOWN and RunStatus({"paused": ""}).paused is None
+    (row,) = runs_table_rows([RunInfo("r", Path("r"), halfway, {})], now=0.0)
+    assert row[1] == "running (thermal pause)" and row[2] == "5/10 50%"
+    assert RunRow("r", Path("r"), "running", "p", "m", halfway, {}).progress == 0.5

@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import PROJECT
 from terminal import Terminal
 from tui_fixtures import pid_alive
@@ -35,6 +36,7 @@ def status_of(logs: Path) -> tuple[Path, dict]:
     return run, json.loads((run / "status.json").read_text())
 
 
+@pytest.mark.slow
 def test_panel_end_to_end_in_a_terminal(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

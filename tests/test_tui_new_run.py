@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from pilot_helpers import make_app, open_new_run, plain, settle, wait_until
 from textual.widgets import Input, Select, Static
 from tui_fixtures import copy_run
@@ -25,6 +26,7 @@ async def type_into(pilot, app, screen, key: str, text: str) -> None:
     await settle(pilot, app)
 
 
+@pytest.mark.slow
 async def test_new_run_validates_as_you_type(private_logs, private_profiles):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -65,6 +67,7 @@ async def test_new_run_warns_that_a_second_run_halves_both(private_logs, private
         assert f"{run.name} is training on this machine" in plain(screen.query_one("#new-error", Static))
 
 
+@pytest.mark.slow
 async def test_new_run_estimates_duration_from_finished_runs(private_logs, private_profiles, tiny_runs):
     copy_run(tiny_runs.finished, private_logs)
     speed = json.loads((tiny_runs.finished / "status.json").read_text())["tokens_per_s"]
@@ -97,6 +100,7 @@ async def test_new_run_projects_the_duration_from_the_ceilings_doctor_saved(priv
         assert "projected from the ceilings `sparknet doctor` measured on the NVIDIA GB10" in derived
 
 
+@pytest.mark.slow
 async def test_new_run_saves_a_profile_and_a_mix(private_logs, private_profiles):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -148,6 +152,7 @@ async def test_new_run_with_a_broken_profile_shows_the_error(private_logs, priva
         assert app.is_running and list(private_logs.iterdir()) == []
 
 
+@pytest.mark.slow
 async def test_new_run_checks_the_sources_before_it_says_valid(private_logs, private_profiles):
     broken = private_profiles / "mixes" / "demo.toml"
     broken.write_text(broken.read_text().replace('path = "demo/stories.jsonl"', 'path = "demo/no-stories.jsonl"'))

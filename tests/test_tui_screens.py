@@ -27,6 +27,7 @@ pytest_plugins = ["tui_fixtures"]
 # ---------------------------------------------------------------- Runs
 
 
+@pytest.mark.slow
 async def test_runs_screen_lists_real_runs(panel_env):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -87,6 +88,7 @@ async def test_stop_and_resume_refuse_runs_in_the_wrong_state(panel_env):
         assert json.loads((panel_env.finished / "status.json").read_text())["state"] == "finished"
 
 
+@pytest.mark.slow
 async def test_delete_asks_first(private_logs, tiny_runs):
     doomed = copy_run(tiny_runs.failed, private_logs)
     kept = copy_run(tiny_runs.finished, private_logs)
@@ -107,6 +109,7 @@ async def test_delete_asks_first(private_logs, tiny_runs):
         assert not doomed.exists() and kept.exists()
 
 
+@pytest.mark.slow
 async def test_compare_two_runs(private_logs, tiny_runs):
     a = copy_run(tiny_runs.finished, private_logs, "20260101-000000-a")
     b = copy_run(tiny_runs.failed, private_logs, "20260101-000001-b")
@@ -137,6 +140,7 @@ async def test_compare_two_runs(private_logs, tiny_runs):
         assert isinstance(app.screen, RunsScreen)
 
 
+@pytest.mark.slow
 async def test_command_palette_offers_every_footer_action(panel_env):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -155,6 +159,7 @@ async def test_command_palette_offers_every_footer_action(panel_env):
 # ---------------------------------------------------------------- Live
 
 
+@pytest.mark.slow
 async def test_live_screen_shows_a_finished_run(panel_env):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -236,6 +241,7 @@ async def test_live_screen_of_a_failed_run_shows_its_error_and_log(panel_env):
         assert tail and tail[-1].strip()[:40] in log
 
 
+@pytest.mark.slow
 async def test_two_panels_watch_one_run(private_logs, frozen_runs):
     run = copy_run(frozen_runs.running, private_logs)
     first = SparkNetApp(clock=lambda: FROZEN_NOW, poll_interval=POLL, open_run=run)
@@ -349,6 +355,7 @@ async def test_evaluation_screen_without_eval_json(panel_env):
 # ---------------------------------------------------------------- errors never crash the panel
 
 
+@pytest.mark.slow
 async def test_broken_run_directories_show_messages(private_logs, tiny_runs):
     broken = copy_run(tiny_runs.finished, private_logs, "20260101-000000-broken")
     (broken / "status.json").write_text("{truncated")

@@ -75,6 +75,7 @@ def test_runs_screen(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=settled)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_new_run_screen(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=open_new_run)
@@ -117,6 +118,7 @@ def screen_rows(svg: str) -> list[str]:
     return ["".join(t for _, t in sorted(parts)) for _, parts in sorted(rows.items())]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("screen", ["new run", "live", "failed live", "evaluation", "benchmarks"])
 async def test_no_line_is_cut(frozen_env, size, screen):

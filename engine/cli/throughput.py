@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from engine import SparkNetError
-from engine.config.loading import Profile, flops_per_token, load_mix, load_profile, model_parameter_count
+from engine.config.loading import Profile, flops_per_token, load_profile, load_run_inputs, model_parameter_count
 from engine.kernels.choice import PIECES, TITLES
 from engine.runs.rundir import create_run
 
@@ -48,7 +48,7 @@ def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: 
 @contextlib.contextmanager
 def private_trainer(profile: Profile, mix):
     """A Trainer of the profile, set up in a temporary run folder nobody else can see, to run in this process
-    (the bench, and the scripts in benchmarks/ that time a step)."""
+    (the bench, and the scripts in lab/ that time a step)."""
     from engine.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
@@ -60,7 +60,7 @@ def private_trainer(profile: Profile, mix):
 
 
 def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False) -> dict:
-    from engine.train.schedule import lr_at
+    from engine.train.schedule import lr_factor
 
     with private_trainer(profile, mix) as trainer:
         device = trainer.device
@@ -85,7 +85,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         for step in range(steps):
             if step == warmup:
                 data_after_warmup = data_time
-            loss, _ = trainer.train_step(lr_at(step, profile))
+            loss, _ = trainer.train_step(lr_factor(step, profile))
             if is_boundary(step + 1, warmup, interval, steps):
                 _sync(device)  # interval boundaries only
                 losses.append((step + 1, loss.item()))
@@ -94,22 +94,30 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         rates = _intervals(times, profile.tokens_per_step, warmup, interval)
         steady_time = times[-1] - (times[warmup - 1] if warmup > 0 else 0.0)
         out = {
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "tokens_per_s": statistics.median(rates) if rates else None,
             "tokens_per_s_intervals": [round(r, 1) for r in rates],
-            "peak_memory_b": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
             "data_wait_share": (data_time - data_after_warmup) / steady_time if steady_time > 0 else None,
             "final_loss": losses[-1][1] if losses else None,
-            "peak_flops": trainer.peak,
-            "peak_source": trainer.peak_source,
-            "compile": trainer.kernels.compile,
-            "kernels": trainer.kernels.as_dict(),
-            "kernels_proof_s": round(trainer.kernels_proof_s, 2),
-            "precision": "bf16" if trainer.use_bf16 else "fp32",
+            **_trainer_facts(trainer),
         }
         if evaluate:
             out.update(evaluate_model(trainer.raw_model, profile, mix, device))
         return out
+
+
+def _trainer_facts(trainer) -> dict:
+    """The device, its peak and the fast paths a timed trainer ran with."""
+    device = trainer.device
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "peak_memory_b": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "peak_flops": trainer.peak,
+        "peak_source": trainer.peak_source,
+        "compile": trainer.kernels.compile,
+        "kernels": trainer.kernels.as_dict(),
+        "kernels_proof_s": round(trainer.kernels_proof_s, 2),
+        "precision": "bf16" if trainer.use_bf16 else "fp32",
+    }
 
 
 @torch.no_grad()
@@ -119,7 +127,7 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
     capped at run.final_eval_tokens when the profile sets it)."""
     from engine.data.tokenizer import load_tokenizer
     from engine.evaluate import capped_wikitext_eval, load_wikitext_ids
-    from engine.train.heldout import held_out_loss
+    from engine.train.validator import held_out_loss
 
     model.eval()
     dtype = torch.bfloat16 if device.type == "cuda" and profile.run.precision == "bf16" else None
@@ -153,33 +161,19 @@ def baseline_micro_batch(profile: Profile, requested: int | None) -> int:
     return max(d for d in range(1, min(sequences, MAX_LOGITS_BATCH) + 1) if sequences % d == 0)
 
 
-def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False,
-                     micro_batch: int | None = None) -> dict:
-    """transformers Trainer + GPT2LMHeadModel (sdpa, bf16, fused AdamW, eager) on the same tokens.
+def _hf_gpt2(m):
+    """transformers' GPT2LMHeadModel of the profile's shape, attention through sdpa."""
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    The step holds the same sequences as the profile's, split into micro-batches the Trainer fits in memory."""
-    import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
-
-    from engine.data import MixLoader, prepare_mix
-
-    p = profile
-    cuda = torch.cuda.is_available() and p.run.device != "cpu"
-    device = torch.device("cuda" if cuda else "cpu")
-    micro = micro_batch or baseline_micro_batch(p, None)
-    accum = p.batch.micro_batch * p.batch.grad_accum // micro
-    prepare_mix(mix, steps * p.tokens_per_step)
-    # the loader's draws are numbered globally, so any split of a step yields the same sequences in order
-    loader = MixLoader(mix, split="train", batch=micro, context=p.model.context, seed=p.run.seed,
-                       total_tokens=steps * p.tokens_per_step)
-    windows = _Windows([loader.next_batch() for _ in range(steps * accum)], micro)
-    m = p.model
     config = GPT2Config(vocab_size=m.vocab_size, n_positions=m.context, n_embd=m.n_embd, n_layer=m.n_layer,
                         n_head=m.n_head, resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
                         tie_word_embeddings=m.tie_embeddings)
-    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
-    times: list[float] = []
-    losses: list[float] = []
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def _timer(times: list[float], losses: list[float], device: torch.device, warmup: int, interval: int, steps: int):
+    """A Trainer callback that appends each step's end time to `times` and each logged loss to `losses`."""
+    from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -196,10 +190,36 @@ def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: i
             if logs and "loss" in logs:
                 losses.append(logs["loss"])
 
+    return Timer()
+
+
+def bench_hf_trainer(profile: Profile, mix, steps: int, warmup: int, interval: int, evaluate: bool = False,
+                     micro_batch: int | None = None) -> dict:
+    """transformers Trainer + GPT2LMHeadModel (sdpa, bf16, fused AdamW, eager) on the same tokens.
+
+    The step holds the same sequences as the profile's, split into micro-batches the Trainer fits in memory."""
+    import transformers
+    from transformers import Trainer, TrainingArguments
+
+    from engine.data import MixLoader, prepare_mix
+
+    p = profile
+    cuda = torch.cuda.is_available() and p.run.device != "cpu"
+    device = torch.device("cuda" if cuda else "cpu")
+    micro = micro_batch or baseline_micro_batch(p, None)
+    accum = p.batch.micro_batch * p.batch.grad_accum // micro
+    prepare_mix(mix, steps * p.tokens_per_step)
+    # the loader's draws are numbered globally, so any split of a step yields the same sequences in order
+    loader = MixLoader(mix, split="train", batch=micro, context=p.model.context, seed=p.run.seed,
+                       total_tokens=steps * p.tokens_per_step)
+    windows = _Windows([loader.next_batch() for _ in range(steps * accum)], micro)
+    model = _hf_gpt2(p.model)
+    times: list[float] = []
+    losses: list[float] = []
     with tempfile.TemporaryDirectory(prefix="sparknet-hf-") as out_dir:
         args = TrainingArguments(output_dir=out_dir, **_trainer_settings(p, micro, accum, steps, interval, cuda))
         trainer = Trainer(model=model, args=args, train_dataset=windows)
-        trainer.add_callback(Timer())
+        trainer.add_callback(_timer(times, losses, device, warmup, interval, steps))
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the bench's JSON line
             trainer.train()
     rates = _intervals(times, p.tokens_per_step, warmup, interval)
@@ -247,11 +267,8 @@ def bench_command(args) -> int:
         raise SparkNetError(f"--steps must be at least 2, got {steps}")
     # the bench's run is its steps: the schedule (warm-up, decay) spans them, for both trainers
     probe = load_profile(args.profile, list(args.overrides))
-    profile = load_profile(args.profile, list(args.overrides) + [f"run.tokens={steps * probe.tokens_per_step}"])
-    mix_name = args.mix or profile.mix
-    if not mix_name:
-        raise SparkNetError(f"{profile.source}: no mix given; pass --mix NAME")
-    mix = load_mix(mix_name)
+    overrides = list(args.overrides) + [f"run.tokens={steps * probe.tokens_per_step}"]
+    profile, mix = load_run_inputs(args.profile, args.mix, overrides)
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, min(10, steps // 3))
     if not 0 < warmup < steps:
         raise SparkNetError(f"--warmup-steps must be between 1 and {steps - 1}, got {warmup}")

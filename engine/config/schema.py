@@ -44,7 +44,6 @@ class OptimConfig:
     fused: bool = True
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
-    muon_weight_decay: float = 0.0
 
 
 @dataclass

@@ -255,7 +255,6 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
                    for split in ("train", "val")}
         counts, docs_count = manifest["tokens"], manifest["documents"]
         undecodable0 = manifest["undecodable_bytes"]
-        last_commit = time.monotonic()
 
         def commit() -> None:
             for w in writers.values():
@@ -267,24 +266,12 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
         docs = reader.documents(skip=manifest["documents_read"])
         batches = _text_batches(docs)
         encoded = encoder.encoded(batches, _use_pool(reader, target, counts["train"]))
-        reached = False
         try:
-            for flat, lengths in encoded:
-                parts, reached = _route_documents(flat, lengths, manifest, target)
-                for split in ("train", "val"):
-                    if parts[split]:
-                        writers[split].append(np.concatenate(parts[split]))
-                prog.update(name, tokens=counts["train"], val_tokens=counts["val"],
-                            documents=docs_count["train"] + docs_count["val"])
-                if reached:
-                    break
-                if should_stop is not None and should_stop():
-                    commit()
-                    raise PrepareStopped(name)
-                if time.monotonic() - last_commit >= COMMIT_EVERY_S:
-                    commit()
-                    last_commit = time.monotonic()
-            manifest["complete"] = not reached
+            manifest["complete"] = not _write_encoded(encoded, writers, manifest, target, commit,
+                                                      lambda: prog.update(name, tokens=counts["train"],
+                                                                          val_tokens=counts["val"],
+                                                                          documents=docs_count["train"] + docs_count["val"]),
+                                                      should_stop, name)
             commit()
         except BadDocumentError:
             # Fixing the file or the mix changes the cache key, so this folder would only be litter.
@@ -303,6 +290,29 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
             shutil.rmtree(folder, ignore_errors=True)
             raise DataError(f"source '{name}' has no text (every document is empty); "
                             f"check text_field or the files in {reader.mix_where}")
+
+
+
+def _write_encoded(encoded, writers: dict, manifest: dict, target: int | None, commit, report, should_stop,
+                   name: str) -> bool:
+    """Route each encoded batch to the train and validation shards, committing every COMMIT_EVERY_S; True when
+    the source reached its target before its end."""
+    last_commit = time.monotonic()
+    for flat, lengths in encoded:
+        parts, reached = _route_documents(flat, lengths, manifest, target)
+        for split in ("train", "val"):
+            if parts[split]:
+                writers[split].append(np.concatenate(parts[split]))
+        report()
+        if reached:
+            return True
+        if should_stop is not None and should_stop():
+            commit()
+            raise PrepareStopped(name)
+        if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+            commit()
+            last_commit = time.monotonic()
+    return False
 
 
 def _open_manifest(folder: Path, reader: SourceReader, tok: Tokenizer) -> dict:

@@ -25,7 +25,8 @@ class HardwareWatch:
 
     def start(self) -> None:
         try:
-            from engine.hardware.telemetry import TelemetrySampler, ThermalWatch
+            from engine.hardware.telemetry import TelemetrySampler
+            from engine.hardware.thermal import ThermalWatch
         except ImportError:
             return
         index = self.device.index
@@ -55,7 +56,7 @@ class HardwareWatch:
         for ev in self.thermal.update(row):
             self._emit(ev)
         if self.thermal.should_pause:
-            from engine.hardware.telemetry import wait_while_hot
+            from engine.hardware.thermal import wait_while_hot
 
             self.set_status(paused="thermal")
             wait_while_hot(self.thermal, self.sampler, self._emit, self.stop_requested)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from engine import one_line
+from engine.config.architectures import ARCHITECTURES
 from engine.config.loading import ModelConfig, RunConfig
 from engine.kernels.triton_support import tl, triton
 
@@ -33,7 +34,7 @@ OWN_KERNELS = ("fused_loss", "fused_gelu", "fused_qk_rope")
 # Triton before 3.6 has no ptxas that assembles for sm_12x (the DGX Spark's GB10 is sm_121)
 TRITON_FOR_CAPABILITY_12 = (3, 6)
 # the most shared memory one block of the engine's own Triton kernels uses at the configurations it launches (the
-# FP8 transpose's 128 x 128 tile; benchmarks/kernel_resources.py measures each); a GB10 block may use 101,376 bytes
+# FP8 transpose's 128 x 128 tile; lab/kernel_resources.py measures each); a GB10 block may use 101,376 bytes
 ENGINE_SHARED_MEMORY_B = 16_384
 
 
@@ -152,13 +153,16 @@ def _version_tuple(version: str | None) -> tuple[int, ...]:
     return tuple(parts)
 
 
+# why an architecture's own piece does not apply to a model
+NOT_USED = {"fused_gelu": "its MLP has no GELU with a bias", "fused_qk_rope": "it has no QK-norm or rotary embeddings"}
+
+
 def _device_reason(piece: str, facts: DeviceFacts, model: ModelConfig, use_bf16: bool) -> str | None:
     """Why `piece`'s fast path cannot run for this model on this device; None when it can."""
     cuda = facts.kind == "cuda"
-    if piece == "fused_gelu" and (model.arch != "gpt2" or not model.bias):
-        return "not used by this model (its MLP has no GELU with a bias)"
-    if piece == "fused_qk_rope" and model.arch != "modern":
-        return "not used by this model (it has no QK-norm or rotary embeddings)"
+    if piece in NOT_USED and (piece not in ARCHITECTURES[model.arch].own_kernels or
+                              (piece == "fused_gelu" and not model.bias)):
+        return f"not used by this model ({NOT_USED[piece]})"
     major, minor = facts.capability or (0, 0)
     triton_kernels = piece in OWN_KERNELS or piece == "fp8_head"
     if (triton_kernels or piece == "compile") and cuda and facts.triton_problem:

@@ -29,13 +29,13 @@ import torch
 from engine.kernels.triton_support import tl, triton, use_triton
 
 IGNORE_INDEX = -100
-BLOCK_COLUMNS = 4096  # columns per inner step; benchmarks/bench_loss_kernel.py compares the choices
+BLOCK_COLUMNS = 4096  # columns per inner step; lab/bench_loss_kernel.py compares the choices
 KERNEL_WARPS = 8
 # FP8 path: softmax - onehot lies in [-1, 1]; scaled by 2^15 its largest value stays below e5m2's 57,344 and
 # probabilities down to about 2e-9 stay normal e5m2 numbers
 FP8_GRAD_SCALE = 2.0 ** 15
 # the FP8 path's one-pass kernel (it writes e5m2 rows of its own) and its transpose: block shapes and warps
-# (benchmarks/bench_fp8_head.py compares them)
+# (lab/bench_fp8_head.py compares them)
 PAIR_BLOCK_COLUMNS, PAIR_KERNEL_WARPS = 2048, 4
 TRANSPOSE_TILE_R, TRANSPOSE_TILE_C, TRANSPOSE_WARPS = 128, 128, 8
 E4M3_MAX = 448.0

@@ -20,7 +20,7 @@ import torch
 
 from engine.kernels.triton_support import tl, triton, use_triton
 
-# heads per program in forward; in backward, heads per program and per inner step (benchmarks/bench_qk_rope.py)
+# heads per program in forward; in backward, heads per program and per inner step (lab/bench_qk_rope.py)
 FORWARD_ROWS, FORWARD_WARPS = 32, 2
 BLOCK_ROWS, ROWS_PER_STEP, WARPS = 512, 32, 2
 

@@ -21,7 +21,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import ModelConfig
-from engine.models.gpt2 import build_model
+from engine.models.registry import build_model
 from engine.runs.rundir import iter_checkpoints, newest_checkpoint_step
 
 
@@ -202,14 +202,14 @@ def _is_tied(model: torch.nn.Module, name: str) -> bool:
     return name == "lm_head.weight" and getattr(model.cfg, "tie_embeddings", False)
 
 
-def newest_good_checkpoint(run_dir: Path, on_skip=None) -> tuple[Path, dict] | None:
-    """The newest checkpoint that verifies; on_skip(path, error) is told about each one passed over."""
-    for path in iter_checkpoints(run_dir):
+def load_newest(run_dir: Path, load, on_skip) -> tuple[Path, object] | None:
+    """(path, load(path)) for the newest checkpoint that `load` accepts, newest first; on_skip(path, error) is told of
+    each newer one that raised CheckpointError. None when no checkpoint loads."""
+    for path in list(iter_checkpoints(run_dir)):
         try:
-            return path, verify_checkpoint(path)
+            return path, load(path)
         except CheckpointError as e:
-            if on_skip:
-                on_skip(path, e)
+            on_skip(path, e)
     return None
 
 
@@ -219,15 +219,16 @@ def load_latest_model(run_dir: Path, report=None) -> tuple[torch.nn.Module, str,
     report(line) is told which checkpoint was used and each newer one skipped, and why.
     """
     skipped = []
-    for path in iter_checkpoints(run_dir):
-        try:
-            state = verify_checkpoint(path)
-            cfg = ModelConfig(**state["model_config"])
-            model = build_model(cfg)
-            load_checkpoint(path, model, None, torch.device("cpu"), verified=state)
-        except CheckpointError as e:
-            skipped.append(f"warning: skipped checkpoint {path.name}: {e}")
-            continue
+
+    def load(path: Path) -> tuple[torch.nn.Module, dict]:
+        state = verify_checkpoint(path)
+        model = build_model(ModelConfig(**state["model_config"]))
+        load_checkpoint(path, model, None, torch.device("cpu"), verified=state)
+        return model, state
+
+    found = load_newest(run_dir, load, lambda path, e: skipped.append(f"warning: skipped checkpoint {path.name}: {e}"))
+    if found is not None:
+        path, (model, state) = found
         if report:
             for line in skipped:
                 report(line)

@@ -1,5 +1,5 @@
 """Hugging Face format out and engine models in (from checkpoints or HF folders); each model's own file holds
-its weight mapping and config."""
+its weight mapping and config, engine.models.registry names them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import ModelConfig
-from engine.models.gpt2 import build_model, gpt2_hf_config, gpt2_to_hf_state, hf_to_gpt2_state
+from engine.models.registry import NETWORKS, build_model
 
 
 def export_hf(model: torch.nn.Module, out_dir: Path, tokenizer=None) -> Path:
@@ -22,14 +22,8 @@ def export_hf(model: torch.nn.Module, out_dir: Path, tokenizer=None) -> Path:
     model = getattr(model, "_orig_mod", model)
     cfg: ModelConfig = model.cfg
     eos_id = tokenizer.eos_id if tokenizer is not None else None  # GPT-2's is 50256; the demo tokenizer's is 0
-    if cfg.arch == "gpt2":
-        if not cfg.bias:
-            raise SparkNetError("export: GPT2LMHeadModel needs biases; this model was trained with model.bias = false")
-        state, hf_cfg = gpt2_to_hf_state(model), gpt2_hf_config(cfg, eos_id)
-    else:
-        from engine.models.modern import modern_hf_config, modern_to_hf_state
-
-        state, hf_cfg = modern_to_hf_state(model), modern_hf_config(cfg, eos_id)
+    network = NETWORKS[cfg.arch]
+    state, hf_cfg = network.to_hf_state(model), network.hf_config(cfg, eos_id)
     state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
@@ -50,11 +44,5 @@ def load_engine_model(model_dir: Path) -> torch.nn.Module:
     cfg = ModelConfig(**json.loads(spec.read_text()))
     model = build_model(cfg)
     state = load_file(str(model_dir / "model.safetensors"))
-    if cfg.arch == "gpt2":
-        state = hf_to_gpt2_state(state, cfg)
-    else:
-        from engine.models.modern import hf_to_modern_state
-
-        state = hf_to_modern_state(state, cfg)
-    model.load_state_dict(state)
+    model.load_state_dict(NETWORKS[cfg.arch].from_hf_state(state, cfg))
     return model

@@ -12,11 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine import SparkNetError
 from engine.config.loading import ModelConfig, padded_vocab
 from engine.kernels.choice import REFERENCE, KernelChoice
 from engine.kernels.gelu import gelu_bias
 from engine.kernels.output_layer import fused_linear_cross_entropy
-from engine.models.modern import ModernGPT
 from engine.models.parts import logits_or_loss, num_parameters, pad_vocab_rows
 
 
@@ -161,12 +161,6 @@ class GPT(nn.Module):
         ]
 
 
-def build_model(cfg: ModelConfig, kernels: KernelChoice = REFERENCE) -> nn.Module:
-    """The network a ModelConfig names (GPT-2 here, or the modern one of engine/model_modern.py), running the fast
-    paths `kernels` chose (engine/kernels.py); the reference path by default."""
-    return GPT(cfg, kernels) if cfg.arch == "gpt2" else ModernGPT(cfg, kernels)
-
-
 # ---------------------------------------------------------------- Hugging Face GPT2LMHeadModel
 
 # Hugging Face's GPT-2 uses Conv1D layers whose weights are stored transposed
@@ -174,6 +168,8 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 
 
 def gpt2_to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    if not model.cfg.bias:
+        raise SparkNetError("export: GPT2LMHeadModel needs biases; this model was trained with model.bias = false")
     out = {}
     for name, t in model.state_dict().items():
         if name in ("wte.weight", "lm_head.weight"):

@@ -20,9 +20,9 @@ from engine import SparkNetError
 from engine.config.loading import PROJECT_ROOT, mix_from_dict, profile_from_dict, read_toml
 from engine.config.schema import MixConfig, Profile
 from engine.files import append_jsonl, parse_utc, read_json, utc_now, write_json_atomic, write_text_atomic
+from engine.runs.status import LIVE
 
-# "stalled" is never written: readers derive it for a live run that has gone quiet for too long
-LIVE_STATES = ("preparing", "running", "stopping", "stalled")
+LIVE_STATES = tuple(state.value for state in LIVE)
 
 
 def sharing_warning(live_run_ids: list[str]) -> str:

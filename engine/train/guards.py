@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from engine.config.schema import OptimConfig
 from engine.runs.rundir import newest_checkpoint_step
 
 
@@ -30,10 +31,14 @@ class DivergenceGuard:
         return None
 
 
-def divergence_advice(run_dir: Path, lr: float) -> str:
-    """Which checkpoint survives, and the exact command that continues from it with half the rate."""
+def divergence_advice(run_dir: Path, optim: OptimConfig) -> str:
+    """Which checkpoint survives, and the exact command that continues from it with every rate the profile sets
+    halved (Muon's matrices have a rate of their own)."""
     step = newest_checkpoint_step(run_dir)
     kept = (f"the checkpoint from step {step} (step-{step:08d}) is kept" if step is not None else
             "no checkpoint was written yet, so a resume starts from step 0")
-    return (f"{kept}: `sparknet resume {run_dir.name} --set optim.lr={lr / 2:.3g}` continues with half the "
-            f"learning rate (or check the data)")
+    halved = f"--set optim.lr={optim.lr / 2:.3g} --set optim.min_lr={optim.min_lr / 2:.3g}"
+    if optim.name == "muon":
+        halved += f" --set optim.muon_lr={optim.muon_lr / 2:.3g}"
+    return (f"{kept}: `sparknet resume {run_dir.name} {halved}` continues with half the learning rate (or check "
+            "the data)")

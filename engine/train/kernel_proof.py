@@ -24,7 +24,7 @@ from engine import one_line
 from engine.config.loading import ModelConfig, Profile
 from engine.hardware import distributed
 from engine.kernels.choice import PIECES, REFERENCE, TITLES, KernelChoice, choose, probe_device
-from engine.models.gpt2 import build_model
+from engine.models.registry import build_model
 
 log = logging.getLogger("sparknet")
 

@@ -127,6 +127,6 @@ def build_optimizer(model: torch.nn.Module, profile: Profile, device: torch.devi
     optimizers = []
     if o.name == "muon":
         matrices = model.matrix_parameters()
-        optimizers.append(Muon(matrices, lr=o.muon_lr, momentum=o.muon_momentum, weight_decay=o.muon_weight_decay))
+        optimizers.append(Muon(matrices, lr=o.muon_lr, momentum=o.muon_momentum))
     optimizers.insert(0, torch.optim.AdamW(adamw_groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused))
     return CombinedOptimizer(optimizers)

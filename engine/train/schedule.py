@@ -1,27 +1,30 @@
-"""The learning-rate schedule: linear warm-up, then cosine, linear, constant or warm-down decay to min_lr."""
+"""The learning-rate schedule as one multiplier of every base rate: linear warm-up, then cosine, linear, constant
+or warm-down decay to min_lr / lr. Each optimizer group applies it to its own base rate (optim.lr for AdamW's
+groups, optim.muon_lr for Muon's matrices), so both rates follow one curve."""
 
 from __future__ import annotations
 
 import math
 
-from engine.config.loading import Profile
+from engine.config.schema import Profile
 
 
-def lr_at(step: int, profile: Profile) -> float:
-    """Linear warm-up to lr, then decay to min_lr at the last step.
+def lr_factor(step: int, profile: Profile) -> float:
+    """Linear warm-up to 1, then decay to min_lr / lr at the last step.
 
-    warmdown: lr holds until the last `schedule.warmdown` fraction of the
-    steps, then falls linearly to min_lr."""
+    warmdown: the factor holds at 1 until the last `schedule.warmdown` fraction of the steps, then falls
+    linearly to the floor."""
     o, total, warm = profile.optim, profile.steps, profile.warmup_steps
     if warm > 0 and step < warm:
-        return o.lr * (step + 1) / warm
+        return (step + 1) / warm
     decay = profile.schedule.decay
     if decay == "constant" or total <= warm:
-        return o.lr
+        return 1.0
     if decay == "warmdown":
         start = max(warm, total - round(profile.schedule.warmdown * total))
         factor = 1.0 if step < start else 1.0 - (step - start) / max(1, total - start)
     else:
         progress = min(1.0, (step - warm) / max(1, total - warm))
         factor = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return o.min_lr + factor * (o.lr - o.min_lr)
+    floor = o.min_lr / o.lr
+    return floor + factor * (1.0 - floor)

@@ -24,17 +24,17 @@ from engine.hardware import distributed
 from engine.hardware.device import peak_flops, pick_device
 from engine.hardware.memory_guard import MemoryGuard
 from engine.hardware.watch import HardwareWatch
-from engine.models.checkpoint import CheckpointError, load_checkpoint, move_aside, save_checkpoint
-from engine.models.gpt2 import build_model
-from engine.runs.rundir import RunDir, iter_checkpoints, load_run
+from engine.models.checkpoint import CheckpointError, load_checkpoint, load_newest, move_aside, save_checkpoint
+from engine.models.registry import build_model
+from engine.runs.rundir import RunDir, load_run
 from engine.train.feeder import BatchFeeder
 from engine.train.finish import finish_run
 from engine.train.guards import DivergenceGuard, divergence_advice
-from engine.train.heldout import held_out_loss
 from engine.train.interrupt import Interrupted, interruptible
 from engine.train.kernel_proof import settle_kernels
 from engine.train.optim import build_optimizer
-from engine.train.schedule import lr_at
+from engine.train.schedule import lr_factor
+from engine.train.validator import Validator
 
 log = logging.getLogger("sparknet")
 
@@ -76,8 +76,6 @@ class Trainer:
     # ------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        from engine.data import MixLoader, prepare_mix, validation_lengths
-
         self.profile, self.mix, self.run_data = load_run(self.run_dir)
         p = self.profile
         distributed.start(self.world, use_cuda=torch.cuda.is_available() and p.run.device != "cpu")
@@ -90,23 +88,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-        self.status(state="preparing", phase="preparing data")
         needed = p.steps * p.tokens_per_step
-        if self.is_main:
-            progress_path = self.run_dir / "prepare.json"
-            report = prepare_mix(self.mix, needed, progress_path=progress_path, should_stop=self.stop_requested)
-            for row in report.values():
-                if row["repaired"]:
-                    self.event("warning", row["repaired"])
-        distributed.barrier(self.world)
-
-        self.grad_accum = p.batch.grad_accum // self.world
-        self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
-                                seed=p.run.seed, rank=self.rank, world=self.world, total_tokens=needed)
-
-        self.feeder = BatchFeeder(self.loader, self.device)
-        # the held-out set is the one the validation splits give now, also after another run grows the cache
-        self.validation_lengths = validation_lengths(self.mix) if self.mix.validation_share > 0 else None
+        self._prepare_data(needed)
         self.status(phase="checking fast paths")
         proof = settle_kernels(p, self.device, self.use_bf16, self.world, self.event)
         self.kernels, self.kernels_proof_s = proof.choice, proof.seconds
@@ -123,50 +106,61 @@ class Trainer:
         self.model = distributed.wrap(model, self.world, self.local_rank, self.device)
         self.flops_per_token = flops_per_token(p.model)
         self.peak, self.peak_source = peak_flops(self.device, p.run.peak_tflops)
-        self.wikitext_ids = None
         if p.run.wikitext_every and self.is_main:
-            self.wikitext_ids = self._load_wikitext()
+            self.validator.load_wikitext(lambda message: self.event("warning", message))
+
+    def _prepare_data(self, needed: int) -> None:
+        """The cache holds the run's share of every source (rank 0 prepares it); the loader and validator read it."""
+        from engine.data import MixLoader, prepare_mix, validation_lengths
+
+        p = self.profile
+        self.status(state="preparing", phase="preparing data")
+        if self.is_main:
+            progress_path = self.run_dir / "prepare.json"
+            report = prepare_mix(self.mix, needed, progress_path=progress_path, should_stop=self.stop_requested)
+            for row in report.values():
+                if row["repaired"]:
+                    self.event("warning", row["repaired"])
+        distributed.barrier(self.world)
+        self.grad_accum = p.batch.grad_accum // self.world
+        self.loader = MixLoader(self.mix, split="train", batch=p.batch.micro_batch, context=p.model.context,
+                                seed=p.run.seed, rank=self.rank, world=self.world, total_tokens=needed)
+        self.feeder = BatchFeeder(self.loader, self.device)
+        # the held-out set is the one the validation splits give now, also after another run grows the cache
+        lengths = validation_lengths(self.mix) if self.mix.validation_share > 0 else None
+        self.validator = Validator(p, self.mix, self.device, self.use_bf16, lengths)
 
     def _build_model(self) -> torch.nn.Module:
         return build_model(self.profile.model, self.kernels).to(self.device)
 
     def _restore(self) -> None:
         """Load the newest checkpoint that verifies and loads; each one that does not is moved aside."""
-        failed_any = False
-        for path in list(iter_checkpoints(self.run_dir)):
-            try:
-                state = load_checkpoint(path, self.raw_model, self.optimizer, self.device)
-            except CheckpointError as e:
-                failed_any = True
-                dest = move_aside(path, str(e)) if self.is_main else path
-                self.event("warning", f"checkpoint {path.name} skipped: {e}; moved to {dest}; falling back to "
-                                      "the one before")
-                continue
-            self.step = state["step"]
-            self.tokens = state["tokens"]
-            self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
-            self.validation_lengths = state.get("validation_lengths", self.validation_lengths)
-            self.elapsed_before = state.get("elapsed_s", 0.0)
-            changed = [o for entry in self.run_data.get("resume_overrides", []) for o in entry.get("set", [])]
-            self.event("resumed", f"resumed from {path.name} at step {self.step}" +
-                       (f" with --set {' '.join(changed)}" if changed else ""), step=self.step)
+        skipped = []
+
+        def skip(path: Path, error: CheckpointError) -> None:
+            skipped.append(path)
+            dest = move_aside(path, str(error)) if self.is_main else path
+            self.event("warning", f"checkpoint {path.name} skipped: {error}; moved to {dest}; falling back to the "
+                                  "one before")
+
+        found = load_newest(self.run_dir, lambda path: load_checkpoint(path, self.raw_model, self.optimizer,
+                                                                       self.device), skip)
+        if found is None:
+            if skipped:
+                # a checkpoint that failed half-way through loading may have left some of its weights behind
+                self.raw_model = self._build_model()
+                self.optimizer = build_optimizer(self.raw_model, self.profile, self.device)
+            self.event("warning", "no usable checkpoint found; starting from step 0")
             return
-        if failed_any:
-            # a checkpoint that failed half-way through loading may have left some of its weights behind
-            self.raw_model = self._build_model()
-            self.optimizer = build_optimizer(self.raw_model, self.profile, self.device)
-        self.event("warning", "no usable checkpoint found; starting from step 0")
-
-    def _load_wikitext(self):
-        try:
-            from engine.data.tokenizer import load_tokenizer
-            from engine.evaluate import load_wikitext_ids
-
-            ids, _ = load_wikitext_ids(load_tokenizer(self.mix.tokenizer), split="test")
-            return ids
-        except SparkNetError as e:
-            self.event("warning", f"in-training WikiText-2 evaluation off: {e}")
-            return None
+        path, state = found
+        self.step = state["step"]
+        self.tokens = state["tokens"]
+        self.loader.load_state_dict(state["loader"][str(self.rank)] if "loader" in state else {})
+        self.validator.lengths = state.get("validation_lengths", self.validator.lengths)
+        self.elapsed_before = state.get("elapsed_s", 0.0)
+        changed = [o for entry in self.run_data.get("resume_overrides", []) for o in entry.get("set", [])]
+        self.event("resumed", f"resumed from {path.name} at step {self.step}" +
+                   (f" with --set {' '.join(changed)}" if changed else ""), step=self.step)
 
     # ------------------------------------------------------------ the loop
 
@@ -179,11 +173,11 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def train_step(self, lr: float, mark=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step; `mark(phase)`, when given, is called as each phase's work has been issued (the
-        phase timings of benchmarks/profile_step.py)."""
+    def train_step(self, lr_factor: float, mark=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step at `lr_factor` times each group's base rate; `mark(phase)`, when given, is called as each phase's work has been issued (the
+        phase timings of lab/profile_step.py)."""
         mark = mark or (lambda phase: None)
-        self.optimizer.set_lr_factor(lr / self.profile.optim.lr)
+        self.optimizer.set_lr_factor(lr_factor)
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
             x, y = self.next_batch()
@@ -208,29 +202,6 @@ class Trainer:
         mark("next batch")
         return loss_sum / self.grad_accum, grad_norm
 
-    @torch.no_grad()
-    def validation_loss(self) -> float:
-        p, model = self.profile, self.raw_model
-
-        def loss_of(windows: torch.Tensor) -> torch.Tensor:
-            with self.autocast():
-                return model(windows[:, :-1], windows[:, 1:])
-
-        model.eval()
-        loss = held_out_loss(loss_of, self.mix, p.run.eval_tokens, p.batch.micro_batch, p.model.context, self.device,
-                             self.validation_lengths)
-        model.train()
-        return loss
-
-    def wikitext_ppl(self) -> float | None:
-        from engine.evaluate import capped_wikitext_eval
-
-        p = self.profile
-        result = capped_wikitext_eval(self.raw_model, self.wikitext_ids, p.run.wikitext_tokens, p.model.context,
-                                      None, self.device,
-                                      autocast_dtype=torch.bfloat16 if self.use_bf16 else None)
-        return result["ppl"]
-
     def weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters())
 
@@ -244,7 +215,7 @@ class Trainer:
         if self.is_main:
             loader_states = {str(r): state for r, state in enumerate(gathered)}
             path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
-                "tokens": self.tokens, "loader": loader_states, "validation_lengths": self.validation_lengths,
+                "tokens": self.tokens, "loader": loader_states, "validation_lengths": self.validator.lengths,
                 "tokenizer": self.mix.tokenizer,
                 "kernels": self.kernels.as_dict(),
                 "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
@@ -272,7 +243,7 @@ class Trainer:
             self.notifier.send(kind, message)
 
     def divergence_advice(self) -> str:
-        return divergence_advice(self.run_dir, self.profile.optim.lr)
+        return divergence_advice(self.run_dir, self.profile.optim)
 
     def run(self) -> int:
         p = self.profile
@@ -285,8 +256,8 @@ class Trainer:
             while self.step < p.steps:
                 if self._check_stop():
                     return 0
-                lr = lr_at(self.step, p)
-                out = self._first_step(lr) if compiling else self.train_step(lr)
+                factor = lr_factor(self.step, p)
+                out = self._first_step(factor) if compiling else self.train_step(factor)
                 if out is None:
                     return 0
                 loss_t, gnorm_t = out
@@ -305,7 +276,7 @@ class Trainer:
                     self.fail(f"{what}; {advice}", kind=kind)
                     return 1
                 last_good_loss = loss
-                self._log_step(lr, loss, gnorm, evaluate=due["eval"], wikitext=due["wikitext"])
+                self._log_step(factor * p.optim.lr, loss, gnorm, evaluate=due["eval"], wikitext=due["wikitext"])
                 if self.hardware is not None:
                     self.hardware.check()
                 if due["checkpoint"] and self.step < p.steps:
@@ -348,12 +319,12 @@ class Trainer:
                    step=self.step, device=str(self.device), world=self.world)
         self.model.train()
 
-    def _first_step(self, lr: float):
+    def _first_step(self, factor: float):
         """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree),
         and then it gives None."""
         try:
             with interruptible(self.stop_requested) if self.world == 1 else nullcontext():
-                out = self.train_step(lr)
+                out = self.train_step(factor)
         except Interrupted:
             self._stopped("while compiling the model; nothing since the last checkpoint was lost")
             return None
@@ -375,7 +346,7 @@ class Trainer:
         last = step == self.profile.steps
         return {"log": step % r.log_every == 0 or last, "checkpoint": step % r.checkpoint_every == 0 or last,
                 "eval": step % r.eval_every == 0 or last,
-                "wikitext": self.wikitext_ids is not None and (step % r.wikitext_every == 0 or last)}
+                "wikitext": self.validator.wikitext_ids is not None and (step % r.wikitext_every == 0 or last)}
 
     def _log_step(self, lr: float, loss: float, gnorm: float, evaluate: bool, wikitext: bool) -> None:
         """One metrics row (with the held-out figures it is due) and the status readers see."""
@@ -392,9 +363,9 @@ class Trainer:
         if self.device.type == "cuda":
             row["gpu_mem_peak_b"] = torch.cuda.max_memory_allocated(self.device)
         if evaluate:
-            row["val_loss"] = round(self.validation_loss(), 5)
+            row["val_loss"] = round(self.validator.loss(self.raw_model), 5)
         if wikitext:
-            ppl = self.wikitext_ppl()
+            ppl = self.validator.wikitext_ppl(self.raw_model)
             row["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
         remaining = (p.steps - self.step) * p.tokens_per_step
         eta = remaining / tps if tps else None
@@ -426,5 +397,3 @@ class Trainer:
         else:
             self._stopped("after a checkpoint")
         return True
-
-    # ------------------------------------------------------------ telemetry and thermals

@@ -24,6 +24,7 @@ from engine.formatting import (
     perplexity,
 )
 from engine.runs.rundir import LIVE_STATES
+from engine.runs.status import RunStatus
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
@@ -64,10 +65,7 @@ def status_text(view: RunView, now: float) -> Text:
         text.append(f"  ⚠ GPU {hottest:.0f}°C > {view.warn_c:.0f}°C", style="bold red")
     text.append("\n")
     done, total = s.get("tokens"), s.get("total_tokens")
-    fraction = done / total if is_number(done) and is_number(total) and total > 0 else None
-    if fraction is None and view.state == "finished":
-        fraction = 1.0
-    text.append_text(bar_text(min(1.0, fraction) if fraction is not None else None))
+    text.append_text(bar_text(RunStatus(s).progress))
     text.append(f"  step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
     text.append(f" · {fmt_count(done)}/{fmt_count(total)} tokens")
     if view.state in LIVE_STATES:

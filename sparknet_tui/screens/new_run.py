@@ -27,8 +27,8 @@ from sparknet_tui.plan import (
     save_mix,
     save_profile,
 )
+from sparknet_tui.scan import RunRow, RunsScanner
 from sparknet_tui.screens.common import PanelScreen
-from sparknet_tui.watch import RunRow, RunsScanner
 
 
 def field_id(key: str) -> str:

@@ -20,8 +20,8 @@ from sparknet_tui.messages import (
     RunsScanned,
     StopRun,
 )
+from sparknet_tui.scan import RunRow, RunsScanner
 from sparknet_tui.screens.common import PanelScreen, column_widths, fill_table, state_text
-from sparknet_tui.watch import RunRow, RunsScanner
 
 COLUMNS = [
     ("run", "run"),

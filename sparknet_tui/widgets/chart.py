@@ -104,6 +104,15 @@ def render_chart(data: ChartData, width: int, height: int) -> Text:
             for i in range(steps + 1):
                 dot(round(x0 + (x1 - x0) * i / steps), round(y0 + (y1 - y0) * i / steps), s.style)
 
+    return _compose(data, cells, styles, (x_lo, x_hi), (y_lo, y_hi))
+
+
+
+def _compose(data: ChartData, cells: list[list[int]], styles: list[list[str | None]], x_range: tuple[float, float],
+             y_range: tuple[float, float]) -> Text:
+    """The drawn cells as text, with the y axis's labels on the left and the x range on the last line."""
+    (x_lo, x_hi), (y_lo, y_hi) = x_range, y_range
+    plot_h, plot_w = len(cells), len(cells[0])
     ticks = {0: y_hi, plot_h - 1: y_lo}
     if plot_h >= 5:
         ticks[(plot_h - 1) // 2] = (y_hi + y_lo) / 2

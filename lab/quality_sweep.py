@@ -1,6 +1,6 @@
 """Training runs of the 16M-token quality protocol (docs/quality.md), several at once on one GPU.
 
-usage: python benchmarks/quality_sweep.py MIX ROWS OUT [--parallel N] [--timeout S]
+usage: python lab/quality_sweep.py MIX ROWS OUT [--parallel N] [--timeout S]
 
 ROWS holds one run a line, `name|profile|--set key=value ...`; blank lines and lines starting with # are skipped.
 Each row runs `sparknet train --profile P --mix MIX --set run.tokens=15974400 --set run.eval_every=130 SETS`

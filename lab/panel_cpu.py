@@ -6,8 +6,8 @@ the panel process's CPU time over that window as a percentage of one core
 (user + system, all its threads, from resource.getrusage). The target is
 under 5 %.
 
-    python benchmarks/panel_cpu.py
-    python benchmarks/panel_cpu.py --run RUN_ID --seconds 60
+    python lab/panel_cpu.py
+    python lab/panel_cpu.py --run RUN_ID --seconds 60
 """
 
 from __future__ import annotations

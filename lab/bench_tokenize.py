@@ -1,6 +1,6 @@
 """Tokenization throughput of `sparknet prepare` on the stand-in corpora, and what 1B tokens would take.
 
-    python benchmarks/bench_tokenize.py [--corpora DIR] [--tokenizer DIR] [--mb 6] [--workers N]
+    python lab/bench_tokenize.py [--corpora DIR] [--tokenizer DIR] [--mb 6] [--workers N]
 
 Measures, on this machine:
   1. one process: tokens/s of the tokenizer alone, per corpus (no reading, no writing);

@@ -1,6 +1,6 @@
 """The 70M output layer + loss for one step of 122,880 tokens: bf16 against FP8 (run.fp8_head), on one GPU.
 
-usage: python benchmarks/bench_fp8_head.py [ROWS]
+usage: python lab/bench_fp8_head.py [ROWS]
 Prints the forward product alone (bf16, FP8 scaled per row, FP8 scaled per tensor), the FP8 path's loss kernel at
 several tile shapes (GB/s counting two reads of the bf16 logits and one write of the two e5m2 gradients), and
 forward + backward of the whole output layer and loss through each path, with the FP8 path's relative error.

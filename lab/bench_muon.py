@@ -1,7 +1,7 @@
 """One Muon step over modern-70m's hidden matrices: engine.optim.Muon (same-shaped matrices orthogonalised as one
 batched stack) against torch.optim.Muon (one matrix at a time), same settings, on the GPU.
 
-usage: python benchmarks/bench_muon.py [PROFILE]
+usage: python lab/bench_muon.py [PROFILE]
 Prints the median wall time of a step of each, the GPU's kernel time per step (what a training step pays while
 the host runs ahead: a step this small is issued more slowly than it runs, so its wall time is mostly the host's),
 and their largest relative difference after one step from the same state (the same bf16 Newton-Schulz in the
@@ -15,7 +15,7 @@ import triton.testing
 from torch.profiler import ProfilerActivity, profile
 
 from engine.config.loading import load_profile
-from engine.models.gpt2 import build_model
+from engine.models.registry import build_model
 from engine.train.optim import Muon
 from profile_step import is_kernel
 

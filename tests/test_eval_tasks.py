@@ -57,6 +57,7 @@ def model_dir(tmp_path, tok):
     return export_hf(model, tmp_path / "model", tok)
 
 
+@pytest.mark.slow
 def test_eval_json_holds_what_the_harness_itself_returns(model_dir, task_dir, monkeypatch):
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -75,6 +76,7 @@ def test_eval_json_holds_what_the_harness_itself_returns(model_dir, task_dir, mo
     assert row["chance"] is None  # a task of its own: no chance level is known for it
 
 
+@pytest.mark.slow
 def test_benchmarks_and_perplexity_share_eval_json(model_dir, task_dir, capsys):
     eval_command(str(model_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False, max_tokens=100)
     eval_command(str(model_dir), tasks=[TASK], task_path=str(task_dir), device="cpu", limit=10)
@@ -87,6 +89,7 @@ def test_benchmarks_and_perplexity_share_eval_json(model_dir, task_dir, capsys):
     assert json.loads((model_dir / "eval.json").read_text())["benchmarks"]["limit"] == 10  # and kept again
 
 
+@pytest.mark.slow
 def test_an_unknown_task_is_one_line_and_writes_nothing(model_dir, task_dir):
     with pytest.raises(SparkNetError, match="knows no task no_such_task"):
         eval_command(str(model_dir), tasks=["no_such_task"], task_path=str(task_dir), device="cpu")
@@ -110,6 +113,7 @@ def test_card_names_the_cards_six_tasks_and_the_table_shows_them_with_chance():
     assert "50" in text and "1,838" in text and "codelion/gpt-2-70m model card" in text
 
 
+@pytest.mark.slow
 def test_the_cli_runs_a_local_task(model_dir, task_dir):
     proc = sparknet("eval", str(model_dir), "--tasks", f"{TASK},{TASK}", "--task-path", str(task_dir), "--limit",
                     "8", "--device", "cpu", timeout=300)
@@ -123,6 +127,7 @@ def test_the_cli_runs_a_local_task(model_dir, task_dir):
     assert bad.returncode == 2 and "--tasks" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_baseline_is_measured_on_the_same_tasks_where_its_weights_load(model_dir, task_dir, tmp_path, tok,
                                                                          capsys):
     """--baseline-dir gpt2=DIR scores that folder with the harness too and the table shows it as measured; a

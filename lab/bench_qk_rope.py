@@ -1,7 +1,7 @@
 """QK-norm with rotary embedding at modern-70m's shape (60 x 1,024 tokens, 8 heads of 64): the fused op
 (engine/qk_rope.py) at several block sizes against the compiled plain path, forward and backward.
 
-usage: python benchmarks/bench_qk_rope.py
+usage: python lab/bench_qk_rope.py
 GB/s counts the forward's read of the heads and write of the output, and the backward's reads of the heads and
 the incoming gradient and write of the gradient (bf16).
 """

@@ -6,7 +6,7 @@ steps against the kernels' total, and the longest gaps with what the host was ru
 host is behind, the gap ends when it launches the next kernel), and whether the memory allocator still asks the
 driver for memory in the steady state (each cudaMalloc or cudaFree can stall the host).
 
-usage: python benchmarks/profile_step.py PROFILE MIX [key=value ...]   (PROFILE_STEPS=N profiles N steps, default 3)
+usage: python lab/profile_step.py PROFILE MIX [key=value ...]   (PROFILE_STEPS=N profiles N steps, default 3)
 """
 
 import os
@@ -20,7 +20,6 @@ from engine.cli.throughput import private_trainer
 from engine.config.loading import load_mix, load_profile
 from engine.train.trainer import Trainer
 
-
 STEP_RANGE = "profiled step"
 
 
@@ -29,7 +28,7 @@ def main(argv: list[str]) -> int:
     prof, mix = load_profile(argv[0], argv[2:]), load_mix(argv[1])
     with private_trainer(prof, mix) as trainer:
         for _ in range(4):  # compile and warm up
-            trainer.train_step(prof.optim.lr)
+            trainer.train_step(1.0)
         torch.cuda.synchronize()
         print_phases(trainer, max(steps, 10))
         before = torch.cuda.memory_stats()
@@ -37,7 +36,7 @@ def main(argv: list[str]) -> int:
             t0 = time.perf_counter()
             for i in range(steps):
                 with record_function(f"{STEP_RANGE} {i}"):  # also a range on the GPU's timeline
-                    trainer.train_step(prof.optim.lr)
+                    trainer.train_step(1.0)
             torch.cuda.synchronize()
             wall_ms = (time.perf_counter() - t0) * 1e3
         print_driver_calls(before, torch.cuda.memory_stats(), steps)
@@ -69,7 +68,7 @@ def phase_marks(trainer: Trainer, clock) -> list:
     """(phase, clock()) as each phase of one step has been issued (forward and backward, clip, each optimizer,
     zero_grad, the next batch), after a ("start", clock()) taken before the step."""
     marks = [("start", clock())]
-    trainer.train_step(trainer.profile.optim.lr, mark=lambda phase: marks.append((phase, clock())))
+    trainer.train_step(1.0, mark=lambda phase: marks.append((phase, clock())))
     return marks
 
 

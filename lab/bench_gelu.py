@@ -1,7 +1,7 @@
 """GPT-2's MLP activation at the 70M shape (122,880 tokens x 2,048): the fused gelu(h + bias) kernels at several
 block sizes and shapes, and the compiled plain forward for reference.
 
-usage: python benchmarks/bench_gelu.py
+usage: python lab/bench_gelu.py
 GB/s counts the forward's read of h and write of the output, and the backward's reads of h and the incoming
 gradient and write of the gradient (bf16).
 """

@@ -1,7 +1,7 @@
 """Shared memory and registers of each of the engine's Triton kernels at the configurations it launches, on one GPU,
 against what one block of this device may use.
 
-usage: python benchmarks/kernel_resources.py
+usage: python lab/kernel_resources.py
 
 A configuration that asks for more shared memory than a block may have fails with OutOfResources (the DGX Spark's
 GB10 allows 101,376 bytes per block; an H100 or H200 232,448): the start-up proof would turn that piece off.

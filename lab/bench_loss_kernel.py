@@ -1,6 +1,6 @@
 """The output layer + loss of the 70M shape on one GPU: the compiled plain path against the one-pass kernel.
 
-usage: python benchmarks/bench_loss_kernel.py [ROWS]
+usage: python lab/bench_loss_kernel.py [ROWS]
 Prints, for one micro-batch of ROWS tokens (default 24,576 = 24 x 1024): the loss kernel alone at several block
 shapes (GB/s counting one read and one write of the logits), then forward + backward of the whole output layer
 and loss through each path.

@@ -1,6 +1,6 @@
 """Write a 50/30/20 mix file over a folder holding the three stand-in corpora.
 
-usage: python benchmarks/make_standin_mix.py CORPORA_DIR OUT.toml [--repeat]
+usage: python lab/make_standin_mix.py CORPORA_DIR OUT.toml [--repeat]
 (CORPORA_DIR holds textbooks.jsonl.gz, web.jsonl.gz and educational.jsonl.gz)
 """
 

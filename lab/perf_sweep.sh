@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput variants of the 70M profiles on one GPU, each a `sparknet bench` run.
-# usage: benchmarks/perf_sweep.sh MIX RESULTS_DIR [variant ...]
+# usage: lab/perf_sweep.sh MIX RESULTS_DIR [variant ...]
 # Each variant's JSON line goes to RESULTS_DIR/<variant>.json; a summary table is printed last.
 set -uo pipefail
 mix=$1; out=$2; shift 2

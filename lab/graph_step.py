@@ -3,7 +3,7 @@ the same work captured once as a CUDA graph and replayed, first forward, loss an
 optimizers launched as usual), then the whole step at a fixed learning rate. The graphed steps train on one
 batch over and over: a measure of launch overhead, not a training path. CUDA only.
 
-usage: python benchmarks/graph_step.py PROFILE MIX [key=value ...]
+usage: python lab/graph_step.py PROFILE MIX [key=value ...]
 """
 
 import sys
@@ -46,10 +46,9 @@ def main(argv: list[str]) -> int:
         return 2
     prof, mix = load_profile(argv[0], argv[2:]), load_mix(argv[1])
     with private_trainer(prof, mix) as trainer:
-        lr = prof.optim.lr
         for _ in range(5):  # compile and warm up
-            trainer.train_step(lr)
-        print(f"step, kernels launched one by one: {ms_per_call(lambda: trainer.train_step(lr)):.2f} ms")
+            trainer.train_step(1.0)
+        print(f"step, kernels launched one by one: {ms_per_call(lambda: trainer.train_step(1.0)):.2f} ms")
         model, optimizer = trainer.model, trainer.optimizer
         params = [p for p in model.parameters() if p.requires_grad]
         x, y = (t.clone() for t in trainer.next_batch())

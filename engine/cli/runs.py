@@ -1,0 +1,43 @@
+"""`sparknet runs`: every run, newest first, one line each."""
+
+from __future__ import annotations
+
+from engine.formatting import fmt_age, fmt_count, fmt_duration, fmt_float
+from engine.runs.rundir import list_runs, logs_dir
+from engine.runs.status import RunStatus
+
+RUNS_COLUMNS = ("run", "state", "progress", "loss", "val", "tok/s", "started")
+
+
+def runs_table_rows(runs, now: float) -> list[list[str]]:
+    """One row of plain text a run, newest first, as the panel lists them."""
+    rows = []
+    for r in sorted(runs, key=lambda r: r.run_id, reverse=True):  # run ids start with their creation time
+        s, status = r.status, RunStatus(r.status)
+        steps, step = s.get("steps") or 0, s.get("step", 0)
+        state = s.get("state", "?") + (" (thermal pause)" if status.paused else "")
+        if s.get("phase") == "compiling" and s.get("state") == "running":
+            state += " (compiling)"  # the first step: minutes on a small GPU, and no speed yet
+        if s.get("stalled_s"):
+            state += f" {fmt_duration(s['stalled_s'])}"
+        progress = f"{step}/{steps}" if steps else str(step)
+        if steps and status.progress is not None:
+            progress += f" {100 * status.progress:.0f}%"
+        rows.append([r.run_id, state, progress, fmt_float(s.get("loss"), 3), fmt_float(s.get("val_loss"), 3),
+                     fmt_count(s.get("tokens_per_s")), fmt_age(s.get("started_at"), now)])
+    return rows
+
+
+def cmd_runs(args) -> int:
+    import time
+
+    runs = list_runs()
+    if not runs:
+        print(f"no runs in {logs_dir()}")
+        return 0
+    rows = [list(RUNS_COLUMNS)] + runs_table_rows(runs, time.time())
+    # columns as wide as their widest cell: a run id is never cut, so it can be copied from here
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUNS_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
