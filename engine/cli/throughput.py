@@ -66,17 +66,6 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         device = trainer.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        data_time = 0.0
-        original_next = trainer.loader.next_batch
-
-        def timed_next():
-            nonlocal data_time
-            t = time.perf_counter()
-            out = original_next()
-            data_time += time.perf_counter() - t
-            return out
-
-        trainer.loader.next_batch = timed_next
         trainer.model.train()
         times, losses = [], []
         data_after_warmup = 0.0
@@ -84,7 +73,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         t0 = time.perf_counter()
         for step in range(steps):
             if step == warmup:
-                data_after_warmup = data_time
+                data_after_warmup = trainer.feeder.draw_s
             loss, _ = trainer.train_step(lr_factor(step, profile))
             if is_boundary(step + 1, warmup, interval, steps):
                 _sync(device)  # interval boundaries only
@@ -96,7 +85,7 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         out = {
             "tokens_per_s": statistics.median(rates) if rates else None,
             "tokens_per_s_intervals": [round(r, 1) for r in rates],
-            "data_wait_share": (data_time - data_after_warmup) / steady_time if steady_time > 0 else None,
+            "data_wait_share": (trainer.feeder.draw_s - data_after_warmup) / steady_time if steady_time > 0 else None,
             "final_loss": losses[-1][1] if losses else None,
             **_trainer_facts(trainer),
         }

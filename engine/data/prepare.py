@@ -266,11 +266,12 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
         docs = reader.documents(skip=manifest["documents_read"])
         batches = _text_batches(docs)
         encoded = encoder.encoded(batches, _use_pool(reader, target, counts["train"]))
+        def report() -> None:
+            prog.update(name, tokens=counts["train"], val_tokens=counts["val"],
+                        documents=docs_count["train"] + docs_count["val"])
+
         try:
-            manifest["complete"] = not _write_encoded(encoded, writers, manifest, target, commit,
-                                                      lambda: prog.update(name, tokens=counts["train"],
-                                                                          val_tokens=counts["val"],
-                                                                          documents=docs_count["train"] + docs_count["val"]),
+            manifest["complete"] = not _write_encoded(encoded, writers, manifest, target, commit, report,
                                                       should_stop, name)
             commit()
         except BadDocumentError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 
@@ -25,6 +27,7 @@ class BatchFeeder:
         self.events: list[torch.cuda.Event | None] = []
         self.slot = 0
         self.ahead: tuple[torch.Tensor, dict] | None = None  # a batch drawn early, and the position before it
+        self.draw_s = 0.0  # host time spent drawing batches from the loader (the bench's data wait)
 
     def next(self) -> torch.Tensor:
         if self.ahead is not None:
@@ -41,7 +44,9 @@ class BatchFeeder:
         return self.ahead[1] if self.ahead is not None else self.loader.state_dict()
 
     def _draw(self) -> torch.Tensor:
+        t = time.perf_counter()
         arr = self.loader.next_batch()
+        self.draw_s += time.perf_counter() - t
         if self.device.type != "cuda":
             return torch.from_numpy(arr)
         if not self.host:

@@ -18,21 +18,21 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import flops_per_token
-from engine.files import utc_now
 from engine.formatting import fmt_duration
 from engine.hardware import distributed
 from engine.hardware.device import peak_flops, pick_device
 from engine.hardware.memory_guard import MemoryGuard
 from engine.hardware.watch import HardwareWatch
-from engine.models.checkpoint import CheckpointError, load_checkpoint, load_newest, move_aside, save_checkpoint
 from engine.models.registry import build_model
 from engine.runs.rundir import RunDir, load_run
+from engine.train.checkpointer import Checkpointer
 from engine.train.feeder import BatchFeeder
-from engine.train.finish import finish_run
+from engine.train.finish import Finisher
 from engine.train.guards import DivergenceGuard, divergence_advice
 from engine.train.interrupt import Interrupted, interruptible
 from engine.train.kernel_proof import settle_kernels
 from engine.train.optim import build_optimizer
+from engine.train.reporter import Reporter
 from engine.train.schedule import lr_factor
 from engine.train.validator import Validator
 
@@ -49,21 +49,15 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.hardware: HardwareWatch | None = None  # rank 0's telemetry and thermal guard
-        self.notifier = None
-        self.checkpointed_step = -1  # every rank knows it, so all of them skip a repeated checkpoint together
+        self.report = Reporter(self.rd, self.is_main)
 
     # ------------------------------------------------------------ plumbing
 
     def status(self, **fields) -> None:
-        if self.is_main:
-            self.rd.update_status(**fields)
+        self.report.status(**fields)
 
     def event(self, event_name: str, message: str = "", **extra) -> None:
-        if self.is_main:
-            self.rd.event(event_name, message, **extra)
-            log.info("%s: %s", event_name, message)
-            if self.notifier is not None:
-                self.notifier.send(event_name, message)
+        self.report.event(event_name, message, **extra)
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal and signum == signal.SIGINT:
@@ -78,6 +72,7 @@ class Trainer:
     def setup(self) -> None:
         self.profile, self.mix, self.run_data = load_run(self.run_dir)
         p = self.profile
+        self.checkpointer = Checkpointer(self.run_dir, p.run.keep_checkpoints, self.report, self.world)
         distributed.start(self.world, use_cuda=torch.cuda.is_available() and p.run.device != "cpu")
         self.device = pick_device(p, self.local_rank)
         torch.manual_seed(p.run.seed)
@@ -134,19 +129,10 @@ class Trainer:
         return build_model(self.profile.model, self.kernels).to(self.device)
 
     def _restore(self) -> None:
-        """Load the newest checkpoint that verifies and loads; each one that does not is moved aside."""
-        skipped = []
-
-        def skip(path: Path, error: CheckpointError) -> None:
-            skipped.append(path)
-            dest = move_aside(path, str(error)) if self.is_main else path
-            self.event("warning", f"checkpoint {path.name} skipped: {error}; moved to {dest}; falling back to the "
-                                  "one before")
-
-        found = load_newest(self.run_dir, lambda path: load_checkpoint(path, self.raw_model, self.optimizer,
-                                                                       self.device), skip)
-        if found is None:
-            if skipped:
+        """Continue from the newest checkpoint that verifies and loads."""
+        found = self.checkpointer.restore(self.raw_model, self.optimizer, self.device)
+        if not found:
+            if found is False:
                 # a checkpoint that failed half-way through loading may have left some of its weights behind
                 self.raw_model = self._build_model()
                 self.optimizer = build_optimizer(self.raw_model, self.profile, self.device)
@@ -174,8 +160,8 @@ class Trainer:
         return nullcontext()
 
     def train_step(self, lr_factor: float, mark=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step at `lr_factor` times each group's base rate; `mark(phase)`, when given, is called as each phase's work has been issued (the
-        phase timings of lab/profile_step.py)."""
+        """One optimizer step at `lr_factor` times each group's base rate; `mark(phase)`, when given, is called as
+        each phase's work has been issued (the phase timings of lab/profile_step.py)."""
         mark = mark or (lambda phase: None)
         self.optimizer.set_lr_factor(lr_factor)
         loss_sum = torch.zeros((), device=self.device)
@@ -209,38 +195,15 @@ class Trainer:
         if not self.weights_finite():
             raise SparkNetError(f"weights became non-finite by step {self.step}; no checkpoint written; "
                                 f"{self.divergence_advice()}")
-        self.status(phase="checkpointing")
-        self.checkpointed_step = self.step
-        gathered = distributed.gather(self.feeder.consumed_state(), self.world)
-        if self.is_main:
-            loader_states = {str(r): state for r, state in enumerate(gathered)}
-            path = save_checkpoint(self.run_dir, self.step, self.raw_model, self.optimizer, {
-                "tokens": self.tokens, "loader": loader_states, "validation_lengths": self.validator.lengths,
-                "tokenizer": self.mix.tokenizer,
-                "kernels": self.kernels.as_dict(),
-                "elapsed_s": self.elapsed(), "saved_at": utc_now(), "reason": reason,
-            }, keep=self.profile.run.keep_checkpoints, on_event=self.event)
-            self.event("checkpoint", f"saved {path.name} ({reason})", step=self.step)
-        distributed.barrier(self.world)
+        self.checkpointer.save(self.step, self.raw_model, self.optimizer, self.feeder.consumed_state(), {
+            "tokens": self.tokens, "validation_lengths": self.validator.lengths, "tokenizer": self.mix.tokenizer,
+            "kernels": self.kernels.as_dict(), "elapsed_s": self.elapsed()}, reason)
 
     def elapsed(self) -> float:
         return getattr(self, "elapsed_before", 0.0) + (time.monotonic() - self.t_start)
 
     def fail(self, message: str, kind: str = "failed") -> None:
-        """The run ends as failed with one line; `kind` is the notification it sends (failed or loss_spike)."""
-        try:
-            self.status(state="failed", error=message, phase="")
-        except OSError:  # a full disk may refuse even this; the line still reaches train.log
-            pass
-        try:
-            self.event("error", message, step=self.step)  # which writes the line to train.log too
-            logged = self.is_main
-        except OSError:
-            logged = False
-        if not logged:
-            log.info("error: %s", message)
-        if self.notifier is not None:
-            self.notifier.send(kind, message)
+        self.report.fail(message, self.step, kind)
 
     def divergence_advice(self) -> str:
         return divergence_advice(self.run_dir, self.profile.optim)
@@ -292,7 +255,8 @@ class Trainer:
             if self.rd.tensorboard is not None:
                 self.rd.tensorboard.close()
                 self.rd.tensorboard = None
-        finish_run(self, last_good_loss)
+        Finisher(self.run_dir, p, self.mix.tokenizer, self.device, self.report,
+                 self.stop_requested).finish(self.raw_model, self.step, last_good_loss)
         return 0
 
     def _begin(self) -> None:
@@ -389,7 +353,7 @@ class Trainer:
         if not distributed.any_rank(self.stop_requested() or low is not None, self.world, self.device):
             return False
         self.status(state="stopping", phase="checkpointing")
-        if self.checkpointed_step != self.step:  # else the interval checkpoint of this very step stands
+        if self.checkpointer.saved_step != self.step:  # else the interval checkpoint of this very step stands
             self.checkpoint("memory" if low else "stop")
         if low:
             self.fail(f"{low}; the checkpoint from step {self.step} is kept; free memory (or lower run.memory_floor_gb),"

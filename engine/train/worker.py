@@ -50,7 +50,8 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
             trainer.rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(),
                                      started_at=trainer.rd.status().get("started_at") or utc_now(), error=None,
                                      paused=None)
-            trainer.notifier = Notifier.from_settings(trainer.run_dir.name, lambda m: trainer.event("warning", m))
+            trainer.report.notifier = Notifier.from_settings(trainer.run_dir.name,
+                                                             lambda m: trainer.event("warning", m))
             watch = StallWatch(trainer.rd, trainer.event)
             watch.start()
         trainer.setup()
@@ -73,8 +74,7 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
     finally:
         if watch is not None:
             watch.stop()
-        if trainer.notifier is not None:
-            trainer.notifier.close()
+        trainer.report.close()
         distributed.end()
         if lock is not None:
             lock.release()

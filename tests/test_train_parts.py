@@ -1,0 +1,106 @@
+"""The parts the trainer hands its jobs to, each tested alone on real files: the reporter, the checkpointer, the
+validator and the finisher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from engine.config.loading import ModelConfig, load_mix, load_profile
+from engine.files import read_json, read_jsonl
+from engine.models.registry import build_model
+from engine.runs.rundir import RunDir, iter_checkpoints
+from engine.train.checkpointer import Checkpointer
+from engine.train.finish import Finisher
+from engine.train.reporter import Reporter
+from engine.train.validator import Validator
+
+
+class Notes:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, kind, message):
+        self.sent.append((kind, message))
+
+    def close(self):
+        self.sent.append(("closed", ""))
+
+
+def reporter(tmp_path: Path, is_main: bool = True) -> Reporter:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    report = Reporter(RunDir(tmp_path), is_main)
+    report.notifier = Notes()
+    return report
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=1, n_embd=16, n_head=2, context=16, vocab_size=64))
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+
+def test_the_reporter_writes_status_and_events_on_rank_0_only_and_fails_in_one_line(tmp_path):
+    report = reporter(tmp_path / "main")
+    report.status(state="running", step=3)
+    report.event("checkpoint", "saved step-3", step=3)
+    report.fail("disk full; free space", step=4)
+    assert read_json(tmp_path / "main" / "status.json")["state"] == "failed"
+    assert read_json(tmp_path / "main" / "status.json")["error"] == "disk full; free space"
+    assert [(e["event"], e["message"]) for e in read_jsonl(tmp_path / "main" / "events.jsonl")] == [
+        ("checkpoint", "saved step-3"), ("error", "disk full; free space")]
+    assert report.notifier.sent[-1] == ("failed", "disk full; free space")
+    other = reporter(tmp_path / "rank1", is_main=False)
+    other.status(state="running")
+    other.event("checkpoint", "saved")
+    assert list((tmp_path / "rank1").iterdir()) == []
+
+
+def test_the_checkpointer_saves_and_restores_the_newest_checkpoint_that_loads(tmp_path):
+    report = reporter(tmp_path)
+    model, opt = tiny()
+    saver = Checkpointer(tmp_path, keep=3, report=report, world=1)
+    assert saver.restore(model, opt, torch.device("cpu")) is None  # nothing saved yet
+    for step in (1, 2):
+        saver.save(step, model, opt, {"draws": step}, {"tokens": step * 10}, "interval")
+    assert saver.saved_step == 2 and [p.name for p in iter_checkpoints(tmp_path)] == ["step-00000002",
+                                                                                        "step-00000001"]
+    path, state = saver.restore(model, opt, torch.device("cpu"))
+    assert path.name == "step-00000002" and state["tokens"] == 20 and state["loader"] == {"0": {"draws": 2}}
+    (path / "model.safetensors").write_bytes(b"not a model")
+    path, state = saver.restore(model, opt, torch.device("cpu"))
+    assert path.name == "step-00000001"
+    assert any("step-00000002 skipped" in e["message"] for e in read_jsonl(tmp_path / "events.jsonl"))
+    (path / "model.safetensors").write_bytes(b"not a model either")
+    assert saver.restore(model, opt, torch.device("cpu")) is False  # every one failed
+
+
+def test_the_validator_scores_the_same_held_out_windows_every_time(tmp_path, monkeypatch):
+    from engine.data import prepare_mix, validation_lengths
+
+    monkeypatch.setenv("SPARKNET_CACHE", str(tmp_path / "cache"))
+    profile = load_profile("tiny-cpu", ["run.eval_tokens=2048"])
+    mix = load_mix("demo")
+    prepare_mix(mix, 20_000)
+    model = build_model(profile.model)
+    validator = Validator(profile, mix, torch.device("cpu"), use_bf16=False, lengths=validation_lengths(mix))
+    first = validator.loss(model)
+    assert first == validator.loss(model) and 0 < first < 2 * torch.log(torch.tensor(1024.0)).item()
+    assert model.training  # handed back in training mode
+
+
+def test_the_finisher_writes_a_whole_model_folder_and_ends_the_run_finished(tmp_path):
+    report = reporter(tmp_path)
+    profile = load_profile("tiny-cpu", ["run.final_eval=false"])
+    model = build_model(profile.model)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "stale.txt").write_text("from an earlier finish")
+    Finisher(tmp_path, profile, load_mix("demo").tokenizer, torch.device("cpu"), report, lambda: False).finish(
+        model, step=7, loss=2.5)
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) >= ["config.json", "model.safetensors"]
+    assert not (tmp_path / "model" / "stale.txt").exists() and not (tmp_path / ".model.tmp").exists()
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["n_layer"] == profile.model.n_layer
+    assert read_json(tmp_path / "status.json")["state"] == "finished"
+    assert read_jsonl(tmp_path / "events.jsonl")[-1]["message"] == "finished 7 steps, final loss 2.5000"
