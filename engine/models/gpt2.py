@@ -16,8 +16,7 @@ from engine import SparkNetError
 from engine.config.loading import ModelConfig, padded_vocab
 from engine.kernels.choice import REFERENCE, KernelChoice
 from engine.kernels.gelu import gelu_bias
-from engine.kernels.output_layer import fused_linear_cross_entropy
-from engine.models.parts import logits_or_loss, num_parameters, pad_vocab_rows
+from engine.models.parts import num_parameters, output, pad_vocab_rows
 
 
 class CausalSelfAttention(nn.Module):
@@ -143,10 +142,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, V) without targets; the mean cross-entropy loss with them."""
-        if targets is not None and self.fused_loss:
-            return fused_linear_cross_entropy(self.hidden(idx), self.lm_head.weight, targets, self.vocab_size,
-                                              fp8=self.fp8_head)
-        return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
+        return output(self, self.hidden(idx), targets)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Decay matrices (2-D weights incl. embeddings); never biases or norm gains."""

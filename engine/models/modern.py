@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from engine.config.loading import ModelConfig, padded_vocab
 from engine.config.loading import modern_mlp_hidden as mlp_hidden
 from engine.kernels.choice import REFERENCE, KernelChoice
-from engine.kernels.output_layer import fused_linear_cross_entropy
 from engine.kernels.qk_rope import apply_rotary, qk_norm_rope
-from engine.models.parts import logits_or_loss, num_parameters, pad_vocab_rows
+from engine.models.parts import num_parameters, output, pad_vocab_rows
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-6
@@ -135,10 +134,7 @@ class ModernGPT(nn.Module):
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        if targets is not None and self.fused_loss:
-            return fused_linear_cross_entropy(self.hidden(idx), self.lm_head.weight, targets, self.vocab_size,
-                                              fp8=self.fp8_head)
-        return logits_or_loss(self.lm_head(self.hidden(idx)), self.vocab_size, targets)
+        return output(self, self.hidden(idx), targets)
 
     def matrix_parameters(self) -> list[nn.Parameter]:
         """Hidden 2-D weights (the ones Muon orthogonalises); embeddings and norms are left to AdamW."""

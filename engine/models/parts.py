@@ -1,4 +1,4 @@
-"""Pieces both networks share (engine/model.py's GPT-2 and engine/model_modern.py's modern GPT)."""
+"""Pieces both networks share (engine/models/gpt2.py's GPT-2 and engine/models/modern.py's modern GPT)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config.loading import ModelConfig, padded_vocab
+from engine.kernels.output_layer import fused_linear_cross_entropy
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -26,6 +27,14 @@ def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor 
         column = torch.arange(padded, device=logits.device)
         logits = logits.masked_fill(column >= vocab_size, float("-inf"))
     return F.cross_entropy(logits, targets.reshape(-1), ignore_index=-100)
+
+
+def output(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor | None):
+    """A network's output from its last hidden states: logits (B, T, V) without targets, the mean cross-entropy
+    loss with them, through the one-pass output layer and loss where the kernels chose it."""
+    if targets is not None and model.fused_loss:
+        return fused_linear_cross_entropy(hidden, model.lm_head.weight, targets, model.vocab_size, fp8=model.fp8_head)
+    return logits_or_loss(model.lm_head(hidden), model.vocab_size, targets)
 
 
 def pad_vocab_rows(state: dict[str, torch.Tensor], names: tuple[str, ...], cfg: ModelConfig) -> None:
