@@ -397,3 +397,27 @@ async def test_a_second_evaluation_of_a_run_is_refused_while_one_runs(private_lo
             assert any("being evaluated already" in n.message for n in app._notifications)
     finally:
         lock.release()
+
+
+@pytest.mark.slow
+async def test_the_evaluation_screen_redraws_its_tables_without_crashing(panel_env):
+    """A redraw (an evaluation started with v, its progress, its end) replaces every table: the old widgets must be
+    gone before the new ones, of the same ids, are mounted."""
+    from sparknet_tui.messages import EvalLoaded
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+        await select_row(pilot, app, panel_env.finished.name)
+        await pilot.press("e")
+        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded
+                         and len(app.screen.query(".eval-table")) == 3)
+        screen = app.screen
+        data = json.loads((panel_env.finished / "eval.json").read_text())
+        for done in (1, 2, 3):  # what the screen's worker posts while an evaluation runs, then once it ends
+            screen.post_message(EvalLoaded(panel_env.finished, data, None, progress={"done": done, "total": 4}))
+            await settle(pilot, app)
+        screen.post_message(EvalLoaded(panel_env.finished, data, None))
+        await settle(pilot, app)
+        assert app.is_running and app.screen is screen
+        assert len(screen.query(".eval-table")) == 3 and screen.query_one("#eval-table-0", DataTable).row_count > 0

@@ -247,18 +247,18 @@ class EvaluationScreen(PanelScreen):
         self.in_thread("eval", lambda: EvalLoaded(self.run_dir, *read_eval(self.run_dir),
                                                   progress=read_progress(self.run_dir)))
 
-    def on_eval_loaded(self, message: EvalLoaded) -> None:
+    async def on_eval_loaded(self, message: EvalLoaded) -> None:
         if self.loaded and (message.data, message.problem, message.progress) == (self.data, self.problem,
                                                                                  self.progress):
             return
         self.loaded, self.data, self.problem, self.progress = True, message.data, message.problem, message.progress
-        self.show()
+        await self.show()
 
     def sections(self) -> list[dict]:
         found = (self.data or {}).get("evaluations")
         return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
 
-    def show(self) -> None:
+    async def show(self) -> None:
         heading = Text()
         heading.append(self.run_dir.name, style="bold")
         data = self.data or {}
@@ -278,13 +278,14 @@ class EvaluationScreen(PanelScreen):
             heading.append("\nmeasured = computed here on this machine; published = reported by the model's "
                            "authors or earlier runs, not re-measured", style="dim")
         self.query_one("#eval-heading", Static).update(heading)
-        self.show_sections()
+        await self.show_sections()
         self.query_one("#eval-samples", Static).update(samples_text(data.get("samples")) if self.data else "")
 
-    def show_sections(self) -> None:
-        """A heading, a table and the notes below it for each protocol of eval.json."""
+    async def show_sections(self) -> None:
+        """A heading, a table and the notes below it for each protocol of eval.json. The old widgets are gone
+        before the new ones, which reuse their ids, are mounted."""
         box = self.query_one("#eval-sections", Vertical)
-        box.remove_children()
+        await box.remove_children()
         widgets = []
         for i, section in enumerate(self.sections()):
             results = section.get("results") if isinstance(section.get("results"), list) else []
@@ -301,7 +302,7 @@ class EvaluationScreen(PanelScreen):
             widgets += [Static(Text("downstream benchmarks", style="bold"), classes="eval-protocol"), table,
                         Static(benchmarks_notes(benchmarks), id="eval-benchmark-notes", classes="eval-notes")]
         if widgets:
-            box.mount_all(widgets)
+            await box.mount_all(widgets)
 
     def action_live(self) -> None:
         self.post_message(OpenLive(self.run_dir))
