@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.cli.launch import cmd_resume, cmd_stop, cmd_train, cmd_worker
 from engine.cli.models import cmd_eval, cmd_export
 from engine.cli.parser import build_parser
@@ -47,6 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     except SparkNetError as e:
         print(f"sparknet {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`sparknet runs | head -3`): nothing is left to say, nor anyone to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:
+        # the machine said no (a full disk, a read-only or missing place): one line, the path and the reason
+        if os.environ.get("SPARKNET_DEBUG") == "1":
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sparknet {args.verb}: error: {where}{e.strerror or one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

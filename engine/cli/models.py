@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from engine import SparkNetError
 from engine.runs.rundir import resolve_run
+
+
+def export_target(out: Path, fmt: str, gguf_name: str, force: bool) -> Path:
+    """Where the export goes, refused before anything is loaded or written when it would replace what is there:
+    a Hugging Face export needs an empty or new folder, a GGUF export a file name not yet taken (--force allows
+    both, and then replaces only the files an export writes)."""
+    if out.exists() and not out.is_dir():
+        raise SparkNetError(f"{out} is a file; give a folder to export into")
+    if fmt == "gguf":
+        target = out / gguf_name
+        if target.exists() and not force:
+            raise SparkNetError(f"{target} exists; give another folder, or --force to replace it")
+        return target
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise SparkNetError(f"{out} is not empty ({shown}); give a new or empty folder, or --force to replace the "
+                            "files of an earlier export (others are left alone)")
+    return out
 
 
 def cmd_export(args) -> int:
@@ -16,21 +36,23 @@ def cmd_export(args) -> int:
     from engine.models.export_hf import export_hf
 
     run_dir = resolve_run(args.run)
+    out = Path(args.dir).expanduser()
+    target = export_target(out, args.format, f"{run_dir.name}-{args.gguf_type}.gguf", args.force)
     model, tok_spec, _ = load_latest_model(run_dir, report=print)
-    out, tokenizer = Path(args.dir).expanduser(), load_tokenizer(tok_spec)
-    if args.format == "hf":
-        export_hf(model, out, tokenizer)
-        print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained)")
-        return 0
-    import tempfile
-
-    from engine.models.export_gguf import export_gguf
-
+    tokenizer = load_tokenizer(tok_spec)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out) as staging:
+    # written beside the target and moved in whole: a failure leaves the folder as it was
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staging:
         export_hf(model, Path(staging), tokenizer)
-        path = export_gguf(Path(staging), out / f"{run_dir.name}-{args.gguf_type}.gguf", tokenizer, args.gguf_type)
-    print(f"wrote {path} (llama-cli -m {path.name}; for Ollama a Modelfile with `FROM ./{path.name}`)")
+        if args.format == "gguf":
+            from engine.models.export_gguf import export_gguf
+
+            path = export_gguf(Path(staging), target, tokenizer, args.gguf_type)
+            print(f"wrote {path} (llama-cli -m {path.name}; for Ollama a Modelfile with `FROM ./{path.name}`)")
+            return 0
+        for written in sorted(Path(staging).iterdir()):
+            os.replace(written, out / written.name)
+    print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained)")
     return 0
 
 

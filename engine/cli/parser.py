@@ -125,3 +125,5 @@ def _add_export(sub) -> None:
                         "llama.cpp and Ollama, tokenizer inside")
     p.add_argument("--gguf-type", choices=["f16", "bf16", "q8_0"], default="f16",
                    help="the GGUF file's matrices: f16 (default), bf16 or q8_0 (8-bit, half the size)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export in DIR: only the files an export writes, never others")
