@@ -271,3 +271,24 @@ def test_a_steps_phases_are_marked_in_order_and_marking_changes_nothing(tmp_path
     (plain_loss, plain_norm, _), (loss, norm, phases) = results
     assert phases == ["forward and backward", "clip", "AdamW", "Muon", "zero_grad", "next batch"]
     assert (loss, norm) == (plain_loss, plain_norm)
+
+
+@pytest.mark.slow
+def test_resume_with_no_usable_checkpoint_refuses_unless_from_scratch(logs):
+    common = ["--profile", "tiny-cpu", *FAST, "--set", "run.tokens=40_960", "--set", "run.checkpoint_every=3"]
+    run_id = sparknet("train", *common, "--detach").stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert reaches_step(run, 4)
+    sparknet("stop", run_id)
+    steps_before = len(read_jsonl(run / "metrics.jsonl"))
+    for ck in (run / "checkpoints").glob("step-*"):
+        (ck / "model.safetensors").write_bytes(b"truncated")
+    refused = sparknet("resume", run_id, check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "no usable checkpoint" in refused.stderr and "--from-scratch" in refused.stderr
+    assert read_json(run / "status.json")["state"] == "stopped"  # nothing started, nothing trained
+    assert len(read_jsonl(run / "metrics.jsonl")) == steps_before
+    sparknet("resume", run_id, "--from-scratch")
+    assert read_json(run / "status.json")["state"] == "finished"
+    assert any(e["event"] == "warning" and "starting from step 0" in e["message"]
+               for e in read_jsonl(run / "events.jsonl"))

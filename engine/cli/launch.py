@@ -16,6 +16,7 @@ from engine.runs.rundir import (
     RunDir,
     create_run,
     effective_status,
+    iter_checkpoints,
     list_runs,
     logs_dir,
     new_run_id,
@@ -36,8 +37,9 @@ def _dist_overrides(args) -> list[str]:
     return out
 
 
-def worker_command(run_dir: Path, resume: bool, dist: dict, log_to_file: bool) -> list[str]:
+def worker_command(run_dir: Path, resume: bool, dist: dict, log_to_file: bool, from_scratch: bool = False) -> list[str]:
     tail = ["_run", str(run_dir)] + (["--resume"] if resume else []) + (["--log-to-file"] if log_to_file else [])
+    tail += ["--from-scratch"] if from_scratch else []
     if dist["nproc_per_node"] * dist["nnodes"] <= 1:
         return [sys.executable, "-m", "engine.cli", *tail]
     return [
@@ -49,7 +51,7 @@ def worker_command(run_dir: Path, resume: bool, dist: dict, log_to_file: bool) -
     ]
 
 
-def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock) -> int:
+def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock, from_scratch: bool = False) -> int:
     """Start the training process for a run whose lock this process holds; the lock passes to the trainer."""
     from engine.config.loading import read_toml
 
@@ -63,9 +65,9 @@ def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock) -> int:
     env["PYTHONPATH"] = project_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if detach:
         log = open(run_dir / "train.log", "ab")
-        proc = subprocess.Popen(worker_command(run_dir, resume, dist, log_to_file=False), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                cwd=project_root, pass_fds=(lock.fd,))
+        command = worker_command(run_dir, resume, dist, log_to_file=False, from_scratch=from_scratch)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, cwd=project_root, pass_fds=(lock.fd,))
         log.close()
         rd = RunDir(run_dir)
         if rd.status().get("state") not in ("running",):
@@ -75,8 +77,9 @@ def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock) -> int:
     if single:
         from engine.train.worker import run_training
 
-        return run_training(run_dir, resume=resume, log_to_file=True, lock=lock)
-    return subprocess.call(worker_command(run_dir, resume, dist, log_to_file=True), env=env, cwd=project_root,
+        return run_training(run_dir, resume=resume, log_to_file=True, lock=lock, from_scratch=from_scratch)
+    return subprocess.call(worker_command(run_dir, resume, dist, log_to_file=True,
+                                          from_scratch=from_scratch), env=env, cwd=project_root,
                            pass_fds=(lock.fd,))
 
 
@@ -116,15 +119,34 @@ def cmd_resume(args) -> int:
         if state == "finished":
             raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")
         check_free_space(run_dir, "a checkpoint of this run", checkpoint_size(run_dir))
+        if not args.from_scratch:
+            refuse_to_start_over(run_dir)
         if args.overrides:
             apply_resume_overrides(run_dir, args.overrides)
         warn_about_live_runs(but=run_dir.name)
         rd = RunDir(run_dir)
         rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(), error=None)
         rd.clear_stop()
-        return launch(run_dir, resume=True, detach=args.detach, lock=lock)
+        return launch(run_dir, resume=True, detach=args.detach, lock=lock, from_scratch=args.from_scratch)
     finally:
         lock.release()
+
+
+def refuse_to_start_over(run_dir: Path) -> None:
+    """A run whose checkpoints all fail to verify would train again from step 0 under its own name: refused,
+    naming each one and why, unless the user asks for exactly that."""
+    from engine.models.checkpoint import CheckpointError, verify_checkpoint
+
+    bad = []
+    for path in iter_checkpoints(run_dir):
+        try:
+            verify_checkpoint(path)
+            return
+        except CheckpointError as e:
+            bad.append(f"{path.name} ({e})")
+    if bad:
+        raise SparkNetError(f"run {run_dir.name} has no usable checkpoint: {'; '.join(bad)}; resuming would train it "
+                            f"again from step 0, which `sparknet resume {run_dir.name} --from-scratch` does")
 
 
 def cmd_stop(args) -> int:
@@ -149,4 +171,5 @@ def cmd_stop(args) -> int:
 def cmd_worker(args) -> int:
     from engine.train.worker import run_training
 
-    return run_training(Path(args.run_dir), resume=args.resume, log_to_file=args.log_to_file)
+    return run_training(Path(args.run_dir), resume=args.resume, log_to_file=args.log_to_file,
+                        from_scratch=args.from_scratch)

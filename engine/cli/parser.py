@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true", help="return at once; the run lives on")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change an optimizer, schedule, interval or thermal key from here on (recorded in run.toml)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train again from step 0 when no checkpoint of the run is usable (refused otherwise)")
 
     _add_eval(sub)
     _add_bench(sub)
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("_run")  # the training process itself; no help, so it is not listed
     p.add_argument("run_dir")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--from-scratch", action="store_true")
     p.add_argument("--log-to-file", action="store_true")
     return ap
 

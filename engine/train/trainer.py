@@ -39,9 +39,10 @@ from engine.train.validator import Validator
 log = logging.getLogger("sparknet")
 
 class Trainer:
-    def __init__(self, run_dir: Path, resume: bool):
+    def __init__(self, run_dir: Path, resume: bool, from_scratch: bool = False):
         self.run_dir = Path(run_dir)
         self.resume = resume
+        self.from_scratch = from_scratch  # a resume whose checkpoints all fail may start over only when asked
         self.rank, self.world, self.local_rank = distributed.ranks()
         self.is_main = self.rank == 0
         self.rd = RunDir(self.run_dir)
@@ -132,6 +133,10 @@ class Trainer:
         """Continue from the newest checkpoint that verifies and loads."""
         found = self.checkpointer.restore(self.raw_model, self.optimizer, self.device)
         if not found:
+            if found is False and not self.from_scratch:
+                raise SparkNetError(f"no checkpoint of run {self.run_dir.name} loads (each was moved aside, see the "
+                                    f"warnings); `sparknet resume {self.run_dir.name} --from-scratch` trains it again "
+                                    "from step 0")
             if found is False:
                 # a checkpoint that failed half-way through loading may have left some of its weights behind
                 self.raw_model = self._build_model()

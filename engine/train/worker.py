@@ -29,12 +29,13 @@ def setup_logging(run_dir: Path, rank: int, log_to_file: bool) -> None:
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
 
 
-def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False, lock=None) -> int:
+def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False, lock=None,
+                 from_scratch: bool = False) -> int:
     """Entry of the training process. Returns the exit code. `lock` is the run's lock when the caller took it;
     otherwise the one handed down is adopted, or the lock is taken here (refused when another process owns it)."""
     from engine.runs.lock import LockHeld, lock_for_worker
 
-    trainer = Trainer(run_dir, resume)
+    trainer = Trainer(run_dir, resume, from_scratch)
     if lock is None:
         try:
             lock = lock_for_worker(trainer.run_dir)
