@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -96,3 +97,33 @@ def test_a_malicious_trainer_file_falls_back_to_the_checkpoint_before(logs):
     warnings = [e["message"] for e in events(run) if e["event"] == "warning" and newest.name in e["message"]]
     assert warnings and "weights_only" not in warnings[0] and "trainer.pt does not load" in warnings[0]
     assert (run / "checkpoints" / "corrupt" / newest.name).is_dir()
+
+
+def test_a_crash_while_a_step_is_saved_again_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    """A memory stop's resume saves its step again; dying between the swap's two renames loses nothing, and the
+    next start puts the good checkpoint back and clears the unfinished copy."""
+    from engine.runs.rundir import RunDir
+    from engine.train.checkpointer import Checkpointer
+    from engine.train.reporter import Reporter
+
+    model, opt = tiny_model()
+    save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
+    good = (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").read_bytes()
+    real_replace = os.replace
+
+    def die_before_the_new_name(src, dst):
+        if Path(src).name.startswith(".tmp-step"):
+            raise KeyboardInterrupt  # the process is killed here
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", die_before_the_new_name)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
+    monkeypatch.setattr(os, "replace", real_replace)
+    found = Checkpointer(tmp_path, 3, Reporter(RunDir(tmp_path), True), world=1).restore(*tiny_model(),
+                                                                                          torch.device("cpu"))
+    assert found and found[0].name == "step-00000005" and found[1]["tokens"] == 5
+    assert (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").read_bytes() == good
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005"]

@@ -135,8 +135,9 @@ def cmd_resume(args) -> int:
 def refuse_to_start_over(run_dir: Path) -> None:
     """A run whose checkpoints all fail to verify would train again from step 0 under its own name: refused,
     naming each one and why, unless the user asks for exactly that."""
-    from engine.models.checkpoint import CheckpointError, verify_checkpoint
+    from engine.models.checkpoint import CheckpointError, recover_interrupted_saves, verify_checkpoint
 
+    recover_interrupted_saves(run_dir)  # this process holds the run's lock: no save is under way
     bad = []
     for path in iter_checkpoints(run_dir):
         try:

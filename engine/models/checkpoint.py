@@ -64,6 +64,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     """
     ck_root = Path(run_dir) / "checkpoints"
     ck_root.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_saves(run_dir)
     final = ck_root / f"step-{step:08d}"
     tmp = ck_root / f".tmp-step-{step:08d}"
     try:
@@ -75,11 +76,41 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
         if full:
             raise DiskFull(disk_full_message(tmp, run_dir)) from None
         raise
+    # a step saved again (a resume after a memory stop) swaps folders: the good one is renamed aside, never deleted,
+    # until its replacement has its name; a crash between the two renames is undone by recover_interrupted_saves
+    old = ck_root / f".old-step-{step:08d}"
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, old)
     os.replace(tmp, final)
+    _fsync(ck_root)
+    shutil.rmtree(old, ignore_errors=True)
     prune_checkpoints(run_dir, keep, newest_known_good=final, on_event=on_event)
     return final
+
+
+def recover_interrupted_saves(run_dir: Path) -> None:
+    """Undo what a crash in the middle of save_checkpoint left: a good checkpoint renamed aside whose replacement
+    never got its name takes it back, and temporary folders of unfinished saves go."""
+    ck_root = Path(run_dir) / "checkpoints"
+    if not ck_root.is_dir():
+        return
+    for old in sorted(ck_root.glob(".old-step-*")):
+        final = ck_root / old.name[len(".old-"):]
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
+    for tmp in ck_root.glob(".tmp-step-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk before anything relies on them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_checkpoint(tmp: Path, model, optimizer, state: dict) -> None:
@@ -98,6 +129,9 @@ def _write_checkpoint(tmp: Path, model, optimizer, state: dict) -> None:
         json.dump(state, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
+    for name in ("model.safetensors", "trainer.pt"):
+        _fsync(tmp / name)
+    _fsync(tmp)
 
 
 class DiskFull(SparkNetError):

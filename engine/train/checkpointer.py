@@ -10,7 +10,14 @@ import torch
 
 from engine.files import utc_now
 from engine.hardware import distributed
-from engine.models.checkpoint import CheckpointError, load_checkpoint, load_newest, move_aside, save_checkpoint
+from engine.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_newest,
+    move_aside,
+    recover_interrupted_saves,
+    save_checkpoint,
+)
 from engine.train.reporter import Reporter
 
 
@@ -37,6 +44,9 @@ class Checkpointer:
         """(path, state) of the newest checkpoint that verifies and loads into `model` and `optimizer`; each newer
         one that does not is moved aside (rank 0) and said. None when there was none to load; False when every one
         failed, which may have left some of their weights in `model` and `optimizer`."""
+        if self.report.is_main:
+            recover_interrupted_saves(self.run_dir)
+        distributed.barrier(self.world)
         skipped = []
 
         def skip(path: Path, error: CheckpointError) -> None:
