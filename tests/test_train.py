@@ -292,3 +292,25 @@ def test_resume_with_no_usable_checkpoint_refuses_unless_from_scratch(logs):
     assert read_json(run / "status.json")["state"] == "finished"
     assert any(e["event"] == "warning" and "starting from step 0" in e["message"]
                for e in read_jsonl(run / "events.jsonl"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_foreground_run_stops_it_after_a_checkpoint_and_exits_130(logs):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--profile", "tiny-cpu", *FAST,
+                             "--set", "run.tokens=400_000"], cwd=PROJECT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(logs.iterdir()), scaled(60), 0.05)
+        run = only_run(logs)
+        assert reaches_step(run, 2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=scaled(120))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err  # so that `sparknet train ... && sparknet export ...` exports nothing
+    status = read_json(run / "status.json")
+    assert status["state"] == "stopped" and status["step"] < status["steps"]
+    assert (run / "checkpoints" / f"step-{status['step']:08d}").is_dir()

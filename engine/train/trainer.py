@@ -46,7 +46,8 @@ class Trainer:
         self.rank, self.world, self.local_rank = distributed.ranks()
         self.is_main = self.rank == 0
         self.rd = RunDir(self.run_dir)
-        self.stop_signal = False
+        self.stop_signal = 0  # the signal that asked for a stop (SIGINT, SIGTERM), 0 for none
+        self.finished = False  # every step trained: a stop now only skips the final evaluation
         self.step = 0
         self.tokens = 0
         self.hardware: HardwareWatch | None = None  # rank 0's telemetry and thermal guard
@@ -63,10 +64,10 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C does not wait for the checkpoint
-        self.stop_signal = True
+        self.stop_signal = signum  # the process then exits 128 + signum, as an interrupted command does
 
     def stop_requested(self) -> bool:
-        return self.stop_signal or self.rd.stop_requested()
+        return bool(self.stop_signal) or self.rd.stop_requested()
 
     # ------------------------------------------------------------ setup
 
@@ -260,6 +261,7 @@ class Trainer:
             if self.rd.tensorboard is not None:
                 self.rd.tensorboard.close()
                 self.rd.tensorboard = None
+        self.finished = True
         Finisher(self.run_dir, p, self.mix.tokenizer, self.device, self.report,
                  self.stop_requested).finish(self.raw_model, self.step, last_good_loss)
         return 0

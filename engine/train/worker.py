@@ -56,12 +56,14 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
             watch = StallWatch(trainer.rd, trainer.event)
             watch.start()
         trainer.setup()
-        return trainer.run()
+        code = trainer.run()
+        # stopped by Ctrl-C or SIGTERM: the run is not done, and `sparknet train ... && next` must not go on
+        return 128 + trainer.stop_signal if code == 0 and trainer.stop_signal and not trainer.finished else code
     except PrepareStopped:
         trainer.status(state="stopped", phase="", eta_s=None)
         trainer.event("stopped", f"stopped during data preparation; the tokens prepared so far are kept and "
                                  f"`sparknet resume {trainer.run_dir.name}` continues")
-        return 0
+        return 128 + trainer.stop_signal if trainer.stop_signal else 0
     except SparkNetError as e:
         trainer.fail(str(e))  # one line, on the console and in train.log
         return 1
