@@ -256,15 +256,19 @@ class Trainer:
             self.fail(str(e))
             return 1
         finally:
-            if self.hardware is not None:
-                self.hardware.stop()
-            if self.rd.tensorboard is not None:
-                self.rd.tensorboard.close()
-                self.rd.tensorboard = None
+            self._end_watchers()
         self.finished = True
         Finisher(self.run_dir, p, self.mix.tokenizer, self.device, self.report,
                  self.stop_requested).finish(self.raw_model, self.step, last_good_loss)
         return 0
+
+    def _end_watchers(self) -> None:
+        """The telemetry thread and the TensorBoard writer end with the loop, however it ends."""
+        if self.hardware is not None:
+            self.hardware.stop()
+        if self.rd.tensorboard is not None:
+            self.rd.tensorboard.close()
+            self.rd.tensorboard = None
 
     def _begin(self) -> None:
         p = self.profile

@@ -48,13 +48,7 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
     watch = None
     try:
         if trainer.is_main:
-            trainer.rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(),
-                                     started_at=trainer.rd.status().get("started_at") or utc_now(), error=None,
-                                     paused=None)
-            trainer.report.notifier = Notifier.from_settings(trainer.run_dir.name,
-                                                             lambda m: trainer.event("warning", m))
-            watch = StallWatch(trainer.rd, trainer.event)
-            watch.start()
+            watch = _announce(trainer)
         trainer.setup()
         code = trainer.run()
         # stopped by Ctrl-C or SIGTERM: the run is not done, and `sparknet train ... && next` must not go on
@@ -81,6 +75,16 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
         distributed.end()
         if lock is not None:
             lock.release()
+
+
+def _announce(trainer: Trainer) -> StallWatch:
+    """Rank 0 says the run is this process's now, reads its notification settings and starts the stall alarm."""
+    trainer.rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(),
+                             started_at=trainer.rd.status().get("started_at") or utc_now(), error=None, paused=None)
+    trainer.report.notifier = Notifier.from_settings(trainer.run_dir.name, lambda m: trainer.event("warning", m))
+    watch = StallWatch(trainer.rd, trainer.event)
+    watch.start()
+    return watch
 
 
 def failure_line(e: BaseException, trainer: Trainer) -> str | None:
