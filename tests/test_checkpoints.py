@@ -122,8 +122,8 @@ def test_a_crash_while_a_step_is_saved_again_keeps_the_good_checkpoint(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
     monkeypatch.setattr(os, "replace", real_replace)
-    found = Checkpointer(tmp_path, 3, Reporter(RunDir(tmp_path), True), world=1).restore(*tiny_model(),
-                                                                                          torch.device("cpu"))
-    assert found and found[0].name == "step-00000005" and found[1]["tokens"] == 5
+    found, skipped = Checkpointer(tmp_path, 3, Reporter(RunDir(tmp_path), True), world=1).restore(
+        *tiny_model(), torch.device("cpu"))
+    assert skipped == [] and found[0].name == "step-00000005" and found[1]["tokens"] == 5
     assert (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").read_bytes() == good
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005"]

@@ -62,19 +62,20 @@ def test_the_checkpointer_saves_and_restores_the_newest_checkpoint_that_loads(tm
     report = reporter(tmp_path)
     model, opt = tiny()
     saver = Checkpointer(tmp_path, keep=3, report=report, world=1)
-    assert saver.restore(model, opt, torch.device("cpu")) is None  # nothing saved yet
+    assert saver.restore(model, opt, torch.device("cpu")) == (None, [])  # nothing saved yet
     for step in (1, 2):
         saver.save(step, model, opt, {"draws": step}, {"tokens": step * 10}, "interval")
     assert saver.saved_step == 2 and [p.name for p in iter_checkpoints(tmp_path)] == ["step-00000002",
                                                                                         "step-00000001"]
-    path, state = saver.restore(model, opt, torch.device("cpu"))
-    assert path.name == "step-00000002" and state["tokens"] == 20 and state["loader"] == {"0": {"draws": 2}}
+    (path, state), skipped = saver.restore(model, opt, torch.device("cpu"))
+    assert skipped == [] and path.name == "step-00000002" and state["tokens"] == 20 and state["loader"] == {"0": {"draws": 2}}
     (path / "model.safetensors").write_bytes(b"not a model")
-    path, state = saver.restore(model, opt, torch.device("cpu"))
-    assert path.name == "step-00000001"
+    (path, state), skipped = saver.restore(model, opt, torch.device("cpu"))
+    assert path.name == "step-00000001" and [p.name for p in skipped] == ["step-00000002"]
     assert any("step-00000002 skipped" in e["message"] for e in read_jsonl(tmp_path / "events.jsonl"))
     (path / "model.safetensors").write_bytes(b"not a model either")
-    assert saver.restore(model, opt, torch.device("cpu")) is False  # every one failed
+    found, skipped = saver.restore(model, opt, torch.device("cpu"))
+    assert found is None and [p.name for p in skipped] == ["step-00000001"]  # every one left failed
 
 
 def test_the_validator_scores_the_same_held_out_windows_every_time(tmp_path, monkeypatch):

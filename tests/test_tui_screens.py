@@ -258,14 +258,19 @@ async def test_two_panels_watch_one_run(private_logs, frozen_runs):
 # ---------------------------------------------------------------- Evaluation
 
 
+async def open_finished_runs_evaluation(pilot, app, panel_env) -> None:
+    """From the Runs screen, the finished run's Evaluation screen with its three tables shown."""
+    await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
+    await select_row(pilot, app, panel_env.finished.name)
+    await pilot.press("e")
+    await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded
+                     and len(app.screen.query(".eval-table")) == 3)
+
+
 async def test_evaluation_screen_shows_eval_json(panel_env):
     app = make_app()
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
-        await select_row(pilot, app, panel_env.finished.name)
-        await pilot.press("e")
-        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded
-                         and len(app.screen.query(".eval-table")) == 3)
+        await open_finished_runs_evaluation(pilot, app, panel_env)
         doc = json.loads((panel_env.finished / "eval.json").read_text())
         # a table per protocol, in eval.json's order: standard, sparknet-2000, the demo's held-out text
         assert [s["protocol"]["name"] for s in doc["evaluations"]] == ["standard", "sparknet-2000", "held-out"]
@@ -407,11 +412,7 @@ async def test_the_evaluation_screen_redraws_its_tables_without_crashing(panel_e
 
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
-        await select_row(pilot, app, panel_env.finished.name)
-        await pilot.press("e")
-        await wait_until(pilot, app, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.loaded
-                         and len(app.screen.query(".eval-table")) == 3)
+        await open_finished_runs_evaluation(pilot, app, panel_env)
         screen = app.screen
         data = json.loads((panel_env.finished / "eval.json").read_text())
         for done in (1, 2, 3):  # what the screen's worker posts while an evaluation runs, then once it ends

@@ -16,7 +16,6 @@ from engine.runs.rundir import (
     RunDir,
     create_run,
     effective_status,
-    iter_checkpoints,
     list_runs,
     logs_dir,
     new_run_id,
@@ -135,17 +134,11 @@ def cmd_resume(args) -> int:
 def refuse_to_start_over(run_dir: Path) -> None:
     """A run whose checkpoints all fail to verify would train again from step 0 under its own name: refused,
     naming each one and why, unless the user asks for exactly that."""
-    from engine.models.checkpoint import CheckpointError, recover_interrupted_saves, verify_checkpoint
+    from engine.models.checkpoint import load_newest, recover_interrupted_saves, verify_checkpoint
 
     recover_interrupted_saves(run_dir)  # this process holds the run's lock: no save is under way
     bad = []
-    for path in iter_checkpoints(run_dir):
-        try:
-            verify_checkpoint(path)
-            return
-        except CheckpointError as e:
-            bad.append(f"{path.name} ({e})")
-    if bad:
+    if load_newest(run_dir, verify_checkpoint, lambda path, e: bad.append(f"{path.name} ({e})")) is None and bad:
         raise SparkNetError(f"run {run_dir.name} has no usable checkpoint: {'; '.join(bad)}; resuming would train it "
                             f"again from step 0, which `sparknet resume {run_dir.name} --from-scratch` does")
 

@@ -24,8 +24,6 @@ from engine.config.errors import ConfigError
 from engine.config.model_size import (
     flops_per_token,
     model_parameter_count,
-    modern_mlp_hidden,
-    modern_parameter_count,
     padded_vocab,
 )
 from engine.config.schema import (
@@ -51,7 +49,7 @@ __all__ = [
     "BatchConfig", "ConfigError", "DistConfig", "MixConfig", "ModelConfig", "OptimConfig", "PROJECT_ROOT",
     "Profile", "RunConfig", "ScheduleConfig", "SourceConfig", "ThermalConfig", "apply_overrides", "dump_toml",
     "expand", "flops_per_token", "list_mixes", "list_profiles", "load_mix", "load_profile", "mix_from_dict",
-    "load_run_inputs", "mixes_dir", "model_parameter_count", "modern_mlp_hidden", "modern_parameter_count", "padded_vocab",
+    "load_run_inputs", "mixes_dir", "model_parameter_count", "padded_vocab",
     "parse_override", "profile_from_dict", "profiles_dir", "read_toml", "resolve_mix_path", "resolve_profile_path",
     "validate_profile",
 ]

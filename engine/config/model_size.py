@@ -3,7 +3,7 @@ The panel shows these before a run exists."""
 
 from __future__ import annotations
 
-from engine.config.architectures import ARCHITECTURES, modern_mlp_hidden, modern_parameter_count  # noqa: F401
+from engine.config.architectures import ARCHITECTURES
 from engine.config.schema import ModelConfig
 
 

@@ -64,7 +64,6 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     """
     ck_root = Path(run_dir) / "checkpoints"
     ck_root.mkdir(parents=True, exist_ok=True)
-    recover_interrupted_saves(run_dir)
     final = ck_root / f"step-{step:08d}"
     tmp = ck_root / f".tmp-step-{step:08d}"
     try:

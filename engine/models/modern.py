@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.config.architectures import modern_mlp_hidden as mlp_hidden
 from engine.config.loading import ModelConfig, padded_vocab
-from engine.config.loading import modern_mlp_hidden as mlp_hidden
 from engine.kernels.choice import REFERENCE, KernelChoice
 from engine.kernels.qk_rope import apply_rotary, qk_norm_rope
 from engine.models.parts import num_parameters, output, pad_vocab_rows

@@ -4,7 +4,6 @@ stands) and finds the newest one a resume can load, moving aside each one that c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -40,10 +39,11 @@ class Checkpointer:
             self.report.event("checkpoint", f"saved {path.name} ({reason})", step=step)
         distributed.barrier(self.world)
 
-    def restore(self, model: torch.nn.Module, optimizer, device: torch.device) -> tuple[Path, dict] | None | bool:
-        """(path, state) of the newest checkpoint that verifies and loads into `model` and `optimizer`; each newer
-        one that does not is moved aside (rank 0) and said. None when there was none to load; False when every one
-        failed, which may have left some of their weights in `model` and `optimizer`."""
+    def restore(self, model: torch.nn.Module, optimizer,
+                device: torch.device) -> tuple[tuple[Path, dict] | None, list[Path]]:
+        """((path, state) of the newest checkpoint that verifies and loads into `model` and `optimizer`, or None),
+        and the newer ones that did not, each moved aside (rank 0) and said. A failed load may have left some of
+        its weights in `model` and `optimizer`."""
         if self.report.is_main:
             recover_interrupted_saves(self.run_dir)
         distributed.barrier(self.world)
@@ -55,6 +55,5 @@ class Checkpointer:
             self.report.event("warning", f"checkpoint {path.name} skipped: {error}; moved to {dest}; falling back "
                                          "to the one before")
 
-        load: Callable[[Path], dict] = lambda path: load_checkpoint(path, model, optimizer, device)  # noqa: E731
-        found = load_newest(self.run_dir, load, skip)
-        return found if found is not None else (False if skipped else None)
+        found = load_newest(self.run_dir, lambda path: load_checkpoint(path, model, optimizer, device), skip)
+        return found, skipped

@@ -132,13 +132,13 @@ class Trainer:
 
     def _restore(self) -> None:
         """Continue from the newest checkpoint that verifies and loads."""
-        found = self.checkpointer.restore(self.raw_model, self.optimizer, self.device)
-        if not found:
-            if found is False and not self.from_scratch:
+        found, skipped = self.checkpointer.restore(self.raw_model, self.optimizer, self.device)
+        if found is None:
+            if skipped and not self.from_scratch:
                 raise SparkNetError(f"no checkpoint of run {self.run_dir.name} loads (each was moved aside, see the "
                                     f"warnings); `sparknet resume {self.run_dir.name} --from-scratch` trains it again "
                                     "from step 0")
-            if found is False:
+            if skipped:
                 # a checkpoint that failed half-way through loading may have left some of its weights behind
                 self.raw_model = self._build_model()
                 self.optimizer = build_optimizer(self.raw_model, self.profile, self.device)
