@@ -13,7 +13,6 @@ from engine.runs.rundir import effective_status
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
-CORPORA = SHARED_DATA / "corpora"
 DEMO_TOKENIZER = PROJECT / "profiles" / "mixes" / "demo" / "tokenizer"  # the demo mix's own 1,024-token BPE
 
 # a small, fast variant of tiny-cpu: 16 micro-batches of 8 x 128 tokens per step

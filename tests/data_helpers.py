@@ -10,7 +10,6 @@ from engine.data import read_manifest
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
-CORPORA = SHARED_DATA / "corpora"
 
 
 def write_mix(path: Path, sources: list[dict], **top) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import CORPORA, PROJECT, EncodeCounter, documents_of, stream, unique_docs, write_jsonl, write_mix
+from data_helpers import PROJECT, EncodeCounter, documents_of, stream, unique_docs, write_jsonl, write_mix
 
 import engine.data as data
 from engine.config.loading import load_mix
@@ -22,14 +22,14 @@ from engine.data.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def corpora(tmp_path_factory):
+def corpora(tmp_path_factory, standin_corpora):
     """The three stand-in corpora at 50/30/20, prepared for a 3M-token run into a private cache (whole: they
     are local)."""
     d = tmp_path_factory.mktemp("corpora")
     mix_path = write_mix(d / "standin.toml", [
-        {"name": "textbooks", "weight": 0.5, "path": str(CORPORA / "textbooks.jsonl.gz")},
-        {"name": "web", "weight": 0.3, "path": str(CORPORA / "web.jsonl.gz")},
-        {"name": "educational", "weight": 0.2, "path": str(CORPORA / "educational.jsonl.gz")},
+        {"name": "textbooks", "weight": 0.5, "path": str(standin_corpora["textbooks"])},
+        {"name": "web", "weight": 0.3, "path": str(standin_corpora["web"])},
+        {"name": "educational", "weight": 0.2, "path": str(standin_corpora["educational"])},
     ], validation_share=0.01)
     mix = load_mix(str(mix_path))
     cache = d / "cache"

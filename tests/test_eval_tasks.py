@@ -67,7 +67,8 @@ def test_eval_json_holds_what_the_harness_itself_returns(model_dir, task_dir, mo
     assert eval_command(str(model_dir), tasks=[TASK], task_path=str(task_dir), device="cpu") == 0
     (row,) = json.loads((model_dir / "eval.json").read_text())["benchmarks"]["tasks"]
     direct = lm_eval.simple_evaluate(model=HFLM(pretrained=str(model_dir), device="cpu", batch_size=8),
-                                     tasks=[TASK], task_manager=TaskManager(include_path=str(task_dir)))
+                                     tasks=[TASK],
+                                     task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
     result = direct["results"][TASK]
     assert row["value"] == pytest.approx(100 * result["acc,none"])
     assert row["stderr"] == pytest.approx(100 * result["acc_stderr,none"])
@@ -141,7 +142,8 @@ def test_a_baseline_is_measured_on_the_same_tasks_where_its_weights_load(model_d
                         baseline_dirs={"gpt2": str(other)}) == 0
     baselines = json.loads((model_dir / "eval.json").read_text())["benchmarks"]["baselines"]
     direct = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={other}", tasks=[TASK], device="cpu",
-                                     task_manager=lm_eval.tasks.TaskManager(include_path=str(task_dir)))
+                                     task_manager=lm_eval.tasks.TaskManager(include_path=str(task_dir),
+                                                                            include_defaults=False))
     gpt2 = baselines["GPT-2 (124M)"]
     assert (gpt2["source"], gpt2["path"]) == ("measured", str(other))
     assert gpt2["tasks"][TASK]["value"] == pytest.approx(100 * direct["results"][TASK]["acc,none"])

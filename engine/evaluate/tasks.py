@@ -74,6 +74,17 @@ def published_rows(tasks: list[str]) -> list[dict]:
     return out
 
 
+def _task_manager(task_manager_class, tasks: list[str], task_path: str | None):
+    """The harness's task index: the folder's own tasks alone when they are every task asked for, since indexing
+    the harness's thousands of built-in tasks takes longer than scoring a small model on a small task."""
+    if task_path:
+        local = task_manager_class(include_path=task_path, include_defaults=False)
+        if all(t in local.all_tasks for t in tasks):
+            return local
+        return task_manager_class(include_path=task_path)
+    return task_manager_class()
+
+
 def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_path: str | None = None,
                    limit: int | None = None, progress: ProgressFile | None = None, who: str = "") -> dict:
     """lm-eval's simple_evaluate on a Hugging Face model folder, one task after another (the model loaded once),
@@ -84,7 +95,7 @@ def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_pa
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise SparkNetError("--tasks needs lm-evaluation-harness: pip install 'lm-eval>=0.4,<0.5'") from None
-    manager = TaskManager(include_path=task_path) if task_path else TaskManager()
+    manager = _task_manager(TaskManager, tasks, task_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise SparkNetError(f"--tasks: lm-eval knows no task {', '.join(unknown)}"
