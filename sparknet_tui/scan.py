@@ -6,41 +6,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.formatting import perplexity
-from engine.runs.rundir import LIVE_STATES, logs_dir
+from engine.runs.reader import RunReader
+from engine.runs.rundir import logs_dir
 from engine.runs.status import RunStatus
-from sparknet_tui.watch import (
-    DEFAULT_WARN_C,
-    as_number,
-    config_section,
-    gpu_temperatures,
-    last_jsonl_row,
-    model_shape,
-    read_run_config,
-    read_status,
-    warn_threshold,
-)
+from sparknet_tui.watch import DEFAULT_WARN_C, config_section, gpu_temperatures, model_shape, warn_threshold
 
 
 @dataclass(frozen=True)
 class RunRow:
     run_id: str
     path: Path
-    state: str
     profile: str
     mix: str
-    status: dict
+    status: RunStatus
     config: dict
     max_temp_c: float | None = None
     warn_c: float = DEFAULT_WARN_C
     problem: str | None = None  # run.toml or status.json could not be read
 
     @property
+    def state(self) -> str:
+        return str(self.status.state)
+
+    @property
     def live(self) -> bool:
-        return self.state in LIVE_STATES
+        return self.status.live
 
     @property
     def paused(self) -> str | None:
-        return RunStatus(self.status).paused
+        return self.status.paused
 
     @property
     def hot(self) -> bool:
@@ -48,15 +42,15 @@ class RunRow:
 
     @property
     def progress(self) -> float | None:
-        return RunStatus(self.status).progress
+        return self.status.progress
 
     @property
     def val_perplexity(self) -> float | None:
-        return perplexity(self.status.get("val_loss"))
+        return perplexity(self.status.number("val_loss"))
 
     @property
     def tokens_per_s(self) -> float | None:
-        return as_number(self.status.get("tokens_per_s"))
+        return self.status.number("tokens_per_s")
 
     @property
     def shape(self) -> tuple | None:
@@ -97,19 +91,18 @@ class RunsScanner:
         cached = self._configs.get(run_dir)
         if cached and cached[0] == mtime:
             return cached[1], cached[2]
-        config, problem = read_run_config(run_dir)
+        config, problem = RunReader(run_dir).config()
         self._configs[run_dir] = (mtime, config, problem)
         return config, problem
 
     def _row(self, run_dir: Path) -> RunRow:
         config, config_problem = self._config(run_dir)
-        status, status_problem = read_status(run_dir)
-        state = status.get("state") if isinstance(status.get("state"), str) else "unknown"
-        temps = gpu_temperatures(last_jsonl_row(run_dir / "system.jsonl")) if state in LIVE_STATES else []
+        reader = RunReader(run_dir)
+        status, status_problem = reader.status()
+        temps = gpu_temperatures(reader.last_system()) if status.live else []
         return RunRow(
             run_id=run_dir.name,
             path=run_dir,
-            state=state,
             profile=str(config.get("profile_name") or "?"),
             mix=str(config.get("mix_name") or config_section(config, "mix").get("name") or "?"),
             status=status,

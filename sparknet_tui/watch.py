@@ -7,16 +7,15 @@ partial or malformed files and reports them as a message instead of raising.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config.loading import ConfigError, ThermalConfig, read_toml
-from engine.files import JsonlFollower, tail_text
+from engine.config.loading import ThermalConfig
 from engine.formatting import is_number
-from engine.runs.rundir import effective_status
+from engine.runs.reader import RunReader
+from engine.runs.records import Event, GpuSample, MetricRow, SystemRow
 from engine.runs.status import RunStatus
 from sparknet_tui.evalfile import eval_path, read_eval
 
@@ -27,40 +26,6 @@ DEFAULT_WARN_C = ThermalConfig().warn_c
 
 
 # ---------------------------------------------------------------- small readers
-
-
-def read_run_config(run_dir: Path) -> tuple[dict, str | None]:
-    """run.toml as a dict, plus a one-line problem when it cannot be read."""
-    try:
-        return read_toml(run_dir / "run.toml"), None
-    except ConfigError as e:
-        return {}, str(e)
-
-
-def read_status(run_dir: Path) -> tuple[dict, str | None]:
-    """effective_status (stale pid -> failed), never raising on a malformed status.json."""
-    path = run_dir / "status.json"
-    try:
-        status = effective_status(run_dir)
-    except (OSError, ValueError, AttributeError, TypeError) as e:
-        return {"state": "unknown"}, f"{path}: unreadable ({e.__class__.__name__})"
-    if not isinstance(status, dict):
-        return {"state": "unknown"}, f"{path}: not a JSON object"
-    if status.get("state") == "unknown" and path.exists():
-        return status, f"{path}: unreadable or not JSON"
-    return status, None
-
-
-def last_jsonl_row(path: Path) -> dict | None:
-    """The newest complete object of a JSONL file, reading only its end."""
-    for line in reversed(tail_text(path, max_bytes=16384, lines=50)):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue  # the partial last line of a file being written
-        if isinstance(obj, dict):
-            return obj
-    return None
 
 
 def warn_threshold(config: dict) -> float:
@@ -78,11 +43,8 @@ def model_shape(config: dict) -> tuple | None:
     return tuple(model.get(k, "gpt2") for k in keys)
 
 
-def gpu_temperatures(system_row: dict | None) -> list[float]:
-    gpus = system_row.get("gpus") if isinstance(system_row, dict) else None
-    if not isinstance(gpus, list):
-        return []
-    return [g["temp_c"] for g in gpus if isinstance(g, dict) and is_number(g.get("temp_c"))]
+def gpu_temperatures(system_row: SystemRow | None) -> list[float]:
+    return [g.temp_c for g in system_row.gpus if g.temp_c is not None] if system_row is not None else []
 
 
 def config_section(config: dict, *keys: str) -> dict:
@@ -96,10 +58,10 @@ def as_number(value: Any) -> float | None:
     return float(value) if is_number(value) else None
 
 
-def _append_number(history, value: Any) -> None:
-    """Keep a reported figure; one that was not reported (None, NaN, text) leaves the history as it was."""
-    if is_number(value):
-        history.append(float(value))
+def _append_number(history, value: float | None) -> None:
+    """Keep a reported figure; one that was not reported leaves the history as it was."""
+    if value is not None:
+        history.append(value)
 
 
 # ---------------------------------------------------------------- one watched run
@@ -130,7 +92,7 @@ class RunView:
 
     run_id: str
     path: Path
-    status: dict
+    status: RunStatus
     config: dict
     warn_c: float
     loss_points: list[tuple[float, float]]
@@ -138,7 +100,7 @@ class RunView:
     wikitext_points: list[tuple[float, float]]  # (step, perplexity)
     tokens_per_s: list[float]
     mfu: list[float]
-    last_metric: dict
+    last_metric: MetricRow | None  # the newest row with a training loss
     gpus: list[GpuView]
     cpu_pct: float | None
     cpu_history: list[float]
@@ -147,19 +109,18 @@ class RunView:
     ram_history: list[float]
     ram_available_b: float | None
     run_rss_b: float | None  # the training process's own resident memory
-    events: list[dict]
+    events: list[Event]
     log_tail: list[str]
     eval: dict | None
     problems: list[str] = field(default_factory=list)
 
     @property
     def state(self) -> str:
-        state = self.status.get("state")
-        return state if isinstance(state, str) else "unknown"
+        return str(self.status.state)
 
     @property
     def paused(self) -> str | None:
-        return RunStatus(self.status).paused
+        return self.status.paused
 
     @property
     def hot_gpus(self) -> list[GpuView]:
@@ -177,9 +138,7 @@ class RunWatcher:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir)
         self.run_id = self.path.name
-        self._metrics = JsonlFollower(self.path / "metrics.jsonl")
-        self._system = JsonlFollower(self.path / "system.jsonl")
-        self._events = JsonlFollower(self.path / "events.jsonl")
+        self.reader = RunReader(self.path)
         self._config: dict = {}
         self._config_problem: str | None = None
         self._config_loaded = False
@@ -188,13 +147,13 @@ class RunWatcher:
         self._wikitext: list[tuple[float, float]] = []
         self._tokens_per_s: deque[float] = deque(maxlen=HISTORY)
         self._mfu: deque[float] = deque(maxlen=HISTORY)
-        self._last_metric: dict = {}
-        self._gpu_last: dict[int, dict] = {}
+        self._last_metric: MetricRow | None = None
+        self._gpu_last: dict[int, GpuSample] = {}
         self._gpu_hist: dict[int, dict[str, deque[float]]] = {}
         self._cpu_hist: deque[float] = deque(maxlen=HISTORY)
         self._ram_hist: deque[float] = deque(maxlen=HISTORY)
-        self._system_last: dict = {}
-        self._events_list: deque[dict] = deque(maxlen=EVENTS_KEPT)
+        self._system_last = SystemRow()
+        self._events_list: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self._log_size = -1
         self._log_tail: list[str] = []
         self._eval_stamp: tuple[int, int] | None = None
@@ -203,78 +162,52 @@ class RunWatcher:
 
     def poll(self) -> RunView:
         if not self._config_loaded:
-            self._config, self._config_problem = read_run_config(self.path)
+            self._config, self._config_problem = self.reader.config()
             self._config_loaded = True
-        status, status_problem = read_status(self.path)
-        for row in self._metrics.read_new():
+        status, status_problem = self.reader.status()
+        for row in self.reader.follow_metrics():
             self._add_metric(row)
-        for row in self._system.read_new():
+        for row in self.reader.follow_system():
             self._add_system(row)
-        self._events_list.extend(self._events.read_new())
+        self._events_list.extend(self.reader.follow_events())
         self._read_log()
         self._read_eval()
         problems = [p for p in (self._config_problem, status_problem, self._eval_problem) if p]
         if not self.path.is_dir():
             problems.insert(0, f"{self.path}: run directory is gone")
+        system = self._system_last
         return RunView(
-            run_id=self.run_id,
-            path=self.path,
-            status=status,
-            config=self._config,
+            run_id=self.run_id, path=self.path, status=status, config=self._config,
             warn_c=warn_threshold(self._config),
-            loss_points=list(self._loss),
-            val_points=list(self._val),
-            wikitext_points=list(self._wikitext),
-            tokens_per_s=list(self._tokens_per_s),
-            mfu=list(self._mfu),
-            last_metric=dict(self._last_metric),
-            gpus=self._gpu_views(),
-            cpu_pct=as_number(self._system_last.get("cpu_pct")),
-            cpu_history=list(self._cpu_hist),
-            ram_used_b=as_number(self._system_last.get("ram_used_b")),
-            ram_total_b=as_number(self._system_last.get("ram_total_b")),
-            ram_history=list(self._ram_hist),
-            ram_available_b=as_number(self._system_last.get("ram_available_b")),
-            run_rss_b=as_number(self._system_last.get("run_rss_b")),
-            events=list(self._events_list),
-            log_tail=list(self._log_tail),
-            eval=self._eval,
-            problems=problems,
+            loss_points=list(self._loss), val_points=list(self._val), wikitext_points=list(self._wikitext),
+            tokens_per_s=list(self._tokens_per_s), mfu=list(self._mfu), last_metric=self._last_metric,
+            gpus=self._gpu_views(), cpu_pct=system.cpu_pct, cpu_history=list(self._cpu_hist),
+            ram_used_b=system.ram_used_b, ram_total_b=system.ram_total_b, ram_history=list(self._ram_hist),
+            ram_available_b=system.ram_available_b, run_rss_b=system.run_rss_b,
+            events=list(self._events_list), log_tail=list(self._log_tail), eval=self._eval, problems=problems,
         )
 
-    def _add_metric(self, row: dict) -> None:
-        step = as_number(row.get("step"))
-        if step is None:
-            return
-        loss = as_number(row.get("loss"))
-        if loss is not None:
-            self._loss.append((step, loss))
+    def _add_metric(self, row: MetricRow) -> None:
+        if row.loss is not None:
+            self._loss.append((row.step, row.loss))
             self._last_metric = row
-        val = as_number(row.get("val_loss"))
-        if val is not None:
-            self._val.append((step, val))
-        ppl = as_number(row.get("wikitext_ppl"))
-        if ppl is not None:
-            self._wikitext.append((step, ppl))
-        _append_number(self._tokens_per_s, row.get("tokens_per_s"))
-        _append_number(self._mfu, row.get("mfu"))
+        if row.val_loss is not None:
+            self._val.append((row.step, row.val_loss))
+        if row.wikitext_ppl is not None:
+            self._wikitext.append((row.step, row.wikitext_ppl))
+        _append_number(self._tokens_per_s, row.tokens_per_s)
+        _append_number(self._mfu, row.mfu)
 
-    def _add_system(self, row: dict) -> None:
+    def _add_system(self, row: SystemRow) -> None:
         self._system_last = row
-        _append_number(self._cpu_hist, row.get("cpu_pct"))
-        _append_number(self._ram_hist, row.get("ram_used_b"))
-        gpus = row.get("gpus")
-        for i, gpu in enumerate(gpus if isinstance(gpus, list) else []):
-            if not isinstance(gpu, dict):
-                continue
-            index = gpu.get("index") if isinstance(gpu.get("index"), int) else i
-            self._gpu_last[index] = gpu
+        _append_number(self._cpu_hist, row.cpu_pct)
+        _append_number(self._ram_hist, row.ram_used_b)
+        for gpu in row.gpus:
+            self._gpu_last[gpu.index] = gpu
             hist = self._gpu_hist.setdefault(
-                index, {k: deque(maxlen=HISTORY) for k in ("temp_c", "power_w", "util_pct")})
+                gpu.index, {k: deque(maxlen=HISTORY) for k in ("temp_c", "power_w", "util_pct")})
             for key, values in hist.items():
-                value = as_number(gpu.get(key))
-                if value is not None:
-                    values.append(value)
+                _append_number(values, getattr(gpu, key))
 
     def _gpu_views(self) -> list[GpuView]:
         views = []
@@ -282,18 +215,10 @@ class RunWatcher:
             g = self._gpu_last[index]
             hist = self._gpu_hist[index]
             views.append(GpuView(
-                index=index,
-                name=str(g.get("name") or f"GPU {index}"),
-                temp_c=as_number(g.get("temp_c")),
-                power_w=as_number(g.get("power_w")),
-                util_pct=as_number(g.get("util_pct")),
-                sm_clock_mhz=as_number(g.get("sm_clock_mhz")),
-                mem_used_b=as_number(g.get("mem_used_b")),
-                mem_total_b=as_number(g.get("mem_total_b")),
-                unified_memory=bool(g.get("unified_memory")),
-                throttle=g.get("throttle"),
-                temp_history=list(hist["temp_c"]),
-                power_history=list(hist["power_w"]),
+                index=index, name=g.name or f"GPU {index}", temp_c=g.temp_c, power_w=g.power_w,
+                util_pct=g.util_pct, sm_clock_mhz=g.sm_clock_mhz, mem_used_b=g.mem_used_b,
+                mem_total_b=g.mem_total_b, unified_memory=bool(g.unified_memory), throttle=g.throttle,
+                temp_history=list(hist["temp_c"]), power_history=list(hist["power_w"]),
                 util_history=list(hist["util_pct"]),
             ))
         return views
@@ -305,7 +230,7 @@ class RunWatcher:
             return
         if size != self._log_size:
             self._log_size = size
-            self._log_tail = tail_text(self.path / "train.log", max_bytes=16384, lines=LOG_LINES)
+            self._log_tail = self.reader.log_tail(LOG_LINES)
 
     def _read_eval(self) -> None:
         try:

@@ -102,7 +102,7 @@ def test_a_malicious_trainer_file_falls_back_to_the_checkpoint_before(logs):
 def test_a_crash_while_a_step_is_saved_again_keeps_the_good_checkpoint(tmp_path, monkeypatch):
     """A memory stop's resume saves its step again; dying between the swap's two renames loses nothing, and the
     next start puts the good checkpoint back and clears the unfinished copy."""
-    from engine.runs.rundir import RunDir
+    from engine.runs.rundir import RunWriter
     from engine.train.checkpointer import Checkpointer
     from engine.train.reporter import Reporter
 
@@ -122,7 +122,7 @@ def test_a_crash_while_a_step_is_saved_again_keeps_the_good_checkpoint(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
     monkeypatch.setattr(os, "replace", real_replace)
-    found, skipped = Checkpointer(tmp_path, 3, Reporter(RunDir(tmp_path), True), world=1).restore(
+    found, skipped = Checkpointer(tmp_path, 3, Reporter(RunWriter(tmp_path), True), world=1).restore(
         *tiny_model(), torch.device("cpu"))
     assert skipped == [] and found[0].name == "step-00000005" and found[1]["tokens"] == 5
     assert (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").read_bytes() == good

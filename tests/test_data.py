@@ -390,3 +390,18 @@ def test_local_dataset_folder_goes_through_datasets(tmp_path):
     assert read_manifest(hf_folder)["source"]["kind"] == "hf" and report["via-datasets"]["complete"]
     for split in ("train", "val"):
         assert np.array_equal(stream(hf_folder, split), stream(path_folder, split))
+
+
+def test_preparation_and_the_loader_refuse_at_the_same_token(tmp_path):
+    src = write_jsonl(tmp_path / "docs.jsonl", unique_docs(3000, seed=11))
+    mix = load_mix(str(write_mix(tmp_path / "m.toml", [{"name": "docs", "weight": 1, "path": str(src)}],
+                                 validation_share=0.0)))
+    have = prepare_mix(mix, None, cache_dir=tmp_path / "cache", workers=1)["docs"]["train_tokens"]
+    most = have - data.WINDOW_MARGIN_TOKENS  # the longest run this source holds: one formula says so for both
+    assert most > 0
+    prepare_mix(mix, most, cache_dir=tmp_path / "cache", workers=1)
+    MixLoader(mix, batch=4, context=64, seed=0, cache_dir=tmp_path / "cache", total_tokens=most)
+    with pytest.raises(DataError, match="1 missing"):
+        prepare_mix(mix, most + 1, cache_dir=tmp_path / "cache", workers=1)
+    with pytest.raises(DataError, match=r"\(1 missing\)"):
+        MixLoader(mix, batch=4, context=64, seed=0, cache_dir=tmp_path / "cache", total_tokens=most + 1)

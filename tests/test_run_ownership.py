@@ -16,7 +16,7 @@ from cli_helpers import FAST, PROJECT, reaches_step, scaled, sparknet
 
 from engine.files import utc_now, wait_for
 from engine.runs.lock import EVAL_LOCK_NAME, RunLock, lock_held
-from engine.runs.rundir import RunDir, effective_status
+from engine.runs.rundir import RunWriter, effective_status
 from engine.train.watchdog import StallWatch
 
 
@@ -116,9 +116,13 @@ def test_a_quiet_live_run_shows_as_stalled_with_how_long(logs):
         (run / "prepare.json").write_text("{}")
         assert effective_status(run, now=time.time() + 200)["state"] == "preparing"
         assert effective_status(run, now=time.time() + 400)["state"] == "stalled"
+        # the trainer's clock two hours behind the reader's: what it writes in the file is not what counts
+        _live_status(run, updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7200)))
+        assert effective_status(run)["state"] == "running"
+        assert "running" in sparknet("runs").stdout
         # a stalled run is still live: `stop` may act on it
         old = time.time() - 900
-        _live_status(run, updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old)))
+        os.utime(run / "status.json", (old, old))
         table = sparknet("runs").stdout
         assert "stalled 15m" in table or "stalled 14m" in table
         assert sparknet("stop", str(run), "--wait", "0").returncode == 0
@@ -126,18 +130,28 @@ def test_a_quiet_live_run_shows_as_stalled_with_how_long(logs):
         lock.release()
 
 
-def test_the_trainer_raises_the_stall_alarm_once_and_clears_it(tmp_path):
-    rd = RunDir(tmp_path)
+def test_the_trainer_raises_the_stall_alarm_once_and_clears_it(tmp_path, monkeypatch):
+    rd = RunWriter(tmp_path)
     seen = []
     watch = StallWatch(rd, lambda name, message: seen.append((name, message)))
     rd.update_status(state="running", phase="training", step=7, update_every_s=1.0)
-    watch.check()
+    start = time.monotonic()
+    watch.check(start)
+    # the wall clock jumps a day forward while the run is quiet: quiet is measured on the monotonic clock
+    monkeypatch.setattr(time, "time", lambda: start + 86400)
+    watch.check(start + 60)
     assert seen == []
-    watch.check(now=time.time() + 500)
-    watch.check(now=time.time() + 501)
-    assert [name for name, _ in seen] == ["stalled"] and "step 7" in seen[0][1]
+    watch.check(start + 500)
+    watch.check(start + 501)
+    assert [name for name, _ in seen] == ["stalled"] and "step 7" in seen[0][1] and "'training'" in seen[0][1]
     rd.update_status(step=8)
-    watch.check()
+    watch.check(start + 502)
+    assert [name for name, _ in seen] == ["stalled", "recovered"]
+    # preparation: its progress file changing is a sign of life
+    rd.update_status(state="preparing", phase="preparing data")
+    for t in (600, 800, 1000):
+        (tmp_path / "prepare.json").write_text(json.dumps({"tokens": t, "documents": "x" * t}))
+        watch.check(start + t)
     assert [name for name, _ in seen] == ["stalled", "recovered"]
 
 

@@ -10,7 +10,8 @@ from engine import SparkNetError
 from engine.files import read_jsonl
 from engine.hardware.telemetry import TelemetrySampler, throttle_reasons
 from engine.hardware.thermal import ThermalWatch, wait_while_hot
-from engine.runs.rundir import RunDir
+from engine.runs.records import GpuSample, SystemRow
+from engine.runs.rundir import RunWriter
 from tests.fake_nvml import (
     CLOCKS_EVENT_HW_SLOWDOWN,
     CLOCKS_EVENT_HW_THERMAL,
@@ -45,7 +46,7 @@ def test_gb10_reports_readings_and_takes_memory_from_processes():
     nvml = FakeNVML.gb10()
     sampler = sampler_for(nvml)
     time.sleep(0.05)
-    row = sampler.sample()
+    row = sampler.sample().to_dict()
     assert_cpu_fields(row)
     assert isinstance(row["cpu_pct"], float) and 0.0 <= row["cpu_pct"] <= 100.0
     (gpu,) = row["gpus"]
@@ -74,7 +75,7 @@ def test_gb10_falls_back_to_torch_memory_when_processes_do_not_say():
         asked.append(index)
         return 7 * GIB
 
-    (gpu,) = sampler_for(nvml, torch_memory=reserved).sample()["gpus"]
+    (gpu,) = sampler_for(nvml, torch_memory=reserved).sample().to_dict()["gpus"]
     assert asked == [0]
     assert gpu["mem_used_b"] == 7 * GIB
     assert gpu["mem_source"] == "torch"
@@ -82,7 +83,7 @@ def test_gb10_falls_back_to_torch_memory_when_processes_do_not_say():
     assert gpu["unified_memory"] is True
 
     # with no fallback left, memory is unknown (null), never 0
-    (gpu,) = sampler_for(nvml).sample()["gpus"]
+    (gpu,) = sampler_for(nvml).sample().to_dict()["gpus"]
     assert gpu["mem_used_b"] is None and gpu["mem_source"] is None
 
 
@@ -93,12 +94,12 @@ def test_torch_memory_callback_that_fails_gives_null():
     def broken(index):
         raise RuntimeError("CUDA not initialised")
 
-    (gpu,) = sampler_for(nvml, torch_memory=broken).sample()["gpus"]
+    (gpu,) = sampler_for(nvml, torch_memory=broken).sample().to_dict()["gpus"]
     assert gpu["mem_used_b"] is None
 
 
 def test_h100_memory_comes_from_nvml():
-    (gpu,) = sampler_for(FakeNVML.h100()).sample()["gpus"]
+    (gpu,) = sampler_for(FakeNVML.h100()).sample().to_dict()["gpus"]
     assert gpu["name"] == "NVIDIA H100 80GB HBM3"
     assert gpu["mem_used_b"] == 21 * GIB
     assert gpu["mem_total_b"] == 81_559 * 1024**2
@@ -111,7 +112,7 @@ def test_every_nvml_call_failing_gives_nulls_and_rows_are_still_written():
     nvml = FakeNVML.gb10()
     nvml.device_calls_fail = True
     rows = []
-    sampler = TelemetrySampler(rows.append, interval=0.05, nvml=nvml)
+    sampler = TelemetrySampler(lambda row: rows.append(row.to_dict()), interval=0.05, nvml=nvml)
     sampler.start()
     time.sleep(0.12)
     sampler.stop()
@@ -127,7 +128,7 @@ def test_nvml_init_failure_gives_no_gpus_and_says_why():
     nvml = FakeNVML.gb10()
     nvml.init_fails = True
     sampler = sampler_for(nvml)
-    row = sampler.sample()
+    row = sampler.sample().to_dict()
     assert row["gpus"] == []
     assert_cpu_fields(row)
     assert "Driver Not Loaded" in sampler.nvml_error
@@ -139,7 +140,7 @@ def test_nvml_init_failure_gives_no_gpus_and_says_why():
 def test_missing_pynvml_gives_no_gpus(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
     sampler = TelemetrySampler(lambda row: None)
-    row = sampler.sample()
+    row = sampler.sample().to_dict()
     assert row["gpus"] == []
     assert_cpu_fields(row)
     assert "nvidia-ml-py" in sampler.nvml_error
@@ -156,7 +157,7 @@ def test_real_pynvml_through_the_default_path():
         real_count = None  # no NVIDIA driver on this machine
 
     sampler = TelemetrySampler(lambda row: None)
-    row = sampler.sample()
+    row = sampler.sample().to_dict()
     sampler.close()
     assert_cpu_fields(row)
     if real_count is None:
@@ -170,12 +171,12 @@ def test_real_pynvml_through_the_default_path():
 def test_multi_gpu_and_gpu_indices():
     nvml = FakeNVML.gb10(count=2)
     nvml.set_temperature(1, 71)
-    row = sampler_for(nvml).sample()
+    row = sampler_for(nvml).sample().to_dict()
     assert [g["index"] for g in row["gpus"]] == [0, 1]
     assert [g["temp_c"] for g in row["gpus"]] == [62.0, 71.0]
 
     sampler = sampler_for(nvml, gpu_indices=[1])
-    row = sampler.sample()
+    row = sampler.sample().to_dict()
     assert [g["index"] for g in row["gpus"]] == [1]
     assert sampler.max_gpu_temp() == 71.0
 
@@ -190,16 +191,16 @@ def test_throttle_reasons():
 
     nvml = FakeNVML.h100()
     nvml.devices[0].clocks_event_mask = CLOCKS_EVENT_SW_POWER_CAP
-    assert sampler_for(nvml).sample()["gpus"][0]["throttle"] == ["power"]
+    assert sampler_for(nvml).sample().to_dict()["gpus"][0]["throttle"] == ["power"]
 
     old = OldFakeNVML.h100()
     assert not hasattr(old, "nvmlDeviceGetCurrentClocksEventReasons")
     old.devices[0].clocks_event_mask = CLOCKS_EVENT_HW_THERMAL
-    assert sampler_for(old).sample()["gpus"][0]["throttle"] == ["thermal"]
+    assert sampler_for(old).sample().to_dict()["gpus"][0]["throttle"] == ["thermal"]
 
 
 def test_thread_writes_system_jsonl_until_stopped(tmp_path):
-    run = RunDir(tmp_path / "run")
+    run = RunWriter(tmp_path / "run")
     run.create("")
     nvml = FakeNVML.gb10()
     sampler = TelemetrySampler(run.system, interval=0.05, nvml=nvml)
@@ -213,7 +214,7 @@ def test_thread_writes_system_jsonl_until_stopped(tmp_path):
     assert len(rows) >= 4  # first row at once, then every 0.05 s, then the final one
     assert all(r["gpus"][0]["name"] == "NVIDIA GB10" for r in rows)
     assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)
-    assert rows[-1] == sampler.latest()
+    assert rows[-1] == sampler.latest().to_dict()
     assert nvml.shutdown_calls == 1
 
     size = run.system_path.stat().st_size
@@ -243,7 +244,7 @@ def test_a_failing_writer_does_not_end_the_thread():
 
 
 def row_with(*temps):
-    return {"gpus": [{"index": i, "temp_c": t} for i, t in enumerate(temps)]}
+    return SystemRow(gpus=[GpuSample(i, temp_c=t) for i, t in enumerate(temps)])
 
 
 def test_thermal_warning_once_then_rearms():
@@ -320,7 +321,7 @@ def test_wait_while_hot_returns_when_the_gpu_cools():
     assert 0.15 < waited < 2.0
     assert events[-1]["event"] == "thermal_resume"
     assert not watch.should_pause
-    assert sampler.latest()["gpus"][0]["temp_c"] == 75.0
+    assert sampler.latest().to_dict()["gpus"][0]["temp_c"] == 75.0
 
 
 def test_wait_while_hot_gives_way_to_a_stop_request():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from cli_helpers import losses, only_run, sparknet
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from engine.files import read_jsonl
+from engine.runs.records import MetricRow
 from engine.hardware.telemetry import TelemetrySampler
 from engine.train.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
 from tests.fake_nvml import FakeNVML
@@ -45,10 +48,11 @@ def test_gpu_temperature_and_power_go_to_tensorboard_per_gpu(tmp_path):
     fake = FakeNVML.gb10(count=2)
     fake.devices[1].temp_c = 91
     log = TensorBoardLog(tmp_path, flush_secs=1)
-    log.metric({"step": 7, "loss": 3.0})
+    log.metric(MetricRow(step=7, loss=3.0))
     sampler = TelemetrySampler(log.system, nvml=fake)
-    row = {**sampler.sample(), "cpu_pct": 150.0}  # a CPU figure needs a window of readings; give it one
+    row = dataclasses.replace(sampler.sample(), cpu_pct=150.0)  # a CPU figure needs a window of readings
     log.system(row)
+    row = row.to_dict()
     log.close()
     found = scalars(tmp_path / TENSORBOARD_DIR)
     assert found["gpu0/temp_c"] == {7: 62} and found["gpu1/temp_c"] == {7: 91}  # stamped with the latest step

@@ -246,9 +246,10 @@ def test_runs_says_a_run_is_compiling_its_first_step():
     from types import SimpleNamespace
 
     from engine.cli.runs import runs_table_rows
+    from engine.runs.status import RunStatus
 
-    run = SimpleNamespace(run_id="20261201-120000-spark", status={"state": "running", "phase": "compiling",
-                                                                    "step": 0, "steps": 8138})
+    run = SimpleNamespace(run_id="20261201-120000-spark", status=RunStatus({"state": "running", "phase": "compiling",
+                                                                              "step": 0, "steps": 8138}))
     assert runs_table_rows([run], now=0.0)[0][1] == "running (compiling)"
 
 

@@ -11,7 +11,7 @@ import torch
 from engine.config.loading import ModelConfig, load_mix, load_profile
 from engine.files import read_json, read_jsonl
 from engine.models.registry import build_model
-from engine.runs.rundir import RunDir, iter_checkpoints
+from engine.runs.rundir import RunWriter, iter_checkpoints
 from engine.train.checkpointer import Checkpointer
 from engine.train.finish import Finisher
 from engine.train.reporter import Reporter
@@ -31,7 +31,7 @@ class Notes:
 
 def reporter(tmp_path: Path, is_main: bool = True) -> Reporter:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    report = Reporter(RunDir(tmp_path), is_main)
+    report = Reporter(RunWriter(tmp_path), is_main)
     report.notifier = Notes()
     return report
 

@@ -16,6 +16,10 @@ from tui_fixtures import PROJECT, copy_run, read_jsonl
 
 from engine.config.loading import ConfigError, load_mix, load_profile
 from engine.formatting import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
+from engine.runs.reader import RunReader
+from engine.runs.records import GpuSample, MetricRow, SystemRow
+from engine.runs.rundir import RunWriter
+from engine.runs.status import RunStatus, State
 from sparknet_tui.evalfile import read_eval
 from sparknet_tui.plan import (
     load_mix_source,
@@ -26,7 +30,7 @@ from sparknet_tui.plan import (
 )
 from sparknet_tui.scan import RunRow, RunsScanner, measured_throughput
 from sparknet_tui.series import ema
-from sparknet_tui.watch import RunWatcher, last_jsonl_row, read_status
+from sparknet_tui.watch import RunWatcher
 from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
 from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text, memory_line
 
@@ -96,7 +100,7 @@ def test_scanner_reads_real_runs(tiny_runs):
     assert finished.tokens_per_s == status["tokens_per_s"]
     failed = rows[tiny_runs.failed.name]
     assert failed.state == "failed"
-    assert "broken-data.jsonl line 51 is not valid JSON" in failed.status["error"]
+    assert "broken-data.jsonl line 51 is not valid JSON" in failed.status.error
     # newest first
     assert [r.run_id for r in RunsScanner(tiny_runs.logs).scan().rows] == sorted(rows, reverse=True)
 
@@ -111,7 +115,7 @@ def test_scanner_reports_a_live_run_with_a_dead_pid_as_failed(tiny_runs, tmp_pat
     (run / "status.json").write_text(json.dumps(status))
     (row,) = RunsScanner(tmp_path / "logs").scan().rows
     assert row.state == "failed"
-    assert "ended without saying so" in row.status["error"]
+    assert "ended without saying so" in row.status.error
 
 
 def test_scanner_survives_broken_run_directories(tmp_path):
@@ -170,7 +174,7 @@ def test_watcher_reads_a_real_run(tiny_runs):
     assert len(view.val_points) >= 2
     assert view.tokens_per_s[-1] == metrics[-1]["tokens_per_s"]
     assert view.mfu == []  # a CPU run has no MFU (null), never 0
-    assert any(e["event"] == "finished" for e in view.events)
+    assert any(e.event == "finished" for e in view.events)
     assert view.log_tail and view.eval is not None
     assert view.gpus == [] and view.cpu_pct is not None
 
@@ -181,10 +185,10 @@ def test_watcher_reads_only_what_was_appended(tiny_runs, tmp_path):
     metrics_path = run / "metrics.jsonl"
     watcher = RunWatcher(run)
     first = watcher.poll()
-    offset = watcher._metrics.offset
+    offset = watcher.reader._metrics.offset
     assert offset == metrics_path.stat().st_size
     assert watcher.poll().loss_points == first.loss_points  # nothing new: nothing added
-    assert watcher._metrics.offset == offset
+    assert watcher.reader._metrics.offset == offset
 
     last_step = first.loss_points[-1][0]
     row = {"step": last_step + 1, "tokens": 1, "loss": 2.5, "tokens_per_s": 1234.0}
@@ -197,7 +201,7 @@ def test_watcher_reads_only_what_was_appended(tiny_runs, tmp_path):
     view = watcher.poll()
     assert view.loss_points == first.loss_points + [(last_step + 1, 2.5)]
     assert view.tokens_per_s[-1] == 1234.0
-    assert watcher._metrics.offset == metrics_path.stat().st_size
+    assert watcher.reader._metrics.offset == metrics_path.stat().st_size
 
 
 @pytest.mark.slow
@@ -214,18 +218,38 @@ def test_watcher_reports_unreadable_files_as_problems(tiny_runs, tmp_path):
     assert read_eval(run)[0] is None
 
 
-def test_last_jsonl_row_skips_a_partial_last_line(tmp_path):
-    path = tmp_path / "system.jsonl"
-    path.write_text('{"t": 1, "cpu_pct": 5}\n{"t": 2, "cpu_pc')
-    assert last_jsonl_row(path) == {"t": 1, "cpu_pct": 5}
-    assert last_jsonl_row(tmp_path / "missing.jsonl") is None
+def test_the_newest_telemetry_row_skips_a_partial_last_line(tmp_path):
+    (tmp_path / "system.jsonl").write_text('{"t": 1, "cpu_pct": 5}\n{"t": 2, "cpu_pc')
+    assert RunReader(tmp_path).last_system() == SystemRow(t=1.0, cpu_pct=5.0)
+    assert RunReader(tmp_path / "missing").last_system() is None
 
 
-def test_read_status_of_a_missing_and_a_garbage_file(tmp_path):
-    assert read_status(tmp_path) == ({"state": "unknown"}, None)
+def test_the_status_of_a_missing_and_a_garbage_file(tmp_path):
+    status, problem = RunReader(tmp_path).status()
+    assert status.state == State.UNKNOWN and problem is None
     (tmp_path / "status.json").write_text("garbage")
-    status, problem = read_status(tmp_path)
-    assert status["state"] == "unknown" and "status.json" in problem
+    status, problem = RunReader(tmp_path).status()
+    assert status.state == State.UNKNOWN and "status.json" in problem
+
+
+def test_records_read_what_writers_write_and_malformed_fields_as_none(tmp_path):
+    rd = RunWriter(tmp_path)
+    rd.metric(MetricRow(step=3, tokens=96, loss=2.5, val_loss=2.75))
+    rd.system(SystemRow(t=1.0, gpus=[GpuSample(1, temp_c=61.0, throttle=["power"])]))
+    rd.event("warning", "hot", step=3, kind="thermal")
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": "four", "loss": 1}\n{"step": 5, "loss": "nan?", "lr": null}\n[1, 2]\n')
+    reader = RunReader(tmp_path)
+    rows = reader.follow_metrics()
+    assert [r.step for r in rows] == [3, 5] and rows[0].val_loss == 2.75 and rows[1].loss is None
+    assert "wikitext_ppl" not in json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    (gpu,) = reader.follow_system()[0].gpus
+    assert (gpu.index, gpu.temp_c, gpu.throttle, gpu.power_w) == (1, 61.0, ["power"], None)
+    (event,) = reader.follow_events()
+    assert (event.event, event.message, event.step, event.extra["kind"]) == ("warning", "hot", 3, "thermal")
+    assert reader.follow_metrics() == []  # each line read once
+    with pytest.raises(ValueError, match="status.json has no field eta"):
+        rd.update_status(eta=5)  # a misspelt field fails where it is written
 
 
 def test_ema_smoothing():
@@ -392,10 +416,11 @@ def test_scanner_reports_a_quiet_live_run_as_stalled(tiny_runs, tmp_path):
     status.update(state="running", phase="training", pid=os.getpid(), update_every_s=1.0,
                   updated_at="2020-01-01T00:00:00Z")
     (run / "status.json").write_text(json.dumps(status))
+    os.utime(run / "status.json", (1577836800, 1577836800))
     lock = RunLock.acquire(run)  # alive, but silent since 2020
     try:
         (row,) = RunsScanner(tmp_path / "logs").scan().rows
-        assert row.state == "stalled" and row.status["stalled_s"] > 86400
+        assert row.state == "stalled" and row.status.stalled_s > 86400
     finally:
         lock.release()
 
@@ -426,8 +451,9 @@ def test_a_live_run_shows_its_heartbeat_and_an_ended_one_labels_its_last_reading
     polled = RunWatcher(run).poll()
     updated = "2026-12-01T12:00:00Z"
     # as a reader sees a run whose trainer holds its lock, and one whose trainer has ended
-    live = replace(polled, status={"state": "running", "updated_at": updated, "step": 3, "steps": 9}, problems=[])
-    ended = replace(live, status={**live.status, "state": "finished"})
+    live = replace(polled, status=RunStatus({"state": "running", "updated_at": updated, "step": 3, "steps": 9}),
+                   problems=[])
+    ended = replace(live, status=RunStatus({**live.status.fields, "state": "finished"}))
     assert "status updated 3s ago" in status_text(live, parse_time(updated) + 3).plain
     assert "last readings" not in hardware_text(live).plain
     assert "status updated" not in status_text(ended, parse_time(updated) + 3).plain
@@ -442,14 +468,14 @@ def test_ratios_read_in_plain_figures_never_in_exponent_notation():
 
 def test_progress_and_the_thermal_pause_are_derived_once_for_the_cli_and_the_panel():
     from engine.cli.runs import runs_table_rows
-    from engine.runs.rundir import RunInfo
-    from engine.runs.status import RunStatus, State
+    from engine.runs.reader import RunInfo
+    from engine.runs.status import State
 
     halfway = {"state": "running", "step": 5, "steps": 10, "tokens": 500, "total_tokens": 1000, "paused": "GPU 0 hot"}
     assert RunStatus(halfway).progress == 0.5 and RunStatus(halfway).paused == "GPU 0 hot"
     assert RunStatus({"state": "running", "step": 3, "steps": 4}).progress == 0.75  # tokens unknown: by steps
     assert RunStatus({"state": "finished"}).progress == 1.0 and RunStatus({}).progress is None
     assert RunStatus({"state": "odd"}).state is State.UNKNOWN and RunStatus({"paused": ""}).paused is None
-    (row,) = runs_table_rows([RunInfo("r", Path("r"), halfway, {})], now=0.0)
+    (row,) = runs_table_rows([RunInfo("r", Path("r"), RunStatus(halfway), {})], now=0.0)
     assert row[1] == "running (thermal pause)" and row[2] == "5/10 50%"
-    assert RunRow("r", Path("r"), "running", "p", "m", halfway, {}).progress == 0.5
+    assert RunRow("r", Path("r"), "p", "m", RunStatus(halfway), {}).progress == 0.5

@@ -11,18 +11,20 @@ from engine import SparkNetError
 from engine.config.loading import PROJECT_ROOT, load_run_inputs
 from engine.files import read_json, wait_for
 from engine.runs.lock import ENV_FD, RunLock, lock_held
+from engine.runs.reader import list_runs
+from engine.runs.records import Phase
 from engine.runs.rundir import (
     LIVE_STATES,
-    RunDir,
+    RunWriter,
     create_run,
     effective_status,
-    list_runs,
     logs_dir,
     new_run_id,
     request_stop,
     resolve_run,
     sharing_warning,
 )
+from engine.runs.status import State
 
 
 def _dist_overrides(args) -> list[str]:
@@ -68,7 +70,7 @@ def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock, from_scratc
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env, cwd=project_root, pass_fds=(lock.fd,))
         log.close()
-        rd = RunDir(run_dir)
+        rd = RunWriter(run_dir)
         if rd.status().get("state") not in ("running",):
             rd.update_status(pid=proc.pid)
         print(run_dir.name)
@@ -102,7 +104,7 @@ def cmd_train(args) -> int:
 
 def warn_about_live_runs(but: str = "") -> None:
     """Two runs on one device each go at about half speed: say so before a second one starts."""
-    live = [r.run_id for r in list_runs() if r.run_id != but and r.status.get("state") in LIVE_STATES]
+    live = [r.run_id for r in list_runs() if r.run_id != but and r.status.live]
     if live:
         print(f"sparknet: warning: {sharing_warning(live)}", file=sys.stderr)
 
@@ -123,8 +125,8 @@ def cmd_resume(args) -> int:
         if args.overrides:
             apply_resume_overrides(run_dir, args.overrides)
         warn_about_live_runs(but=run_dir.name)
-        rd = RunDir(run_dir)
-        rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(), error=None)
+        rd = RunWriter(run_dir)
+        rd.update_status(state=State.PREPARING, phase=Phase.PREPARING_DATA, pid=os.getpid(), error=None)
         rd.clear_stop()
         return launch(run_dir, resume=True, detach=args.detach, lock=lock, from_scratch=args.from_scratch)
     finally:
@@ -134,7 +136,11 @@ def cmd_resume(args) -> int:
 def refuse_to_start_over(run_dir: Path) -> None:
     """A run whose checkpoints all fail to verify would train again from step 0 under its own name: refused,
     naming each one and why, unless the user asks for exactly that."""
-    from engine.models.checkpoint import load_newest, recover_interrupted_saves, verify_checkpoint
+    from engine.models.checkpoint import (
+        load_newest,
+        recover_interrupted_saves,
+        verify_checkpoint,
+    )
 
     recover_interrupted_saves(run_dir)  # this process holds the run's lock: no save is under way
     bad = []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.formatting import fmt_age, fmt_count, fmt_duration, fmt_float
-from engine.runs.rundir import list_runs, logs_dir
-from engine.runs.status import RunStatus
+from engine.runs.reader import list_runs
+from engine.runs.rundir import logs_dir
 
 RUNS_COLUMNS = ("run", "state", "progress", "loss", "val", "tok/s", "started")
 
@@ -13,18 +13,17 @@ def runs_table_rows(runs, now: float) -> list[list[str]]:
     """One row of plain text a run, newest first, as the panel lists them."""
     rows = []
     for r in sorted(runs, key=lambda r: r.run_id, reverse=True):  # run ids start with their creation time
-        s, status = r.status, RunStatus(r.status)
-        steps, step = s.get("steps") or 0, s.get("step", 0)
-        state = s.get("state", "?") + (" (thermal pause)" if status.paused else "")
-        if s.get("phase") == "compiling" and s.get("state") == "running":
+        s = r.status
+        state = s.state.value + (" (thermal pause)" if s.paused else "")
+        if s.compiling:
             state += " (compiling)"  # the first step: minutes on a small GPU, and no speed yet
-        if s.get("stalled_s"):
-            state += f" {fmt_duration(s['stalled_s'])}"
-        progress = f"{step}/{steps}" if steps else str(step)
-        if steps and status.progress is not None:
-            progress += f" {100 * status.progress:.0f}%"
-        rows.append([r.run_id, state, progress, fmt_float(s.get("loss"), 3), fmt_float(s.get("val_loss"), 3),
-                     fmt_count(s.get("tokens_per_s")), fmt_age(s.get("started_at"), now)])
+        if s.stalled_s:
+            state += f" {fmt_duration(s.stalled_s)}"
+        progress = f"{s.step}/{s.steps}" if s.steps else str(s.step)
+        if s.steps and s.progress is not None:
+            progress += f" {100 * s.progress:.0f}%"
+        rows.append([r.run_id, state, progress, fmt_float(s.number("loss"), 3), fmt_float(s.number("val_loss"), 3),
+                     fmt_count(s.number("tokens_per_s")), fmt_age(s.fields.get("started_at"), now)])
     return rows
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from engine.config.loading import MixConfig
 from engine.config.paths import cache_root
 from engine.data.cache import cache_damage, read_manifest, source_cache_dir
-from engine.data.prepare import source_target
+from engine.data.prepare import required_train_tokens, source_target
 from engine.data.sources import DataError, SourceReader
 from engine.data.tokenizer import load_tokenizer
 
@@ -144,16 +144,13 @@ class MixLoader:
         self._perm_cache: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
 
     def check_enough(self, total_tokens: int) -> None:
-        """Refuse a run whose non-repeating sources hold fewer windows than their share of it."""
-        draws = math.ceil(total_tokens / self.context)
+        """Refuse a run whose non-repeating sources hold less than their share of it (the same need preparation
+        checks: required_train_tokens)."""
         for i, name in enumerate(self.names):
-            if self.repeat[i]:
-                continue
-            need = math.ceil(self.shares[i] * draws) + len(self.names)
-            if need > self.n_windows[i]:
-                missing = (need - self.n_windows[i]) * self.context
-                raise DataError(f"source '{name}' holds {self.n_windows[i] * self.context:,} usable tokens but the "
-                                f"run draws up to {need * self.context:,} from it ({missing:,} missing); run "
+            need = required_train_tokens(self.shares[i], total_tokens)
+            if not self.repeat[i] and need > self.lengths[i]:
+                raise DataError(f"source '{name}' holds {self.lengths[i]:,} usable tokens but a {total_tokens:,}-"
+                                f"token run needs {need:,} of it ({need - self.lengths[i]:,} missing); run "
                                 f"`sparknet prepare` with more tokens, add data, or set repeat = true for it")
 
     # -------------------------------------------------------- drawing

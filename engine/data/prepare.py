@@ -49,12 +49,16 @@ POOL_MIN_TOKENS = 1_000_000  # below this a worker pool costs more to start than
 
 
 def required_train_tokens(share: float, tokens: int) -> int:
-    """Train tokens a source must hold for a run of `tokens` tokens (before repeating)."""
+    """The train tokens a source that may not repeat must hold for a run of `tokens` tokens: its share, plus a
+    margin for the draw order (each source stays within len(sources) windows of its exact share) and an epoch's
+    random offset, which WINDOW_MARGIN_TOKENS covers for contexts up to 1,024 and tens of sources. The one
+    formula: preparation and the loader both refuse below it."""
     return math.ceil(share * tokens) + WINDOW_MARGIN_TOKENS
 
 
 def target_train_tokens(share: float, tokens: int) -> int:
-    return math.ceil(share * tokens * (1 + TARGET_SLACK)) + WINDOW_MARGIN_TOKENS
+    """What preparation reads of a hub source: the need plus a slack, so that a run resumed a little longer fits."""
+    return math.ceil(share * tokens * (1 + TARGET_SLACK)) + WINDOW_MARGIN_TOKENS  # required_train_tokens, + 1%
 
 
 def source_target(local: bool, share: float, tokens: int) -> int | None:

@@ -1,7 +1,7 @@
 """System telemetry (CPU, RAM, every GPU of the node) and the thermal guard.
 
 A TelemetrySampler runs as a daemon thread inside the training process and
-hands one row every few seconds to a writer (normally RunDir.system, which
+hands one row every few seconds to a writer (normally RunWriter.system, which
 appends to system.jsonl). GPU figures come from NVML through the
 `nvidia-ml-py` package (import name `pynvml`); every NVML call may fail, and
 a value the hardware does not give is recorded as null, never as 0.
@@ -27,6 +27,7 @@ import psutil
 
 from engine import SparkNetError
 from engine.files import utc_now
+from engine.runs.records import GpuSample, SystemRow
 
 # Constants of the NVML C API (stable ABI values), written out so that any
 # module exposing the NVML functions (pynvml, or a stand-in) is enough.
@@ -69,7 +70,7 @@ def _is_not_supported(error: Exception) -> bool:
 class TelemetrySampler:
     """Samples CPU, RAM and every GPU NVML sees; optionally writes a row every `interval` seconds.
 
-    write_row: receives each row the thread produces (e.g. RunDir.system).
+    write_row: receives each row the thread produces (e.g. RunWriter.system).
     nvml: a module with the NVML functions; None imports pynvml on first use.
     gpu_indices: limit the GPUs sampled (default: all devices NVML sees).
     torch_memory: index -> bytes reserved by this process (torch.cuda.memory_reserved),
@@ -78,7 +79,7 @@ class TelemetrySampler:
 
     def __init__(
         self,
-        write_row: Callable[[dict], None],
+        write_row: Callable[[SystemRow], None],
         interval: float = 5.0,
         nvml: Any = None,
         gpu_indices: list[int] | None = None,
@@ -100,7 +101,7 @@ class TelemetrySampler:
         self._handles: dict[int, Any] = {}
         self._sample_lock = threading.Lock()
         self._latest_lock = threading.Lock()
-        self._latest: dict | None = None
+        self._latest: SystemRow | None = None
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,22 +111,16 @@ class TelemetrySampler:
 
     # --- sampling ---------------------------------------------------------
 
-    def sample(self) -> dict:
+    def sample(self) -> SystemRow:
         """One telemetry row (nothing is written). Never raises for hardware trouble."""
         with self._sample_lock:
             vm = psutil.virtual_memory()
-            row = {
-                "t": time.time(),
-                "time": utc_now(),
-                "cpu_pct": self._cpu_pct(),
-                # total - available counts page cache as free, which is what
-                # matters on a unified-memory machine where the GPU shares RAM
-                "ram_used_b": int(vm.total - vm.available),
-                "ram_total_b": int(vm.total),
-                "ram_available_b": int(vm.available),
-                "run_rss_b": self._run_rss(),
-                "gpus": [self._sample_gpu(i) for i in self._gpu_list()],
-            }
+            # total - available counts page cache as free, which is what matters on a unified-memory machine
+            # where the GPU shares RAM
+            row = SystemRow(t=time.time(), time=utc_now(), cpu_pct=self._cpu_pct(),
+                            ram_used_b=int(vm.total - vm.available), ram_total_b=int(vm.total),
+                            ram_available_b=int(vm.available), run_rss_b=self._run_rss(),
+                            gpus=[self._sample_gpu(i) for i in self._gpu_list()])
         with self._latest_lock:
             self._latest = row
         return row
@@ -193,38 +188,24 @@ class TelemetrySampler:
             self._handles[index] = handle
         return self._handles[index]
 
-    def _sample_gpu(self, index: int) -> dict:
-        gpu: dict[str, Any] = {
-            "index": index,
-            "name": None,
-            "temp_c": None,
-            "power_w": None,
-            "util_pct": None,
-            "sm_clock_mhz": None,
-            "mem_used_b": None,
-            "mem_total_b": None,
-            "unified_memory": None,
-            "mem_source": None,  # nvml | processes | torch: where mem_used_b came from
-            "throttle": None,
-        }
+    def _sample_gpu(self, index: int) -> GpuSample:
+        gpu = GpuSample(index)
         h = self._handle(index)
         if h is None:
-            gpu["mem_used_b"], gpu["mem_source"] = self._torch_memory(index)
+            gpu.mem_used_b, gpu.mem_source = self._torch_memory(index)
             return gpu
 
         name = self._call("nvmlDeviceGetName", h)
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        gpu["name"] = name
+        gpu.name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
         temp = self._call("nvmlDeviceGetTemperature", h, NVML_TEMPERATURE_GPU)
-        gpu["temp_c"] = float(temp) if temp is not None else None
+        gpu.temp_c = float(temp) if temp is not None else None
         milliwatts = self._call("nvmlDeviceGetPowerUsage", h)
-        gpu["power_w"] = milliwatts / 1000.0 if milliwatts is not None else None
+        gpu.power_w = milliwatts / 1000.0 if milliwatts is not None else None
         util = self._call("nvmlDeviceGetUtilizationRates", h)
-        gpu["util_pct"] = float(util.gpu) if util is not None else None
+        gpu.util_pct = float(util.gpu) if util is not None else None
         clock = self._call("nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM)
-        gpu["sm_clock_mhz"] = int(clock) if clock is not None else None
-        gpu["throttle"] = self._throttle(h)
+        gpu.sm_clock_mhz = int(clock) if clock is not None else None
+        gpu.throttle = self._throttle(h)
         self._fill_memory(gpu, index, h)
         return gpu
 
@@ -239,18 +220,16 @@ class TelemetrySampler:
                 return throttle_reasons(int(mask))
         return None
 
-    def _fill_memory(self, gpu: dict, index: int, handle: Any) -> None:
+    def _fill_memory(self, gpu: GpuSample, index: int, handle: Any) -> None:
         try:
             info = self._nvml.nvmlDeviceGetMemoryInfo(handle)
         except Exception as e:
             if _is_not_supported(e):
-                gpu["unified_memory"] = True
-            gpu["mem_used_b"], gpu["mem_source"] = self._process_memory(index, handle)
+                gpu.unified_memory = True
+            gpu.mem_used_b, gpu.mem_source = self._process_memory(index, handle)
             return
-        gpu["mem_used_b"] = int(info.used)
-        gpu["mem_total_b"] = int(info.total)
-        gpu["unified_memory"] = False
-        gpu["mem_source"] = "nvml"
+        gpu.mem_used_b, gpu.mem_total_b = int(info.used), int(info.total)
+        gpu.unified_memory, gpu.mem_source = False, "nvml"
 
     def _process_memory(self, index: int, handle: Any) -> tuple[int | None, str | None]:
         processes = self._call("nvmlDeviceGetComputeRunningProcesses", handle)
@@ -287,7 +266,7 @@ class TelemetrySampler:
             if self._stop_event.wait(self.interval):
                 return
 
-    def _write(self, row: dict) -> None:
+    def _write(self, row: SystemRow) -> None:
         try:
             self.write_row(row)
         except Exception as e:
@@ -319,7 +298,7 @@ class TelemetrySampler:
 
     # --- readers ----------------------------------------------------------
 
-    def latest(self) -> dict | None:
+    def latest(self) -> SystemRow | None:
         """The most recent row sampled (by the thread or by sample())."""
         with self._latest_lock:
             return self._latest
@@ -331,9 +310,9 @@ class TelemetrySampler:
         return hottest(row)[1]
 
 
-def hottest(row: dict) -> tuple[int | None, float | None]:
+def hottest(row: SystemRow) -> tuple[int | None, float | None]:
     """(index, temperature) of the hottest GPU in a row; (None, None) when no GPU reports one."""
-    readings = [(g.get("index"), g["temp_c"]) for g in row.get("gpus", []) if g.get("temp_c") is not None]
+    readings = [(g.index, g.temp_c) for g in row.gpus if g.temp_c is not None]
     if not readings:
         return None, None
     return max(readings, key=lambda r: r[1])

@@ -8,6 +8,7 @@ from typing import Callable
 
 from engine import SparkNetError
 from engine.hardware.telemetry import TelemetrySampler
+from engine.runs.records import SystemRow
 
 
 def _c(temp: float) -> str:
@@ -48,10 +49,10 @@ class ThermalWatch:
     def should_pause(self) -> bool:
         return self._paused
 
-    def update(self, row: dict) -> list[dict]:
+    def update(self, row: SystemRow) -> list[dict]:
         """Events caused by this row: warning (kind thermal), thermal_pause, thermal_resume."""
         events: list[dict] = []
-        temps = [(g.get("index"), g["temp_c"]) for g in row.get("gpus", []) if g.get("temp_c") is not None]
+        temps = [(g.index, g.temp_c) for g in row.gpus if g.temp_c is not None]
 
         if self.warn_c > 0:
             for index, temp in temps:

@@ -10,13 +10,13 @@ from typing import Callable
 import torch
 
 from engine.config.loading import ThermalConfig
-from engine.runs.rundir import RunDir
+from engine.runs.rundir import RunWriter
 
 log = logging.getLogger("sparknet")
 
 
 class HardwareWatch:
-    def __init__(self, rd: RunDir, device: torch.device, thermal: ThermalConfig,
+    def __init__(self, rd: RunWriter, device: torch.device, thermal: ThermalConfig,
                  on_event: Callable[..., None], set_status: Callable[..., None], stop_requested: Callable[[], bool]):
         self.rd, self.device, self.thermal_config = rd, device, thermal
         self.on_event, self.set_status, self.stop_requested = on_event, set_status, stop_requested

@@ -1,8 +1,9 @@
-"""The run directory: the only channel between a run and whoever watches it.
+"""The run directory: the only channel between a run and whoever watches it. Its paths, the RunWriter the
+training process writes through, and the status a reader should believe (a dead owner reads as failed, a quiet one
+as stalled).
 
-Pure Python (no torch): the control panel reads runs with this module.
-status.json is replaced atomically; *.jsonl files are append-only and
-readers tolerate a partial last line.
+Pure Python (no torch): the control panel reads runs with this module. status.json is replaced atomically;
+*.jsonl files are append-only and readers tolerate a partial last line.
 """
 
 from __future__ import annotations
@@ -11,16 +12,28 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from engine import SparkNetError
-from engine.config.loading import PROJECT_ROOT, mix_from_dict, profile_from_dict, read_toml
+from engine.config.loading import (
+    PROJECT_ROOT,
+    mix_from_dict,
+    profile_from_dict,
+    read_toml,
+)
 from engine.config.schema import MixConfig, Profile
-from engine.files import append_jsonl, parse_utc, read_json, utc_now, write_json_atomic, write_text_atomic
-from engine.runs.status import LIVE
+from engine.files import (
+    append_jsonl,
+    parse_utc,
+    read_json,
+    utc_now,
+    write_json_atomic,
+    write_text_atomic,
+)
+from engine.runs.records import Event, MetricRow, Phase, SystemRow
+from engine.runs.status import FIELDS, LIVE, RunStatus, State
 
 LIVE_STATES = tuple(state.value for state in LIVE)
 
@@ -35,8 +48,8 @@ def sharing_warning(live_run_ids: list[str]) -> str:
 MAX_NAME = 64
 # How long a live run may go without a sign of progress before it is shown as stalled, by phase. Training
 # uses the larger of its floor and STALL_FACTOR times the measured interval between its status updates.
-STALL_AFTER_S = {"preparing data": 300.0, "compiling": 1800.0, "exporting model": 900.0, "evaluating": 3600.0,
-                 "checkpointing": 900.0}
+STALL_AFTER_S = {Phase.PREPARING_DATA: 300.0, Phase.CHECKING_FAST_PATHS: 900.0, Phase.COMPILING: 1800.0,
+                 Phase.EXPORTING: 900.0, Phase.EVALUATING: 3600.0, Phase.CHECKPOINTING: 900.0}
 STALL_TRAINING_FLOOR_S = 120.0
 STALL_FACTOR = 10.0
 
@@ -72,18 +85,6 @@ def resolve_run(run: str) -> Path:
     raise SparkNetError(f"run '{run}' not found: give a run id from `sparknet runs` or a run directory path")
 
 
-@dataclass
-class RunInfo:
-    run_id: str
-    path: Path
-    status: dict
-    config: dict
-
-    @property
-    def state(self) -> str:
-        return self.status.get("state", "unknown")
-
-
 def effective_status(run_dir: Path, now: float | None = None) -> dict:
     """status.json as a reader should believe it.
 
@@ -111,22 +112,26 @@ def effective_status(run_dir: Path, now: float | None = None) -> dict:
 
 
 def stall_after_s(status: dict) -> float:
-    phase = status.get("phase") or ""
-    if status.get("paused"):
+    run = RunStatus(status)
+    if run.paused:
         return float("inf")  # a thermal pause waits as long as the heat lasts
-    if phase in STALL_AFTER_S:
-        return STALL_AFTER_S[phase]
-    return max(STALL_TRAINING_FLOOR_S, STALL_FACTOR * float(status.get("update_every_s") or 0.0))
+    if run.phase in STALL_AFTER_S:
+        return STALL_AFTER_S[run.phase]
+    return max(STALL_TRAINING_FLOOR_S, STALL_FACTOR * (run.number("update_every_s") or 0.0))
 
 
 def last_progress(run_dir: Path, status: dict) -> float:
-    """When the run last showed progress: its status update, or during preparation its progress file."""
-    t = parse_utc(status.get("updated_at"))
-    try:
-        t = max(t, (run_dir / "prepare.json").stat().st_mtime) if status.get("phase") == "preparing data" else t
-    except OSError:
-        pass
-    return t
+    """When the run last showed progress, by this machine's clock: when status.json was last replaced, or during
+    preparation its progress file, if later. The time the trainer writes inside the file is not used: its clock
+    may differ from the reader's, and a healthy run would then read as stalled."""
+    names = ("status.json", "prepare.json") if RunStatus(status).phase == Phase.PREPARING_DATA else ("status.json",)
+    times = []
+    for name in names:
+        try:
+            times.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times) if times else parse_utc(status.get("updated_at"))
 
 
 def load_run_config(run_dir: Path) -> dict:
@@ -148,19 +153,9 @@ def load_run(run_dir: Path) -> tuple[Profile, MixConfig, dict]:
     return profile, mix, data
 
 
-def list_runs() -> list[RunInfo]:
-    root = logs_dir()
-    if not root.is_dir():
-        return []
-    runs = []
-    for d in sorted(root.iterdir()):
-        if d.is_dir() and (d / "run.toml").exists():
-            runs.append(RunInfo(d.name, d, effective_status(d), load_run_config(d)))
-    return runs
-
-
-class RunDir:
-    """Writer side, used by the training process (rank 0)."""
+class RunWriter:
+    """The writing side of the run directory, used by the training process (rank 0): status.json replaced whole,
+    and the metrics, telemetry and events appended as typed records."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -170,7 +165,8 @@ class RunDir:
         self.events_path = self.path / "events.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self._status: dict = read_json(self.status_path) or {}
-        self.tensorboard = None  # a TensorBoardLog (engine/tensorboard_log.py) that gets every row as well
+        self.updates = 0  # status updates written by this process: a counter no clock change can move
+        self.tensorboard = None  # a TensorBoardLog (train/tensorboard_log.py) that gets every row as well
 
     def create(self, run_toml: str):
         """Make the folder, take its lock (before anything is written in it), then write run.toml."""
@@ -186,20 +182,24 @@ class RunDir:
         return dict(self._status)
 
     def update_status(self, **fields: Any) -> None:
+        unknown = set(fields) - FIELDS
+        if unknown:
+            raise ValueError(f"status.json has no field {', '.join(sorted(unknown))}")
         self._status.update(fields)
         self._status["updated_at"] = utc_now()
         write_json_atomic(self.status_path, self._status)
+        self.updates += 1
 
     def event(self, event_name: str, message: str = "", **extra: Any) -> None:
-        append_jsonl(self.events_path, {"t": utc_now(), "event": event_name, "message": message, **extra})
+        append_jsonl(self.events_path, Event(utc_now(), event_name, message, extra).to_dict())
 
-    def metric(self, row: dict) -> None:
-        append_jsonl(self.metrics_path, row)
+    def metric(self, row: MetricRow) -> None:
+        append_jsonl(self.metrics_path, row.to_dict())
         if self.tensorboard is not None:
             self.tensorboard.metric(row)
 
-    def system(self, row: dict) -> None:
-        append_jsonl(self.system_path, row)
+    def system(self, row: SystemRow) -> None:
+        append_jsonl(self.system_path, row.to_dict())
         if self.tensorboard is not None:
             self.tensorboard.system(row)
 
@@ -248,9 +248,9 @@ def create_run(profile, mix, overrides: list[str], run_dir: Path):
         "created_at": utc_now(), "overrides": list(overrides),
         "profile": profile.to_dict(), "mix": mix.to_dict(),
     })
-    rd = RunDir(run_dir)
+    rd = RunWriter(run_dir)
     lock = rd.create(run_toml)
-    rd.update_status(state="preparing", phase="preparing data", run_id=run_dir.name, pid=os.getpid(),
+    rd.update_status(state=State.PREPARING, phase=Phase.PREPARING_DATA, run_id=run_dir.name, pid=os.getpid(),
                      started_at=utc_now(), step=0, steps=profile.steps, tokens=0,
                      total_tokens=profile.steps * profile.tokens_per_step)
     rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")

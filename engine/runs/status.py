@@ -1,12 +1,12 @@
-"""status.json as a typed record: its states, and what readers derive from it (progress, the thermal pause),
-each derived here once so that the CLI and every panel screen say the same. Torch-free."""
+"""status.json as a typed record: its states and phases, and what readers derive from it (progress, the thermal
+pause), each derived here once so that the CLI and every panel screen say the same. Torch-free."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
-from engine.formatting import is_number
+from engine.runs.records import Phase, number, text, whole
 
 
 class State(str, Enum):
@@ -19,8 +19,19 @@ class State(str, Enum):
     STALLED = "stalled"  # never written: readers derive it for a live run that went quiet for too long
     UNKNOWN = "unknown"  # no status.json, or one without a state a reader knows
 
+    def __str__(self) -> str:  # the word status.json holds, wherever it is shown
+        return self.value
+
 
 LIVE = (State.PREPARING, State.RUNNING, State.STOPPING, State.STALLED)
+
+# Every field status.json may hold: the writer refuses any other, so a misspelt key fails where it is written.
+FIELDS = frozenset({
+    "state", "phase", "run_id", "pid", "started_at", "finished_at", "updated_at", "step", "steps", "tokens",
+    "total_tokens", "loss", "val_loss", "tokens_per_s", "eta_s", "mfu", "mfu_basis", "update_every_s", "error",
+    "paused", "fast_paths", "memory_floor_b",
+    "stalled_s", "evaluating",  # derived by readers, never written
+})
 
 
 @dataclass(frozen=True)
@@ -37,8 +48,21 @@ class RunStatus:
             return State.UNKNOWN
 
     @property
+    def phase(self) -> Phase | str:
+        """The phase as a Phase where it is one; a phase this reader does not know stays its text."""
+        value = text(self.fields.get("phase")) or ""
+        try:
+            return Phase(value)
+        except ValueError:
+            return value
+
+    @property
     def live(self) -> bool:
         return self.state in LIVE
+
+    @property
+    def compiling(self) -> bool:
+        return self.state == State.RUNNING and self.phase == Phase.COMPILING
 
     @property
     def paused(self) -> str | None:
@@ -47,8 +71,27 @@ class RunStatus:
         return paused if isinstance(paused, str) and paused else None
 
     def number(self, key: str) -> float | None:
-        value = self.fields.get(key)
-        return value if is_number(value) else None
+        return number(self.fields.get(key))
+
+    @property
+    def step(self) -> int:
+        return whole(self.fields.get("step")) or 0
+
+    @property
+    def steps(self) -> int | None:
+        return whole(self.fields.get("steps"))
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.number("eta_s")
+
+    @property
+    def stalled_s(self) -> float | None:
+        return self.number("stalled_s")
+
+    @property
+    def error(self) -> str | None:
+        return text(self.fields.get("error"))
 
     @property
     def progress(self) -> float | None:

@@ -17,6 +17,7 @@ from engine.models.checkpoint import (
     recover_interrupted_saves,
     save_checkpoint,
 )
+from engine.runs.records import Phase
 from engine.train.reporter import Reporter
 
 
@@ -28,7 +29,7 @@ class Checkpointer:
     def save(self, step: int, model: torch.nn.Module, optimizer, loader_state: dict, state: dict,
              reason: str) -> None:
         """Checkpoint `step`: the model, the optimizer, every rank's `loader_state` and the rest of `state`."""
-        self.report.status(phase="checkpointing")
+        self.report.status(phase=Phase.CHECKPOINTING)
         self.saved_step = step
         gathered = distributed.gather(loader_state, self.world)
         if self.report.is_main:

@@ -13,6 +13,8 @@ import torch
 from engine import SparkNetError
 from engine.config.schema import Profile
 from engine.files import utc_now
+from engine.runs.records import Phase
+from engine.runs.status import State
 from engine.train.interrupt import Interrupted, interruptible
 from engine.train.reporter import Reporter
 
@@ -33,7 +35,7 @@ class Finisher:
         self.export(model)
         if self.profile.run.final_eval:
             self.evaluate()
-        self.report.status(state="finished", phase="", eta_s=0, finished_at=utc_now())
+        self.report.status(state=State.FINISHED, phase=Phase.NONE, eta_s=0, finished_at=utc_now())
         final = f"{loss:.4f}" if loss is not None else "unknown"
         self.report.event("finished", f"finished {step} steps, final loss {final}", step=step)
 
@@ -41,7 +43,7 @@ class Finisher:
         from engine.data.tokenizer import load_tokenizer
         from engine.models.export_hf import export_hf
 
-        self.report.status(phase="exporting model")
+        self.report.status(phase=Phase.EXPORTING)
         tokenizer = None
         try:
             tokenizer = load_tokenizer(self.tokenizer)
@@ -57,7 +59,7 @@ class Finisher:
     def evaluate(self) -> None:
         from engine.evaluate import eval_command
 
-        self.report.status(phase="evaluating")
+        self.report.status(phase=Phase.EVALUATING)
         try:
             with interruptible(self.stop_requested):
                 eval_command(str(self.run_dir), stride=None, device=str(self.device.type), wait_for_lock=True,

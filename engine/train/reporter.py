@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from engine.runs.rundir import RunDir
+from engine.runs.records import Phase
+from engine.runs.rundir import RunWriter
+from engine.runs.status import State
 
 log = logging.getLogger("sparknet")
 
 
 class Reporter:
-    def __init__(self, rd: RunDir, is_main: bool):
+    def __init__(self, rd: RunWriter, is_main: bool):
         self.rd = rd
         self.is_main = is_main
         self.notifier = None  # set by the training process once the run's notification settings are read
@@ -30,7 +32,7 @@ class Reporter:
     def fail(self, message: str, step: int, kind: str = "failed") -> None:
         """The run ends as failed with one line; `kind` is the notification it sends (failed or loss_spike)."""
         try:
-            self.status(state="failed", error=message, phase="")
+            self.status(state=State.FAILED, error=message, phase=Phase.NONE)
         except OSError:  # a full disk may refuse even this; the line still reaches train.log
             pass
         try:

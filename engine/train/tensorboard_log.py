@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.formatting import is_number
+from engine.runs.records import MetricRow, SystemRow
 
 TENSORBOARD_DIR = "tensorboard"
-# metrics.jsonl key -> TensorBoard tag
+# MetricRow field -> TensorBoard tag
 METRIC_TAGS = {
     "loss": "train/loss",
     "val_loss": "val/loss",
@@ -34,20 +35,21 @@ class TensorBoardLog:
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), flush_secs=flush_secs)
         self.step = 0
 
-    def metric(self, row: dict) -> None:
-        self.step = int(row.get("step") or self.step)
+    def metric(self, row: MetricRow) -> None:
+        self.step = row.step or self.step
         for key, tag in METRIC_TAGS.items():
-            if is_number(row.get(key)):
-                self.writer.add_scalar(tag, row[key], self.step)
+            value = getattr(row, key)
+            if is_number(value):
+                self.writer.add_scalar(tag, value, self.step)
 
-    def system(self, row: dict) -> None:
-        walltime = row.get("t") if is_number(row.get("t")) else None
-        for gpu in row.get("gpus") or []:
+    def system(self, row: SystemRow) -> None:
+        for gpu in row.gpus:
             for key, name in GPU_TAGS.items():
-                if is_number(gpu.get(key)):
-                    self.writer.add_scalar(f"gpu{gpu.get('index', 0)}/{name}", gpu[key], self.step, walltime=walltime)
-        if is_number(row.get("cpu_pct")):
-            self.writer.add_scalar("host/cpu_pct", row["cpu_pct"], self.step, walltime=walltime)
+                value = getattr(gpu, key)
+                if is_number(value):
+                    self.writer.add_scalar(f"gpu{gpu.index}/{name}", value, self.step, walltime=row.t)
+        if is_number(row.cpu_pct):
+            self.writer.add_scalar("host/cpu_pct", row.cpu_pct, self.step, walltime=row.t)
 
     def close(self) -> None:
         self.writer.close()

@@ -24,7 +24,9 @@ from engine.hardware.device import peak_flops, pick_device
 from engine.hardware.memory_guard import MemoryGuard
 from engine.hardware.watch import HardwareWatch
 from engine.models.registry import build_model
-from engine.runs.rundir import RunDir, load_run
+from engine.runs.records import MetricRow, Phase
+from engine.runs.rundir import RunWriter, load_run
+from engine.runs.status import State
 from engine.train.checkpointer import Checkpointer
 from engine.train.feeder import BatchFeeder
 from engine.train.finish import Finisher
@@ -45,7 +47,7 @@ class Trainer:
         self.from_scratch = from_scratch  # a resume whose checkpoints all fail may start over only when asked
         self.rank, self.world, self.local_rank = distributed.ranks()
         self.is_main = self.rank == 0
-        self.rd = RunDir(self.run_dir)
+        self.rd = RunWriter(self.run_dir)
         self.stop_signal = 0  # the signal that asked for a stop (SIGINT, SIGTERM), 0 for none
         self.finished = False  # every step trained: a stop now only skips the final evaluation
         self.step = 0
@@ -87,7 +89,7 @@ class Trainer:
 
         needed = p.steps * p.tokens_per_step
         self._prepare_data(needed)
-        self.status(phase="checking fast paths")
+        self.status(phase=Phase.CHECKING_FAST_PATHS)
         proof = settle_kernels(p, self.device, self.use_bf16, self.world, self.event)
         self.kernels, self.kernels_proof_s = proof.choice, proof.seconds
         self.raw_model = self._build_model()
@@ -111,7 +113,7 @@ class Trainer:
         from engine.data import MixLoader, prepare_mix, validation_lengths
 
         p = self.profile
-        self.status(state="preparing", phase="preparing data")
+        self.status(state=State.PREPARING, phase=Phase.PREPARING_DATA)
         if self.is_main:
             progress_path = self.run_dir / "prepare.json"
             report = prepare_mix(self.mix, needed, progress_path=progress_path, should_stop=self.stop_requested)
@@ -250,7 +252,7 @@ class Trainer:
                     self.hardware.check()
                 if due["checkpoint"] and self.step < p.steps:
                     self.checkpoint("interval")
-                    self.status(phase="training")
+                    self.status(phase=Phase.TRAINING)
             self.checkpoint("final")
         except SparkNetError as e:
             self.fail(str(e))
@@ -283,7 +285,7 @@ class Trainer:
                                           self.stop_requested)
             self.hardware.start()
         # the first step of a compiled model compiles it, which can take minutes on a small GPU
-        self.status(state="running", phase="compiling" if self.kernels.compile else "training", step=self.step,
+        self.status(state=State.RUNNING, phase=Phase.COMPILING if self.kernels.compile else Phase.TRAINING, step=self.step,
                     steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
                     mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
                     memory_floor_b=self.memory_guard.floor_b)
@@ -303,7 +305,7 @@ class Trainer:
         except Interrupted:
             self._stopped("while compiling the model; nothing since the last checkpoint was lost")
             return None
-        self.status(phase="training")
+        self.status(phase=Phase.TRAINING)
         # the compiling step is not a rate: speed and time left count from its end
         self.t_log, self.tokens_log = time.monotonic(), self.tokens + self.profile.tokens_per_step
         return out
@@ -311,7 +313,7 @@ class Trainer:
     def _stopped(self, how: str) -> None:
         if self.is_main:
             self.rd.clear_stop()
-        self.status(state="stopped", phase="", eta_s=None, step=self.step, tokens=self.tokens)
+        self.status(state=State.STOPPED, phase=Phase.NONE, eta_s=None, step=self.step, tokens=self.tokens)
         self.event("stopped", f"stopped at step {self.step} {how}; `sparknet resume {self.run_dir.name}` continues",
                    step=self.step)
 
@@ -331,30 +333,34 @@ class Trainer:
         measured = self.tokens - self.tokens_log  # none on a log step right after the compiling one
         tps = measured / interval if measured > 0 else None
         self.t_log, self.tokens_log = now, self.tokens
-        row = {"step": self.step, "tokens": self.tokens, "loss": round(loss, 5), "lr": lr,
-               "grad_norm": round(gnorm, 5), "tokens_per_s": round(tps, 1) if tps else None,
-               "mfu": round(tps * self.flops_per_token / self.peak, 4) if self.peak and tps else None,
-               "elapsed_s": round(self.elapsed(), 2), "epochs": self.loader.epochs(self.feeder.consumed_state())}
-        if self.device.type == "cuda":
-            row["gpu_mem_peak_b"] = torch.cuda.max_memory_allocated(self.device)
-        if evaluate:
-            row["val_loss"] = round(self.validator.loss(self.raw_model), 5)
-        if wikitext:
-            ppl = self.validator.wikitext_ppl(self.raw_model)
-            row["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
+        held_out = self._held_out(evaluate, wikitext)
+        row = MetricRow(step=self.step, tokens=self.tokens, loss=round(loss, 5), lr=lr, grad_norm=round(gnorm, 5),
+                        tokens_per_s=round(tps, 1) if tps else None,
+                        mfu=round(tps * self.flops_per_token / self.peak, 4) if self.peak and tps else None,
+                        elapsed_s=round(self.elapsed(), 2), epochs=self.loader.epochs(self.feeder.consumed_state()),
+                        gpu_mem_peak_b=torch.cuda.max_memory_allocated(self.device)
+                        if self.device.type == "cuda" else None, **held_out)
         remaining = (p.steps - self.step) * p.tokens_per_step
         eta = remaining / tps if tps else None
         if self.is_main:
             self.rd.metric(row)
             log.info("step %d/%d loss %.4f lr %.2e gnorm %.3f %s tok/s%s elapsed %s eta %s", self.step, p.steps,
-                     loss, lr, gnorm, f"{tps:.0f}" if tps else "N/A", f" val {row['val_loss']:.4f}" if "val_loss" in
-                     row else "", fmt_duration(self.elapsed()), fmt_duration(eta))
-        fields = dict(step=self.step, tokens=self.tokens, loss=row["loss"], tokens_per_s=row["tokens_per_s"],
-                      eta_s=round(eta, 1) if eta is not None else None, mfu=row["mfu"],
-                      update_every_s=round(interval, 2), phase="training")
-        if "val_loss" in row:
-            fields["val_loss"] = row["val_loss"]
-        self.status(**fields)
+                     loss, lr, gnorm, f"{tps:.0f}" if tps else "N/A",
+                     f" val {row.val_loss:.4f}" if row.val_loss is not None else "", fmt_duration(self.elapsed()),
+                     fmt_duration(eta))
+        self.status(step=self.step, tokens=self.tokens, loss=row.loss, tokens_per_s=row.tokens_per_s,
+                    eta_s=round(eta, 1) if eta is not None else None, mfu=row.mfu, update_every_s=round(interval, 2),
+                    phase=Phase.TRAINING, **({"val_loss": row.val_loss} if evaluate else {}))
+
+    def _held_out(self, evaluate: bool, wikitext: bool) -> dict:
+        """The held-out figures a log step is due: validation loss, WikiText-2 perplexity."""
+        figures = {}
+        if evaluate:
+            figures["val_loss"] = round(self.validator.loss(self.raw_model), 5)
+        if wikitext:
+            ppl = self.validator.wikitext_ppl(self.raw_model)
+            figures["wikitext_ppl"] = round(ppl, 3) if ppl is not None else None
+        return figures
 
     def _check_stop(self) -> bool:
         """A stop asked for, or memory running out (the run then ends failed); either way after a checkpoint."""
@@ -363,7 +369,7 @@ class Trainer:
         low = self.memory_guard.low()
         if not distributed.any_rank(self.stop_requested() or low is not None, self.world, self.device):
             return False
-        self.status(state="stopping", phase="checkpointing")
+        self.status(state=State.STOPPING, phase=Phase.CHECKPOINTING)
         if self.checkpointer.saved_step != self.step:  # else the interval checkpoint of this very step stands
             self.checkpoint("memory" if low else "stop")
         if low:

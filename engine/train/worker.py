@@ -15,7 +15,9 @@ from engine import SparkNetError, one_line
 from engine.data import PrepareStopped
 from engine.files import utc_now
 from engine.hardware import distributed
+from engine.runs.records import Phase
 from engine.runs.rundir import newest_checkpoint_step
+from engine.runs.status import State
 from engine.train.notify import Notifier
 from engine.train.trainer import Trainer
 from engine.train.watchdog import StallWatch
@@ -54,7 +56,7 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
         # stopped by Ctrl-C or SIGTERM: the run is not done, and `sparknet train ... && next` must not go on
         return 128 + trainer.stop_signal if code == 0 and trainer.stop_signal and not trainer.finished else code
     except PrepareStopped:
-        trainer.status(state="stopped", phase="", eta_s=None)
+        trainer.status(state=State.STOPPED, phase=Phase.NONE, eta_s=None)
         trainer.event("stopped", f"stopped during data preparation; the tokens prepared so far are kept and "
                                  f"`sparknet resume {trainer.run_dir.name}` continues")
         return 128 + trainer.stop_signal if trainer.stop_signal else 0
@@ -79,7 +81,7 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
 
 def _announce(trainer: Trainer) -> StallWatch:
     """Rank 0 says the run is this process's now, reads its notification settings and starts the stall alarm."""
-    trainer.rd.update_status(state="preparing", phase="preparing data", pid=os.getpid(),
+    trainer.rd.update_status(state=State.PREPARING, phase=Phase.PREPARING_DATA, pid=os.getpid(),
                              started_at=trainer.rd.status().get("started_at") or utc_now(), error=None, paused=None)
     trainer.report.notifier = Notifier.from_settings(trainer.run_dir.name, lambda m: trainer.event("warning", m))
     watch = StallWatch(trainer.rd, trainer.event)

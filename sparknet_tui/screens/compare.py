@@ -65,14 +65,14 @@ def comparison_table(a: RunView, b: RunView) -> Table:
             state_text(v.state, v.paused),
             str(v.config.get("profile_name", NA)),
             str(v.config.get("mix_name", NA)),
-            f"{fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}",
-            f"{fmt_count(s.get('tokens'))}/{fmt_count(s.get('total_tokens'))}",
+            f"{fmt_int(s.number('step'))}/{fmt_int(s.steps)}",
+            f"{fmt_count(s.number('tokens'))}/{fmt_count(s.number('total_tokens'))}",
             fmt_float(v.loss_points[-1][1]) if v.loss_points else NA,
             fmt_float(v.val_points[-1][1]) if v.val_points else NA,
             fmt_perplexity(perplexity(v.val_points[-1][1])) if v.val_points else NA,
             final_eval_perplexity(v),
             fmt_count(v.tokens_per_s[-1]) if v.tokens_per_s else NA,
-            fmt_duration(v.last_metric.get("elapsed_s")),
+            fmt_duration(v.last_metric.elapsed_s if v.last_metric else None),
         ]
 
     labels = ["state", "profile", "mix", "step", "tokens", "loss", "val loss", "val ppl", "eval ppl",

@@ -20,11 +20,10 @@ from engine.formatting import (
     fmt_int,
     fmt_percent,
     fmt_perplexity,
-    is_number,
     perplexity,
 )
-from engine.runs.rundir import LIVE_STATES
-from engine.runs.status import RunStatus
+from engine.runs.records import MetricRow
+from engine.runs.status import State
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
@@ -55,36 +54,34 @@ def status_text(view: RunView, now: float) -> Text:
     text.append(view.run_id, style="bold")
     text.append("  ")
     text.append_text(state_text(view.state))
-    phase = s.get("phase")
-    if isinstance(phase, str) and phase:
-        text.append(f"  {phase}", style="dim")
+    if s.phase:
+        text.append(f"  {s.phase}", style="dim")
     if view.paused:
         text.append(f"  ⏸ PAUSED ({view.paused})", style="bold yellow reverse")
     if view.hot_gpus:
         hottest = max(g.temp_c or 0 for g in view.hot_gpus)
         text.append(f"  ⚠ GPU {hottest:.0f}°C > {view.warn_c:.0f}°C", style="bold red")
     text.append("\n")
-    done, total = s.get("tokens"), s.get("total_tokens")
-    text.append_text(bar_text(RunStatus(s).progress))
-    text.append(f"  step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
-    text.append(f" · {fmt_count(done)}/{fmt_count(total)} tokens")
-    if view.state in LIVE_STATES:
+    text.append_text(bar_text(s.progress))
+    text.append(f"  step {fmt_int(s.number('step'))}/{fmt_int(s.steps)}")
+    text.append(f" · {fmt_count(s.number('tokens'))}/{fmt_count(s.number('total_tokens'))} tokens")
+    if s.live:
         text.append(" · ETA ")
-        text.append(fmt_duration(s.get("eta_s")), style="bold")
-    elapsed = view.last_metric.get("elapsed_s")
-    text.append(f"\nelapsed {fmt_duration(elapsed) if is_number(elapsed) else NA}")
-    if view.state in LIVE_STATES:
+        text.append(fmt_duration(s.eta_s), style="bold")
+    elapsed = view.last_metric.elapsed_s if view.last_metric else None
+    text.append(f"\nelapsed {fmt_duration(elapsed) if elapsed is not None else NA}")
+    if s.live:
         # the heartbeat: a run that still writes its status is alive, however slow its steps
-        text.append(f" · status updated {fmt_age(s.get('updated_at'), now)}", style="dim")
+        text.append(f" · status updated {fmt_age(s.fields.get('updated_at'), now)}", style="dim")
     for problem in view.problems:
         text.append(f"\n{problem}", style="bold red")
-    if view.state == "failed":
-        error = s.get("error") or "the run failed without a message; see the log below"
+    if s.state == State.FAILED:
+        error = s.error or "the run failed without a message; see the log below"
         text.append(f"\nerror: {error}", style="bold red")
-    if view.state == "stalled":
-        text.append(f"\nstalled: no progress for {fmt_duration(s.get('stalled_s'))} in phase "
-                    f"'{s.get('phase') or 'training'}'; the log below may say why", style="bold yellow")
-    if s.get("evaluating"):
+    if s.state == State.STALLED:
+        text.append(f"\nstalled: no progress for {fmt_duration(s.stalled_s)} in phase "
+                    f"'{s.phase or 'training'}'; the log below may say why", style="bold yellow")
+    if s.fields.get("evaluating"):
         text.append("\nevaluation in progress…", style="bold blue")
     if view.eval is not None:
         text.append("\nevaluation ready: press e", style="bold blue")
@@ -92,7 +89,7 @@ def status_text(view: RunView, now: float) -> Text:
 
 
 def figures_text(view: RunView) -> Text:
-    m = view.last_metric
+    m = view.last_metric or MetricRow(step=0)
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("tok/s ")
     text.append(f"{fmt_count(view.tokens_per_s[-1]) if view.tokens_per_s else NA:>6}", style="bold")
@@ -101,7 +98,7 @@ def figures_text(view: RunView) -> Text:
     text.append(fmt_percent(view.mfu[-1] * 100, 1) if view.mfu else NA, style="bold")
     text.append(f" {spark(view.mfu, 16)}", style="green")
     text.append("\nloss ")
-    text.append(fmt_float(m.get("loss")), style="bold")
+    text.append(fmt_float(m.loss), style="bold")
     if view.val_points:
         val = view.val_points[-1][1]
         text.append("  val ")
@@ -110,8 +107,8 @@ def figures_text(view: RunView) -> Text:
     if view.wikitext_points:
         text.append("  WikiText ppl ")
         text.append(fmt_perplexity(view.wikitext_points[-1][1]), style="bold magenta")
-    text.append(f"  lr {m['lr']:.2e}" if is_number(m.get("lr")) else "")
-    text.append(f"  grad {fmt_float(m.get('grad_norm'), 2)}" if is_number(m.get("grad_norm")) else "")
+    text.append(f"  lr {m.lr:.2e}" if m.lr is not None else "")
+    text.append(f"  grad {fmt_float(m.grad_norm, 2)}" if m.grad_norm is not None else "")
     val_ppl = perplexity(view.val_points[-1][1]) if view.val_points else None
     if val_ppl is not None and view.vocab_size and val_ppl > view.vocab_size:
         text.append(f"\nval ppl above the {view.vocab_size:,}-token vocabulary: worse than a uniform guess",
@@ -126,12 +123,10 @@ def events_text(view: RunView) -> Text:
     if not events:
         text.append("none yet\n", style="dim")
     for ev in events:
-        t = ev.get("t")
-        clock = t[11:19] if isinstance(t, str) and len(t) >= 19 else "        "
-        kind = str(ev.get("event", "?"))
+        clock = ev.t[11:19] if len(ev.t) >= 19 else "        "
         text.append(f"{clock} ", style="dim")
-        text.append(f"{kind:<9}", style=EVENT_STYLES.get(kind, "bold"))
-        text.append(f" {ev.get('message', '')}\n")
+        text.append(f"{ev.event:<9}", style=EVENT_STYLES.get(ev.event, "bold"))
+        text.append(f" {ev.message}\n")
     shown = LOG_SHOWN_FAILED if view.state == "failed" else LOG_SHOWN
     text.append("log ", style="bold")
     text.append("(end of train.log)\n", style="dim")
@@ -158,8 +153,7 @@ def chart_data(view: RunView, smoothing: float) -> ChartData:
     if view.val_points:
         series.append(Series("val loss", view.val_points, "bold yellow", markers=True))
     m = view.last_metric
-    per_step = m["tokens"] / m["step"] if is_number(m.get("tokens")) and is_number(m.get("step")) and m["step"] \
-        else None
+    per_step = m.tokens / m.step if m is not None and m.tokens is not None and m.step else None
     reference = reference_points(str(view.config.get("profile_name") or ""), per_step, steps[-1] if steps else None)
     if len(reference) > 1:
         series.insert(0, Series(REFERENCE_LABEL, reference, "grey30"))

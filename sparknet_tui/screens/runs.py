@@ -41,7 +41,7 @@ COLUMNS = [
 def row_cells(row: RunRow, now: float, marked: bool) -> list[Text | str]:
     s = row.status
     progress = row.progress
-    eta = s.get("eta_s") if row.live else None
+    eta = s.eta_s if row.live else None
     if row.max_temp_c is None:
         temp = Text(NA, style="dim")
     elif row.hot:
@@ -52,12 +52,12 @@ def row_cells(row: RunRow, now: float, marked: bool) -> list[Text | str]:
         Text(("◆ " if marked else "") + row.run_id, style="bold" if marked else ""),
         state_text(row.state, row.paused),
         f"{progress:4.0%}" if progress is not None else NA,
-        fmt_float(s.get("loss")),
+        fmt_float(s.number("loss")),
         fmt_perplexity(row.val_perplexity),
         fmt_duration(eta) if row.live else ("done" if row.state == "finished" else "—"),
         fmt_count(row.tokens_per_s),
         temp,
-        fmt_age(s.get("started_at") or row.config.get("created_at"), now),
+        fmt_age(s.fields.get("started_at") or row.config.get("created_at"), now),
         row.profile,
         row.mix,
     ]
@@ -166,14 +166,14 @@ class RunsScreen(PanelScreen):
         text = Text(no_wrap=False)
         text.append(row.run_id, style="bold")
         text.append(f"  profile {row.profile} · mix {row.mix}")
-        text.append(f" · step {fmt_int(s.get('step'))}/{fmt_int(s.get('steps'))}")
-        text.append(f" · tokens {fmt_count(s.get('tokens'))}/{fmt_count(s.get('total_tokens'))}")
-        if isinstance(s.get("phase"), str) and s.get("phase"):
-            text.append(f" · {s['phase']}")
+        text.append(f" · step {fmt_int(s.number('step'))}/{fmt_int(s.steps)}")
+        text.append(f" · tokens {fmt_count(s.number('tokens'))}/{fmt_count(s.number('total_tokens'))}")
+        if s.phase:
+            text.append(f" · {s.phase}")
         if row.problem:
             text.append(f"\n{row.problem}", style="bold red")
-        if row.state == "failed" and s.get("error"):
-            text.append(f"\nerror: {s['error']}", style="bold red")
+        if row.state == "failed" and s.error:
+            text.append(f"\nerror: {s.error}", style="bold red")
         if self.marked:
             text.append(f"\nmarked for compare: {', '.join(self.marked)}", style="dim")
         detail.update(text)

@@ -84,7 +84,7 @@ def host_line(view: RunView) -> Text:
 
 def memory_line(view: RunView) -> str:
     """The run's own memory, what the machine has left, and the floor below which the run stops itself."""
-    floor = view.status.get("memory_floor_b")
+    floor = view.status.number("memory_floor_b")
     floor_text = (f"memory floor {NA}" if not is_number(floor) else "off" if floor <= 0
                   else f"stops below {fmt_bytes(floor)}")
     return f"RAM of the run {fmt_bytes(view.run_rss_b)} · free {fmt_bytes(view.ram_available_b)} · {floor_text}"
