@@ -16,7 +16,7 @@ from engine import SparkNetError
 from engine.config.loading import ModelConfig, padded_vocab
 from engine.kernels.choice import REFERENCE, KernelChoice
 from engine.kernels.gelu import gelu_bias
-from engine.models.parts import num_parameters, output, pad_vocab_rows
+from engine.models.parts import check_length, num_parameters, output, pad_vocab_rows
 
 
 class CausalSelfAttention(nn.Module):
@@ -129,9 +129,7 @@ class GPT(nn.Module):
         return num_parameters(self)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.size(1)
-        if T > self.cfg.context:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's context {self.cfg.context}")
+        T = check_length(idx, self.cfg.context)
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         if self.residual_dtype is not None:

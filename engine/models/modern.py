@@ -22,7 +22,7 @@ from engine.config.architectures import modern_mlp_hidden as mlp_hidden
 from engine.config.loading import ModelConfig, padded_vocab
 from engine.kernels.choice import REFERENCE, KernelChoice
 from engine.kernels.qk_rope import apply_rotary, qk_norm_rope
-from engine.models.parts import num_parameters, output, pad_vocab_rows
+from engine.models.parts import check_length, num_parameters, output, pad_vocab_rows
 
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-6
@@ -120,9 +120,7 @@ class ModernGPT(nn.Module):
         return num_parameters(self)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.size(1)
-        if T > self.cfg.context:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's context {self.cfg.context}")
+        T = check_length(idx, self.cfg.context)
         x = self.embed_tokens(idx)
         if self.cfg.embed_norm:
             x = F.rms_norm(x, (x.size(-1),), eps=NORM_EPS)

@@ -16,6 +16,14 @@ def num_parameters(model: nn.Module) -> int:
     return total - padding * (1 if model.cfg.tie_embeddings else 2)
 
 
+def check_length(idx: torch.Tensor, context: int) -> int:
+    """The sequence length of a batch of token ids, refused above the model's context."""
+    T = idx.size(1)
+    if T > context:
+        raise ValueError(f"sequence of {T} tokens is longer than the model's context {context}")
+    return T
+
+
 def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor | None):
     if targets is None:
         return logits[..., :vocab_size]  # drop the padding columns
