@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import SparkNetError
 from engine.formatting import perplexity
 from engine.runs.reader import RunReader
 from engine.runs.rundir import logs_dir
@@ -71,7 +72,10 @@ class RunsScanner:
         self._configs: dict[Path, tuple[int, dict, str | None]] = {}
 
     def scan(self) -> ScanResult:
-        root = self.root if self.root is not None else logs_dir()
+        try:
+            root = self.root if self.root is not None else logs_dir()
+        except SparkNetError as e:
+            return ScanResult([], str(e))
         try:
             dirs = sorted((p for p in root.iterdir() if p.is_dir() and (p / "run.toml").exists()), reverse=True)
         except FileNotFoundError:

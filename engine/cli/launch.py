@@ -18,6 +18,7 @@ from engine.runs.rundir import (
     RunWriter,
     create_run,
     effective_status,
+    load_run,
     logs_dir,
     new_run_id,
     request_stop,
@@ -116,6 +117,7 @@ def cmd_resume(args) -> int:
     run_dir = resolve_run(args.run)
     lock = RunLock.acquire(run_dir)  # refuses at once when a trainer owns the run
     try:
+        load_run(run_dir)  # a run.toml that cannot start a trainer is refused before anything is written
         state = (read_json(run_dir / "status.json") or {}).get("state")
         if state == "finished":
             raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")

@@ -45,20 +45,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return VERBS[args.verb](args)
-    except SparkNetError as e:
-        print(f"sparknet {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:
         # the reader went away (`sparknet runs | head -3`): nothing is left to say, nor anyone to say it to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except OSError as e:
-        # the machine said no (a full disk, a read-only or missing place): one line, the path and the reason
+    except Exception as e:
         if os.environ.get("SPARKNET_DEBUG") == "1":
             raise
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"sparknet {args.verb}: error: {where}{e.strerror or one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        code, line = error_line(e)
+        print(f"sparknet {args.verb}: error: {line}", file=sys.stderr)
+        return code
 
+
+def error_line(e: Exception) -> tuple[int, str]:
+    """The one error boundary: the exit code and the one line a failure is told in. A user's mistake (a
+    SparkNetError, naming the file or field and the fix) exits 2; what the machine refused (an OSError: a full
+    disk, a read-only or missing place) exits 1 with the path and the reason; anything else exits 1 with what was
+    raised, and SPARKNET_DEBUG=1 shows the traceback."""
+    if isinstance(e, SparkNetError):
+        return 2, str(e)
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        return 1, f"{where}{e.strerror or one_line(e)}"
+    return 1, f"{one_line(e)} (an unexpected failure: SPARKNET_DEBUG=1 shows where it happened)"

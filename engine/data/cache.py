@@ -114,12 +114,34 @@ def _new_manifest(reader: SourceReader, tok: Tokenizer) -> dict:
     }
 
 
+# What every reader of a manifest relies on: one missing or of another type makes the manifest unusable, and the
+# source is tokenized again instead of every run of the mix failing on it.
+MANIFEST_FIELDS = {"source": dict, "tokenizer": dict, "dtype": str, "complete": bool, "documents_read": int,
+                   "documents": dict, "tokens": dict, "empty_documents": int, "undecodable_bytes": int,
+                   "validation_share": (int, float), "shards": dict}
+
+
 def read_manifest(folder: Path) -> dict | None:
+    """A source's committed manifest; None when there is none or it is not one this engine can use."""
     try:
         data = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else None
+    return data if _usable_manifest(data) else None
+
+
+def _usable_manifest(data) -> bool:
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        return False
+    if not all(isinstance(data.get(key), kind) for key, kind in MANIFEST_FIELDS.items()):
+        return False
+    if data["dtype"] not in ("uint16", "uint32"):
+        return False
+    splits = ("train", "val")
+    return (all(isinstance(data["tokens"].get(s), int) and isinstance(data["documents"].get(s), int) for s in splits)
+            and all(isinstance(data["shards"].get(s), list) for s in splits)
+            and all(isinstance(shard, dict) and isinstance(shard.get("file"), str)
+                    and isinstance(shard.get("tokens"), int) for s in splits for shard in data["shards"][s]))
 
 
 def _restore_to_manifest(folder: Path, manifest: dict) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.data.hub import hub_offline, hub_reachable
 
 # Text whose GPT-2 ids tell the GPT-2 tokenizer apart from others (spaces,
@@ -37,8 +37,12 @@ def _hf_model(name_or_path: str, local_files_only: bool = False) -> torch.nn.Mod
 
     # full precision weights; bf16 comes from autocast on the GPU, as in training
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local_files_only,
-                                                 **{dtype_key: torch.float32})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local_files_only,
+                                                     **{dtype_key: torch.float32})
+    except Exception as e:  # a truncated or foreign weights file, a broken config.json: the folder is at fault
+        raise SparkNetError(f"{name_or_path}: the model cannot be loaded from it ({one_line(e, 160)}); export "
+                            "the model again or name another folder") from None
     return model.eval()
 
 

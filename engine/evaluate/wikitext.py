@@ -35,8 +35,12 @@ def _split_name(split: str) -> str:
 
 
 def rows_from_file(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line if line.strip() else "" for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line if line.strip() else "" for line in f]
+    except UnicodeDecodeError as e:
+        raise SparkNetError(f"WikiText-2: {path} is not UTF-8 text (byte {e.start:,} is not); name a folder "
+                            "holding the raw files wiki.test.raw and wiki.valid.raw") from None
 
 
 def _rows_from_hub(split: str) -> tuple[list[str] | None, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from engine import SparkNetError
+from engine import SparkNetError, one_line
 from engine.config.loading import ModelConfig
 from engine.models.registry import NETWORKS, build_model
 
@@ -41,8 +41,13 @@ def load_engine_model(model_dir: Path) -> torch.nn.Module:
     spec = model_dir / "sparknet_model.json"
     if not spec.exists():
         raise SparkNetError(f"{model_dir}: no sparknet_model.json; not a SparkNet export")
-    cfg = ModelConfig(**json.loads(spec.read_text()))
-    model = build_model(cfg)
-    state = load_file(str(model_dir / "model.safetensors"))
-    model.load_state_dict(NETWORKS[cfg.arch].from_hf_state(state, cfg))
+    try:
+        cfg = ModelConfig(**json.loads(spec.read_text()))
+        model = build_model(cfg)
+        model.load_state_dict(NETWORKS[cfg.arch].from_hf_state(load_file(str(model_dir / "model.safetensors")), cfg))
+    except (OSError, SparkNetError):
+        raise
+    except Exception as e:  # a truncated or foreign weights file, an edited sparknet_model.json
+        raise SparkNetError(f"{model_dir}: the model cannot be loaded from it ({one_line(e, 160)}); export the "
+                            "model again or name another folder") from None
     return model

@@ -55,7 +55,12 @@ STALL_FACTOR = 10.0
 
 
 def logs_dir() -> Path:
-    return Path(os.environ.get("SPARKNET_LOGS", PROJECT_ROOT / "logs"))
+    """Where runs live: SPARKNET_LOGS, else logs/ in the project. Refused (one line) when it is not a folder."""
+    path = Path(os.environ.get("SPARKNET_LOGS", PROJECT_ROOT / "logs"))
+    if path.exists() and not path.is_dir():
+        named = "SPARKNET_LOGS" if "SPARKNET_LOGS" in os.environ else "the runs folder"
+        raise SparkNetError(f"{named} {path} is a file, not a folder; point SPARKNET_LOGS at a folder for runs")
+    return path
 
 
 def new_run_id(profile: str, name: str | None = None) -> str:
@@ -145,6 +150,10 @@ def load_run(run_dir: Path) -> tuple[Profile, MixConfig, dict]:
     """The profile, mix and whole record a run was created with, from its run.toml."""
     data = read_toml(run_dir / "run.toml")
     where = str(run_dir / "run.toml")
+    missing = [table for table in ("profile", "mix") if not isinstance(data.get(table), dict)]
+    if missing:
+        raise SparkNetError(f"{where}: no [{missing[0]}] table, so it is not the record of a run SparkNet started "
+                            "(damaged or edited by hand); restore it from a backup, or delete the run")
     profile = profile_from_dict(data["profile"], where, name=data.get("profile_name", ""))
     mix_data = dict(data["mix"])
     mix_name = mix_data.pop("name", data.get("mix_name", ""))
