@@ -70,9 +70,9 @@ def fmt_bytes(value: Any) -> str:
     if not is_number(value):
         return NA
     v = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(v) < 1024 or unit == "GiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:,.1f} {unit}"
         v /= 1024
     return NA  # unreachable
 

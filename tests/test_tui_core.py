@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tomllib
 from cli_helpers import scaled
-from tui_fixtures import PROJECT, copy_run, read_jsonl
+from tui_fixtures import BROKEN_LINE_AFTER, PROJECT, copy_run, read_jsonl
 
 from engine.config.loading import ConfigError, load_mix, load_profile
 from engine.formatting import fmt_age, fmt_bytes, fmt_count, fmt_duration, fmt_perplexity, parse_time
@@ -100,7 +100,7 @@ def test_scanner_reads_real_runs(tiny_runs):
     assert finished.tokens_per_s == status["tokens_per_s"]
     failed = rows[tiny_runs.failed.name]
     assert failed.state == "failed"
-    assert "broken-data.jsonl line 51 is not valid JSON" in failed.status.error
+    assert f"broken-data.jsonl line {BROKEN_LINE_AFTER + 1} is not valid JSON" in failed.status.error
     # newest first
     assert [r.run_id for r in RunsScanner(tiny_runs.logs).scan().rows] == sorted(rows, reverse=True)
 

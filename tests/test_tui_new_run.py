@@ -166,3 +166,21 @@ async def test_new_run_checks_the_sources_before_it_says_valid(private_logs, pri
         await pilot.press("ctrl+r")
         await settle(pilot, app)
         assert list(private_logs.iterdir()) == []
+
+
+@pytest.mark.slow
+async def test_new_run_shows_the_memory_a_run_needs_and_refuses_one_that_cannot_fit(private_logs, private_profiles):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_new_run(pilot, app)
+        await wait_until(pilot, app, lambda: "checking" not in plain(screen.query_one("#new-error", Static)))
+        ready = plain(screen.query_one("#new-error", Static))
+        assert "valid" in ready and "of memory" in ready and "free on the CPU" in ready
+        await type_into(pilot, app, screen, "model.n_head", "1")
+        await type_into(pilot, app, screen, "model.n_embd", "100000000")
+        await wait_until(pilot, app, lambda: "checking" not in plain(screen.query_one("#new-error", Static)))
+        error = plain(screen.query_one("#new-error", Static))
+        assert "the run needs about" in error and "TiB" in error and "valid" not in error
+        await pilot.press("ctrl+r")
+        await settle(pilot, app)
+        assert app.is_running and list(private_logs.iterdir()) == []

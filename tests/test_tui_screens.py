@@ -10,7 +10,7 @@ import pytest
 from pilot_helpers import POLL, make_app, plain, select_row, settle, table_rows, wait_until
 from rich.text import Text
 from textual.widgets import DataTable, Static
-from tui_fixtures import FROZEN_NOW, copy_run, read_jsonl
+from tui_fixtures import BROKEN_LINE_AFTER, FROZEN_NOW, copy_run, read_jsonl
 
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.compare import CompareScreen
@@ -45,7 +45,7 @@ async def test_runs_screen_lists_real_runs(panel_env):
         # the failed run's one-line error shows under the table when it is highlighted
         await select_row(pilot, app, panel_env.failed.name)
         detail = plain(app.screen.query_one("#run-detail", Static))
-        assert "broken-data.jsonl line 51 is not valid JSON" in detail
+        assert f"broken-data.jsonl line {BROKEN_LINE_AFTER + 1} is not valid JSON" in detail
 
 
 async def test_runs_screen_shows_a_run_started_elsewhere_live(private_logs, tiny_runs):

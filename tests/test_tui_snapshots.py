@@ -38,9 +38,12 @@ def snapshots_in_tests_snapshots(monkeypatch):
 
 
 @pytest.fixture
-def frozen_env(monkeypatch, frozen_runs):
+def frozen_env(monkeypatch, frozen_runs, tmp_path):
     monkeypatch.setenv("SPARKNET_LOGS", str(frozen_runs.logs))
     monkeypatch.setenv("SPARKNET_PROFILES", str(frozen_runs.profiles))
+    # the memory a New run's check reports free: the same 16 GiB on every machine
+    (tmp_path / "meminfo").write_text(f"MemTotal: {32 << 20} kB\nMemAvailable: {16 << 20} kB\n")
+    monkeypatch.setenv("SPARKNET_MEMINFO", str(tmp_path / "meminfo"))
     return frozen_runs
 
 

@@ -56,6 +56,8 @@ FROZEN_NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 FROZEN_START = FROZEN_NOW - 3600
 TEXT_FILES = ("run.toml", "status.json", "metrics.jsonl", "system.jsonl", "events.jsonl", "train.log", "eval.json")
 
+BROKEN_LINE_AFTER = 50_000  # records of 26 characters: past the 1 MB a pre-start check reads
+
 
 def run_dir_named(logs: Path, name: str) -> Path:
     found = [p for p in logs.iterdir() if p.is_dir() and p.name.endswith(f"-{name}")]
@@ -116,8 +118,10 @@ def tiny_runs(tmp_path_factory) -> TinyRuns:
         sparknet("eval", str(finished), "--protocol", protocol, "--max-tokens", "2048", env=env)
 
     folder = tmp_path_factory.mktemp("tui-mix")
-    # the first record reads (so the run starts), a later one is broken: the run fails while preparing
-    (folder / "broken-data.jsonl").write_text('{"text": "a good first record"}\n' * 50 + '{"text": "cut off\n')
+    # the records the pre-start check reads (its first 1 MB of text) are good, so the run starts; a later one is
+    # broken, so the run fails while preparing
+    (folder / "broken-data.jsonl").write_text('{"text": "a good record, one of many"}\n' * BROKEN_LINE_AFTER
+                                              + '{"text": "cut off\n')
     broken = folder / "broken-data.toml"
     broken.write_text(f'description = "a source with a broken record"\ntokenizer = "{DEMO_TOKENIZER}"\n'
                       '[[sources]]\nname = "broken"\nweight = 1.0\npath = "broken-data.jsonl"\n')

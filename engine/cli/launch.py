@@ -86,14 +86,15 @@ def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock, from_scratc
 
 
 def cmd_train(args) -> int:
-    from engine.train.preflight import check_run_inputs
+    from engine.train.preflight import check_run
 
     overrides = list(args.overrides) + _dist_overrides(args)
     profile, mix = load_run_inputs(args.profile, args.mix, overrides)
     run_id = new_run_id(profile.name, args.name)
-    check_run_inputs(profile, mix)
+    memory = check_run(profile, mix)
     if args.check:
-        print(f"ready: profile {profile.name}, mix {mix.name}, {profile.steps:,} steps")
+        steps = f"{profile.steps:,} step{'s' if profile.steps != 1 else ''}"
+        print(f"ready: profile {profile.name}, mix {mix.name}, {steps}, {memory}")
         return 0
     warn_about_live_runs()
     lock = create_run(profile, mix, overrides, logs_dir() / run_id)

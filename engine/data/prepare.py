@@ -211,12 +211,12 @@ def _plan_source(reader: SourceReader, root: Path, tok: Tokenizer, share: float,
     prog.update(name, quota=target, state="cached" if plan.done else "waiting",
                 tokens=manifest["tokens"]["train"] if manifest else 0)
     if plan.done:
-        _check_enough(reader, manifest, required, share, tokens)
+        check_enough(reader, manifest, required, share, tokens)
     return plan
 
 
 def _source_report(plan: _SourcePlan, manifest: dict, tokens: int | None) -> dict:
-    _check_enough(plan.reader, manifest, plan.required, plan.share, tokens)
+    check_enough(plan.reader, manifest, plan.required, plan.share, tokens)
     needed = math.ceil(plan.share * tokens) if tokens is not None else None
     train = manifest["tokens"]["train"]
     return {
@@ -232,18 +232,21 @@ def _source_report(plan: _SourcePlan, manifest: dict, tokens: int | None) -> dic
     }
 
 
-def _check_enough(reader: SourceReader, manifest: dict, required: int | None, share: float, tokens: int | None) -> None:
+def check_enough(reader: SourceReader, manifest: dict, required: int | None, share: float, tokens: int | None) -> None:
+    """Refuse a run that a complete, non-repeating source holds too few tokens for (required_train_tokens)."""
     if required is None or reader.src.repeat or not manifest["complete"]:
         return
     have = manifest["tokens"]["train"]
     if have >= required:
         return
     src = reader.src
-    max_run = max(0, math.floor((have - WINDOW_MARGIN_TOKENS) / share))
+    max_run = math.floor((have - WINDOW_MARGIN_TOKENS) / share)
+    shorter = (f"lower run.tokens to {max_run:,} or less" if max_run > 0 else
+               f"it holds less than the {WINDOW_MARGIN_TOKENS:,} spare tokens alone")
     raise DataError(
         f"source '{src.name}' has {have:,} train tokens but a {tokens:,}-token run needs {required:,} "
         f"({share:.1%} of it, plus {WINDOW_MARGIN_TOKENS:,} spare): {required - have:,} missing; add data to it, "
-        f"lower run.tokens to {max_run:,} or less, or set repeat = true for it in {reader.mix_where}"
+        f"{shorter}, or set repeat = true for it in {reader.mix_where}"
     )
 
 

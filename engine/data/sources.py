@@ -37,6 +37,8 @@ def _slug(text: str) -> str:
 # Undecodable bytes are dropped and counted, never fatal: one stray Latin-1 byte in a
 # folder of blog posts should not stop a run.
 _undecodable_bytes = [0]
+CHECK_CHARS = 1 << 20  # how much of a source its pre-start check reads
+NOT_TEXT_SHARE = 0.1  # more undecodable bytes than this share of what was read: not text
 
 
 def _count_and_skip(err: UnicodeDecodeError):
@@ -145,12 +147,27 @@ class SourceReader:
     # -------------------------------------------------------- documents
 
     def check(self) -> None:
-        """Open the source and read its first document, so a bad source fails before anything is written."""
+        """Open the source and read its first documents, so a bad source fails before anything is written: one
+        with no text at all, or whose first text is mostly bytes that are not UTF-8 (a binary file, another
+        encoding), is refused."""
         it = self.documents(skip=0)
+        chars = 0
         try:
-            next(it, None)
+            for text in it:
+                chars += len(text)
+                if chars >= CHECK_CHARS:
+                    break
         finally:
             it.close()
+        where = self.src.path or self.src.hf
+        if chars == 0:
+            raise DataError(f"source '{self.src.name}': {where} holds no text; fill it, point path at the right "
+                            f"file, or remove the source from {self.mix_where}")
+        skipped = self.undecodable_bytes
+        if skipped > NOT_TEXT_SHARE * (chars + skipped):
+            raise DataError(f"source '{self.src.name}': {skipped / (chars + skipped):.0%} of the first bytes of "
+                            f"{where} are not UTF-8, so it is not text SparkNet can read; convert it to UTF-8 "
+                            "(for example with iconv) or remove it")
 
     def documents(self, skip: int = 0) -> Iterator[str]:
         """Every document in a fixed order, empty ones included (as ''), after the first `skip`."""

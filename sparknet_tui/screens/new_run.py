@@ -302,6 +302,7 @@ class NewRunScreen(PanelScreen):
         else:
             line = Text("valid: ctrl+r starts the run", style="green")
             line.append_text(plan_summary(self.plan))
+            line.append(f"\n{self.checked[1].message.removeprefix('ready: ')}", style="dim")  # the memory it needs
         live = [r.run_id for r in self.runs if r.live]
         if live:
             line.append(f"\n⚠ {sharing_warning(live)}", style="bold yellow")

@@ -1,0 +1,104 @@
+"""`--check` is the run's own start: every failure that can be known before a run exists stops `train --check`,
+`train` and `train --detach` alike, in one line with exit code 2, and leaves no run folder; what a ready run will
+need (its memory) is said. Real files, real processes; the machine's memory is read from a meminfo file the test
+writes where it must be small."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cli_helpers import sparknet
+from data_helpers import unique_docs, write_jsonl, write_mix
+
+from engine.config.loading import load_profile
+from engine.config.memory import estimate_memory, largest_fitting_micro_batch
+
+GPT2 = ["--set", "model.vocab_size=50257"]
+
+
+def refused_before_start(logs, args: list[str], env: dict, *words: str) -> None:
+    for how in (["--check"], [], ["--detach"]):
+        proc = sparknet("train", *args, *how, check=False, env=env)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in err and "Traceback" not in err, (how, proc.stderr)
+        assert all(word in err for word in words), err
+        assert list(logs.iterdir()) == [], how
+
+
+def fake_meminfo(tmp_path, available_gib: float) -> str:
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal: {int(available_gib * 2 * 2**20)} kB\nMemAvailable: {int(available_gib * 2**20)} kB\n")
+    return str(path)
+
+
+@pytest.fixture
+def cases(tmp_path):
+    """(overrides and mix, extra environment, words the refusal holds) for each fault."""
+    empty = write_mix(tmp_path / "empty.toml", [{"name": "notes", "weight": 1, "path": str(tmp_path / "e.jsonl")}])
+    (tmp_path / "e.jsonl").write_text("")
+    (tmp_path / "blob.txt").write_bytes(os.urandom(200_000))
+    binary = write_mix(tmp_path / "binary.toml", [{"name": "blob", "weight": 1, "path": str(tmp_path / "blob.txt")}])
+    hub = write_mix(tmp_path / "hub.toml", [{"name": "edu", "weight": 1, "hf": "HuggingFaceFW/fineweb-edu"}])
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    return {
+        "an empty corpus file": (["--mix", str(empty), *GPT2], {}, ("e.jsonl", "holds no text")),
+        "a binary file named .txt": (["--mix", str(binary), *GPT2], {}, ("blob.txt", "not UTF-8")),
+        "run.device cuda without one": (["--set", 'run.device="cuda"'], {}, ("run.device", "no CUDA GPU")),
+        "a width of 100,000,000": (["--set", "model.n_embd=100000000", "--set", "model.n_head=1"], {},
+                                   ("TiB", "choose a smaller model")),
+        "a context of 100,000,000": (["--set", "model.context=100000000"], {}, ("model.context",)),
+        "a hub source offline with no cached copy": (["--mix", str(hub), *GPT2], offline, ("fineweb-edu",)),
+        "more memory than the machine has": (["--set", "batch.micro_batch=4096", "--set", "run.memory_floor_gb=0.5"],
+                                             {"SPARKNET_MEMINFO": fake_meminfo(tmp_path, 2.0)},
+                                             ("8.5 GiB", "2.0 GiB free", "512.0 MiB floor",
+                                              "set batch.micro_batch = 512 and batch.grad_accum = 16")),
+    }
+
+
+@pytest.mark.slow
+def test_every_pre_start_failure_exits_2_and_makes_no_run_folder(logs, cases):
+    for name, (args, extra, words) in cases.items():
+        refused_before_start(logs, ["--profile", "tiny-cpu", *args], {**os.environ, **extra}, *words)
+
+
+@pytest.mark.slow
+def test_a_source_too_small_for_its_share_is_refused_from_the_prepared_cache(logs, tmp_path):
+    env = {**os.environ, "SPARKNET_CACHE": str(tmp_path / "cache")}
+    small = write_jsonl(tmp_path / "posts.jsonl", unique_docs(400, seed=3))
+    big = write_jsonl(tmp_path / "books.jsonl", unique_docs(4000, seed=4))
+    mix = write_mix(tmp_path / "m.toml", [{"name": "posts", "weight": 1, "path": str(small)},
+                                          {"name": "books", "weight": 1, "path": str(big), "repeat": True}])
+    sparknet("prepare", "--mix", str(mix), env=env)
+    refused_before_start(logs, ["--profile", "tiny-cpu", "--mix", str(mix), *GPT2, "--set", "run.tokens=2_000_000"],
+                         env, "source 'posts'", "missing", "or set repeat = true")
+    # a source holding less than the spare margin alone is told so, not to lower run.tokens to 0
+    proc = sparknet("train", "--profile", "tiny-cpu", "--mix", str(mix), *GPT2, "--set", "run.tokens=40_960",
+                    "--check", check=False, env=env)
+    assert proc.returncode == 2 and "less than the 65,536 spare tokens" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_damaged_cache_is_named_by_check_and_repaired_by_the_run(logs, tmp_path):
+    env = {**os.environ, "SPARKNET_CACHE": str(tmp_path / "cache")}
+    sparknet("prepare", "--mix", "demo", env=env)
+    shard = sorted((tmp_path / "cache").glob("tokens/*/stories*/train-*.bin"))[0]
+    data = bytearray(shard.read_bytes())
+    data[:64] = bytes(64)
+    shard.write_bytes(bytes(data))
+    ready = sparknet("train", "--profile", "tiny-cpu", "--check", env=env).stdout
+    assert "ready:" in ready and "source 'stories': its cached tokens are damaged" in ready
+
+
+def test_the_memory_estimate_matches_the_peaks_measured_on_an_h100():
+    """docs/performance.md: codelion-70m 47.0 GiB at 120 x 1024, modern-70m 24.8-25.5 GiB at 60 x 1024 and
+    13.1 GiB at 30 x 1024 (the estimate may be high by a few GiB, never low by much)."""
+    gib = 1 << 30
+    for name, micro_batch, measured in (("codelion-70m", 120, 47.0), ("modern-70m", 60, 25.5), ("modern-70m", 30, 13.1)):
+        estimate = estimate_memory(load_profile(name), micro_batch).total_b / gib
+        assert measured * 0.95 <= estimate <= measured * 1.10, (name, micro_batch, estimate)
+    profile = load_profile("codelion-70m")  # 120 x 1: a 40 GiB card fits 60 x 2 at the same tokens a step
+    assert largest_fitting_micro_batch(profile, 40 * gib) == 60
+    assert largest_fitting_micro_batch(profile, 20 * gib) == 40
+    assert largest_fitting_micro_batch(load_profile("tiny-cpu", ["model.n_embd=100000000", "model.n_head=1"]),
+                                       100 * gib) is None
