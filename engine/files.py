@@ -21,9 +21,11 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Written under a temporary name and renamed: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_text_atomic(path: Path, text: str, make_folder: bool = True) -> None:
+    """Written under a temporary name and renamed: readers see the old file or the new one, never half. The folder
+    is made first unless make_folder is False (a run's files: a deleted run must stay deleted)."""
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); run files follow the umask like every other file of the run,
@@ -46,8 +48,8 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+def write_json_atomic(path: Path, data: Any, make_folder: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n", make_folder)
 
 
 def append_jsonl(path: Path, obj: dict) -> None:

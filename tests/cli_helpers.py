@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,14 +43,52 @@ def scaled(seconds: float) -> float:
     return seconds * slowness()
 
 
-def sparknet(*args, check=True, timeout=120, env=None) -> subprocess.CompletedProcess:
-    """`sparknet ARGS` as a subprocess of this interpreter; `timeout` in seconds of a quiet machine."""
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=scaled(timeout), env=env, stdin=subprocess.DEVNULL)
+def sparknet(*args, check=True, timeout=120, env=None, process=None) -> subprocess.CompletedProcess:
+    """`sparknet ARGS`, with its exit code and what it printed. In this process (the command's own `main`, with its
+    environment, working folder, signal handlers and logging put back afterwards) unless `process` asks for a
+    process of its own: a detached run, a call from another thread, or a test of the process itself. Starting
+    Python and torch again takes seconds, and the suite calls the command a few hundred times. `timeout` is in
+    seconds of a quiet machine and bounds a process of its own."""
+    if process is None:
+        process = "--detach" in args or threading.current_thread() is not threading.main_thread()
+    if process:
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=PROJECT, capture_output=True,
+                              text=True, timeout=scaled(timeout), env=env, stdin=subprocess.DEVNULL)
+    else:
+        proc = _in_process([str(a) for a in args], env)
     if check and proc.returncode != 0:
         raise AssertionError(f"sparknet {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-3000:]}")
     return proc
+
+
+def _in_process(args: list[str], env: dict | None) -> subprocess.CompletedProcess:
+    from engine.cli.main import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    os.chdir(PROJECT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # the run's console and train.log handlers
+            root.removeHandler(handler)
+            handler.close()
+    return subprocess.CompletedProcess(["sparknet", *args], code, out.getvalue(), err.getvalue())
 
 
 def only_run(logs: Path) -> Path:

@@ -135,6 +135,6 @@ def test_an_unexpected_failure_is_one_line_and_the_debug_switch_shows_the_traceb
                                                  "where it happened)")
     not_a_folder = tmp_path / "logs"
     not_a_folder.write_text("")
-    proc = sparknet("runs", check=False, env={**os.environ, "SPARKNET_LOGS": str(not_a_folder),
-                                              "SPARKNET_DEBUG": "1"})
+    proc = sparknet("runs", check=False, process=True, env={**os.environ, "SPARKNET_LOGS": str(not_a_folder),
+                                                            "SPARKNET_DEBUG": "1"})
     assert proc.returncode == 1 and "Traceback" in proc.stderr

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import DEMO_TOKENIZER, FAST, events, only_run, reaches_step, sparknet
+from cli_helpers import DEMO_TOKENIZER, FAST, PROJECT, events, only_run, reaches_step, scaled, sparknet
 
 from engine.config.loading import load_profile, model_parameter_count
-from engine.files import append_jsonl, read_json, read_jsonl
+from engine.files import append_jsonl, read_json, read_jsonl, wait_for
 from engine.models.checkpoint import verify_checkpoint
 from engine.runs.rundir import iter_checkpoints
 
@@ -56,7 +57,7 @@ def test_disk_full_while_checkpointing_fails_in_one_line_and_resumes_once_space_
     filler.write_bytes(b"\0" * max(0, free - (1 << 20)))
     proc = sparknet("resume", str(run), check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("sparknet resume: error: disk full:"), proc.stderr
-    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.count("\n") == 1 and "67 MB are kept free besides" in proc.stderr  # the floor is named
     assert read_json(run / "status.json")["state"] == "failed"
     filler.unlink()
     subprocess.run(["mount", "-o", f"remount,size={200 << 20}", str(small_disk)], check=True)
@@ -233,3 +234,21 @@ def test_every_hub_check_follows_one_rule_proxies_included(monkeypatch, tmp_path
     reader.check_hub()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reader.check_hub()  # offline: the cached copy is used, nothing is asked
+
+
+@pytest.mark.slow
+def test_a_run_whose_folder_is_deleted_stops_in_one_line_and_recreates_nothing(logs):
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--profile", "tiny-cpu", *FAST,
+                             "--set", "run.tokens=2_048_000"], cwd=PROJECT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: list(logs.iterdir()), scaled(60), 0.05)
+        run = only_run(logs)
+        assert reaches_step(run, 2)
+        shutil.rmtree(run)
+        out, _ = proc.communicate(timeout=scaled(60))
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert f"the run folder {run} was deleted while the run trained" in out.strip().splitlines()[-1]
+    assert [str(p.relative_to(logs)) for p in logs.rglob("*")] == []  # nothing recreated it

@@ -94,6 +94,20 @@ def test_a_pid_from_before_a_reboot_is_not_a_live_run(logs):
     assert proc.returncode == 2 and "not running" in proc.stderr
 
 
+def test_a_run_that_ended_without_writing_its_status_is_told_by_its_last_event(logs):
+    run = logs / "20260101-000000-full"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "full"\nprofile_name = "tiny-cpu"\n')
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": 999999, "step": 7}))
+    reason = "disk full writing metrics.jsonl; 0 MB free; the checkpoint from step 4 is intact"
+    with open(run / "events.jsonl", "w") as f:  # the status write failed, the short event line did not
+        f.write(json.dumps({"t": utc_now(), "event": "error", "message": reason}) + "\n" + '{"t": "2026-01-0')
+    assert effective_status(run)["error"] == reason
+    (run / "events.jsonl").write_text(json.dumps({"t": utc_now(), "event": "warning", "message": "GPU 0 at 91 C"}))
+    error = effective_status(run)["error"]
+    assert "ended without saying so" in error and error.endswith("its last event: warning: GPU 0 at 91 C")
+
+
 def _live_status(run: Path, **fields) -> None:
     status = {"state": "running", "phase": "training", "pid": os.getpid(), "step": 40, "steps": 100,
               "update_every_s": 2.0, "updated_at": utc_now(), **fields}

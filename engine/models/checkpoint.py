@@ -63,7 +63,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     message) hears of checkpoints moved aside as corrupt.
     """
     ck_root = Path(run_dir) / "checkpoints"
-    ck_root.mkdir(parents=True, exist_ok=True)
+    ck_root.mkdir(exist_ok=True)  # never the run folder itself: a deleted run stays deleted
     final = ck_root / f"step-{step:08d}"
     tmp = ck_root / f".tmp-step-{step:08d}"
     try:

@@ -8,6 +8,7 @@ Pure Python (no torch): the control panel reads runs with this module. status.js
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from engine.files import (
     append_jsonl,
     parse_utc,
     read_json,
+    tail_text,
     utc_now,
     write_json_atomic,
     write_text_atomic,
@@ -106,14 +108,34 @@ def effective_status(run_dir: Path, now: float | None = None) -> dict:
         return status
     if not lock_held(run_dir):
         status["state"] = "failed"
-        status["error"] = status.get("error") or (f"process {status.get('pid')} ended without saying so "
-                                                  "(crashed, killed or the machine restarted)")
+        status["error"] = status.get("error") or unsaid_end(run_dir, status)
         return status
     quiet = (time.time() if now is None else now) - last_progress(run_dir, status)
     if quiet > stall_after_s(status):
         status["state"] = "stalled"
         status["stalled_s"] = round(quiet)
     return status
+
+
+def unsaid_end(run_dir: Path, status: dict) -> str:
+    """Why a live run's process is gone though status.json does not say: the error its last event names (a full
+    disk may refuse status.json but take a short event line), else that it ended without saying so."""
+    last = last_event(run_dir)
+    if last is not None and last.event == "error" and last.message:
+        return last.message
+    said = f"; its last event: {last.event}: {last.message}" if last is not None and last.message else ""
+    return f"process {status.get('pid')} ended without saying so (crashed, killed or the machine restarted){said}"
+
+
+def last_event(run_dir: Path) -> Event | None:
+    for line in reversed(tail_text(run_dir / "events.jsonl", max_bytes=8192, lines=20)):
+        try:
+            event = Event.from_dict(json.loads(line))
+        except ValueError:
+            continue  # a line torn by the end of the process
+        if event is not None:
+            return event
+    return None
 
 
 def stall_after_s(status: dict) -> float:
@@ -196,7 +218,7 @@ class RunWriter:
             raise ValueError(f"status.json has no field {', '.join(sorted(unknown))}")
         self._status.update(fields)
         self._status["updated_at"] = utc_now()
-        write_json_atomic(self.status_path, self._status)
+        write_json_atomic(self.status_path, self._status, make_folder=False)
         self.updates += 1
 
     def event(self, event_name: str, message: str = "", **extra: Any) -> None:
@@ -215,11 +237,21 @@ class RunWriter:
     def stop_requested(self) -> bool:
         return (self.path / "STOP").exists()
 
+    def check_present(self) -> None:
+        """A run whose folder was deleted under it stops in one line and writes nothing back: every later write
+        would fail, or make an orphan folder that no reader lists."""
+        if not self.path.is_dir():
+            raise SparkNetError(deleted_run_message(self.path))
+
     def clear_stop(self) -> None:
         try:
             (self.path / "STOP").unlink()
         except FileNotFoundError:
             pass
+
+
+def deleted_run_message(run_dir: Path) -> str:
+    return f"the run folder {run_dir} was deleted while the run trained; the run stopped and wrote nothing back"
 
 
 def request_stop(run_dir: Path) -> None:

@@ -68,8 +68,8 @@ def check_free_space(folder: Path, what: str, need_b: int, floor_b: int = 64 << 
     free = shutil.disk_usage(probe).free
     if free < need_b + floor_b:
         need = f"; {what} needs about {math.ceil(need_b / 1e6):,} MB" if need_b else ""
-        raise SparkNetError(f"disk full: {free / 1e6:,.0f} MB free on the disk holding {probe}{need}; "
-                            "free some space, then try again")
+        raise SparkNetError(f"disk full: {free / 1e6:,.0f} MB free on the disk holding {probe}{need}, and "
+                            f"{floor_b / 1e6:,.0f} MB are kept free besides; free some space, then try again")
 
 
 def free_memory(profile: Profile) -> tuple[str, int, int]:

@@ -366,6 +366,7 @@ class Trainer:
         """A stop asked for, or memory running out (the run then ends failed); either way after a checkpoint."""
         if self.world > 1 and self.step % self.profile.run.log_every:
             return False  # agreeing across processes costs a sync: only on log steps
+        self.rd.check_present()
         low = self.memory_guard.low()
         if not distributed.any_rank(self.stop_requested() or low is not None, self.world, self.device):
             return False

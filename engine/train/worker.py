@@ -16,7 +16,7 @@ from engine.data import PrepareStopped
 from engine.files import utc_now
 from engine.hardware import distributed
 from engine.runs.records import Phase
-from engine.runs.rundir import newest_checkpoint_step
+from engine.runs.rundir import deleted_run_message, newest_checkpoint_step
 from engine.runs.status import State
 from engine.train.notify import Notifier
 from engine.train.trainer import Trainer
@@ -93,6 +93,8 @@ def failure_line(e: BaseException, trainer: Trainer) -> str | None:
     """One line for a failure the user can act on (disk full, out of memory, interrupted); None for a bug."""
     from engine.models.checkpoint import disk_full_message, is_disk_full
 
+    if not trainer.run_dir.is_dir():  # whatever write noticed it first
+        return deleted_run_message(trainer.run_dir)
     if is_disk_full(e):
         return disk_full_message(Path(e.filename or trainer.run_dir), trainer.run_dir)
     if isinstance(e, torch.OutOfMemoryError):
