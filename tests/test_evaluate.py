@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import sparknet
 from eval_helpers import LN_VOCAB, WIKITEXT_DIR, in_protocol, make_run, no_progress, read_eval, tiny_model
 
 from engine import SparkNetError
@@ -419,3 +420,20 @@ def test_the_in_training_curve_and_the_final_evaluation_are_one_procedure(logs):
     final = read_eval(run)["results"][0]
     assert final["stride"] == 64
     assert curve[-1] == pytest.approx(final["perplexity"], rel=1e-4)
+
+
+def test_a_capped_evaluation_never_takes_the_place_of_a_fuller_one(tmp_path, tok):
+    model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
+
+    def evaluate(max_tokens: int) -> None:
+        sparknet("eval", str(model_dir), "--protocol", "standard", "--max-tokens", str(max_tokens), "--device", "cpu")
+
+    def cap(name: str):
+        (section,) = json.loads((model_dir / name).read_text())["evaluations"]
+        return section["protocol"]["max_tokens"]
+
+    evaluate(4096)
+    evaluate(2048)  # a quick look after the real figure: kept beside it
+    assert cap("eval.json") == 4096 and cap("eval-capped.json") == 2048
+    evaluate(8192)  # more of the text than before: the better figure replaces it
+    assert cap("eval.json") == 8192 and cap("eval-capped.json") == 2048

@@ -300,7 +300,8 @@ def _score_all(runner, loaded: LoadedModel, baselines: bool, dirs: dict, dev, am
 
 
 def _write_eval(doc: dict, loaded: LoadedModel) -> Path:
-    """eval.json for a final model, eval-step-N.json for an earlier checkpoint (never over the final one).
+    """eval.json for a final model, eval-step-N.json for an earlier checkpoint (never over the final one), and
+    eval-capped.json for an evaluation capped (--max-tokens) below one eval.json already holds (never in its place).
 
     An earlier evaluation of the same weights under another protocol is kept
     in the file beside the new one."""
@@ -310,6 +311,9 @@ def _write_eval(doc: dict, loaded: LoadedModel) -> Path:
     name = f"eval-step-{loaded.checkpoint_step:08d}.json" if loaded.final is False else "eval.json"
     out = out_dir / name
     before = read_json(out) or {}
+    if before.get("checkpoint_step") == doc["checkpoint_step"] and _smaller_than_kept(doc, before):
+        out = out_dir / "eval-capped.json"
+        before = read_json(out) or {}
     if before.get("checkpoint_step") == doc["checkpoint_step"] and isinstance(before.get("evaluations"), list):
         new = {s["protocol"]["name"] for s in doc["evaluations"]}
         kept = [s for s in before["evaluations"] if isinstance(s, dict)
@@ -323,5 +327,16 @@ def _write_eval(doc: dict, loaded: LoadedModel) -> Path:
             doc["samples"] = before.get("samples") or []
     write_json_atomic(out, doc)
     return out
+
+
+def _smaller_than_kept(doc: dict, before: dict) -> bool:
+    """Whether a protocol of the new evaluation was capped at fewer tokens than the same protocol in the file."""
+    def caps(d: dict) -> dict:
+        return {(s.get("protocol") or {}).get("name"): (s.get("protocol") or {}).get("max_tokens")
+                for s in d.get("evaluations") or [] if isinstance(s, dict)}
+
+    kept = caps(before)
+    return any(name in kept and cap is not None and (kept[name] is None or cap < kept[name])
+               for name, cap in caps(doc).items())
 
 
