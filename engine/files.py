@@ -42,6 +42,11 @@ def write_text_atomic(path: Path, text: str, make_folder: bool = True) -> None:
         raise
 
 
+def follow_umask(path: Path) -> None:
+    """Give a file the permissions the umask asks for, where its writer chose others (safetensors writes 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -34,7 +34,8 @@ def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(
     assert len({len(line) - len(line[2:].split("  ", 1)[1].lstrip()) for line in pieces}) == 1, pieces
     saved = json.loads((cache / "ceilings.json").read_text())["cpu"]
     assert saved["matmul_tflops"] > 0 and saved["bandwidth_gbs"] > 0
-    assert f"{saved['matmul_tflops']:,.1f} TFLOP/s measured" in out
+    # a CPU's ceiling in GFLOP/s, never "0.0 TFLOP/s"
+    assert f"ceiling     {saved['matmul_tflops'] * 1000:,.1f} GFLOP/s measured" in out and "0.0 TFLOP/s" not in out
     assert "problem:" not in out and proc.returncode == 0
 
 

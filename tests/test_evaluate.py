@@ -437,3 +437,39 @@ def test_a_capped_evaluation_never_takes_the_place_of_a_fuller_one(tmp_path, tok
     assert cap("eval.json") == 4096 and cap("eval-capped.json") == 2048
     evaluate(8192)  # more of the text than before: the better figure replaces it
     assert cap("eval.json") == 8192 and cap("eval-capped.json") == 2048
+
+
+def samples_of(run: Path) -> list[dict]:
+    (written,) = run.glob("eval*.json")  # eval.json, or eval-step-N.json for a checkpoint
+    return json.loads(written.read_text())["samples"]
+
+
+def assert_fits_80_columns(out: str, samples: list[dict]) -> None:
+    lines = out.splitlines()
+    paths = ("wrote /", "tokenizer ")  # a path is printed whole, for a terminal to fold
+    assert all(len(line) <= 80 for line in lines if not line.startswith(paths)), [l for l in lines if len(l) > 80]
+    assert "…" not in out  # no header or cell cut short
+    for header in ("loss", "perplexity", "bits/byte", "tokenizer"):
+        assert header in out
+    # wrapped at word boundaries: the printed samples hold the same words as the samples themselves
+    words = {w for s in samples for w in (s["prompt"] + s["continuation"]).split()}
+    printed = [w for line in lines for w in line.lstrip("» ").split()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("»"))
+    sample_words = [w for line in lines[start:] if not line.startswith("wrote ") for w in line.lstrip("»").split()]
+    assert printed and all(w in words for w in sample_words), [w for w in sample_words if w not in words]
+
+
+@pytest.mark.slow
+def test_the_eval_report_fits_80_columns_for_a_gpt2_run_and_a_demo_run(tmp_path, logs, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    gpt2_run = make_run(logs, tiny_model())
+    out = sparknet("eval", str(gpt2_run), "--max-tokens", "2048", "--device", "cpu").stdout
+    assert_fits_80_columns(out, samples_of(gpt2_run))
+    sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=false",
+             "--name", "demo")
+    demo_run = next(p for p in logs.iterdir() if p.name.endswith("-demo"))
+    out = sparknet("eval", str(demo_run), "--device", "cpu").stdout
+    assert_fits_80_columns(out, samples_of(demo_run))
+    quiet = sparknet("eval", str(demo_run), "--device", "cpu", "--no-samples").stdout
+    assert "»" not in quiet  # no samples asked for, none printed (the file keeps the earlier ones)
+    assert samples_of(demo_run)

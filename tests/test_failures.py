@@ -132,15 +132,19 @@ def test_a_torn_jsonl_line_never_swallows_the_next_record(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_files_are_readable_by_other_users_of_the_box(logs):
-    old = os.umask(0o022)
+def test_every_file_of_a_run_follows_the_umask_model_files_included(logs, tmp_path):
+    old = os.umask(0o027)  # the group may read, others may not: neither 0644 nor mkstemp's 0600 would pass
     try:
         sparknet("train", "--profile", "tiny-cpu", *FAST, "--set", "run.tokens=4096", "--set", "run.final_eval=false")
+        sparknet("export", only_run(logs).name, str(tmp_path / "exported"))
     finally:
         os.umask(old)
     run = only_run(logs)
-    for name in ("status.json", "run.toml", "events.jsonl", "metrics.jsonl"):
-        assert (run / name).stat().st_mode & 0o777 == 0o644, name
+    files = [p for p in [*run.rglob("*"), *(tmp_path / "exported").rglob("*")] if p.is_file()]
+    assert {"status.json", "metrics.jsonl", "model.safetensors", "trainer.pt", "config.json"} <= {p.name for p in files}
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o640} == {}
+    folders = [p for p in [run, *run.rglob("*")] if p.is_dir()]
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in folders if p.stat().st_mode & 0o777 != 0o750} == {}
 
 
 @pytest.mark.slow

@@ -159,10 +159,15 @@ def doctor_command(args) -> int:
     return 1 if problems else 0
 
 
+def fmt_flops(tflops: float) -> str:
+    """A CPU's fraction of a TFLOP/s in GFLOP/s, so it never reads as 0.0."""
+    return f"{tflops:,.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1000:,.1f} GFLOP/s"
+
+
 def print_ceilings(device: torch.device, facts, profile, off: list[str]) -> None:
-    tflops, gbs = round(measure_matmul_tflops(device), 2), round(measure_bandwidth_gbs(device), 1)
+    tflops, gbs = round(measure_matmul_tflops(device), 4), round(measure_bandwidth_gbs(device), 1)
     kind = "bf16 8192^3 matrix product" if device.type == "cuda" else "fp32 1024^3 matrix product"
-    print(f"{'ceiling':<11} {tflops:,.1f} TFLOP/s measured ({kind})")
+    print(f"{'ceiling':<11} {fmt_flops(tflops)} measured ({kind})")
     print(f"{'bandwidth':<11} {gbs:,.0f} GB/s measured (device copy, bytes read and written)")
     path = save_ceilings(facts.name, {"matmul_tflops": tflops, "bandwidth_gbs": gbs, "torch": torch.__version__,
                                       "fast_paths_off": off})

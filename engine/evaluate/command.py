@@ -207,7 +207,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, dirs, device, sampl
             "engine_version": __version__,
         },
     }
-    out = _write_eval(doc, loaded)
+    out = _write_eval(dict(doc), loaded)  # the file keeps earlier sections; the report shows this evaluation's
     print_report(doc, _console(), out)
     return 0 if all(section["results"][0]["loss"] is not None for section in sections) else 1
 
@@ -232,17 +232,23 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
     doc = {"created_at": utc_now(), "target": loaded.path, "checkpoint_step": loaded.checkpoint_step,
            "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
            "settings": {"device": str(dev), "engine_version": __version__}}
-    out = _write_eval(doc, loaded)
+    out = _write_eval(dict(doc), loaded)
     print_report(doc, _console(), out)
     return 0
 
 
 def _console():
+    """The terminal's width; where there is none (a pipe, a log file), COLUMNS when set, else 160 columns, since
+    80 would squeeze the tables of a log file for nothing."""
+    import os
+
     from rich.console import Console
 
     console = Console()
-    # a log file has no width; 80 columns would squeeze the tables
-    return console if console.is_terminal else Console(width=160)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)
 
 
 def _section(runner, results: list[dict]) -> dict:

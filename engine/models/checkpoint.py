@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from engine.files import follow_umask
 from engine import SparkNetError
 from engine.config.loading import ModelConfig
 from engine.models.registry import build_model
@@ -119,6 +120,7 @@ def _write_checkpoint(tmp: Path, model, optimizer, state: dict) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(model_state(model), str(tmp / "model.safetensors"))
+    follow_umask(tmp / "model.safetensors")
     trainer = {"optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         trainer["rng_cuda"] = torch.cuda.get_rng_state_all()

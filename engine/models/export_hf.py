@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engine.files import follow_umask
 from engine import SparkNetError, one_line
 from engine.config.loading import ModelConfig
 from engine.models.registry import NETWORKS, build_model
@@ -26,6 +27,7 @@ def export_hf(model: torch.nn.Module, out_dir: Path, tokenizer=None) -> Path:
     state, hf_cfg = network.to_hf_state(model), network.hf_config(cfg, eos_id)
     state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    follow_umask(out_dir / "model.safetensors")
     (out_dir / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     (out_dir / "sparknet_model.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
     if tokenizer is not None:
