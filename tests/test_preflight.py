@@ -102,3 +102,16 @@ def test_the_memory_estimate_matches_the_peaks_measured_on_an_h100():
     assert largest_fitting_micro_batch(profile, 20 * gib) == 40
     assert largest_fitting_micro_batch(load_profile("tiny-cpu", ["model.n_embd=100000000", "model.n_head=1"]),
                                        100 * gib) is None
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_for(logs, tmp_path):
+    sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=false")
+    (run,) = logs.iterdir()
+    status = (run / "status.json").read_text().replace('"finished"', '"stopped"')
+    (run / "status.json").write_text(status)  # as a run stopped part-way reads
+    env = {**os.environ, "SPARKNET_MEMINFO": fake_meminfo(tmp_path, 0.01)}
+    proc = sparknet("resume", str(run), check=False, env=env)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and "the run needs about" in err and "free on the CPU" in err
+    assert (run / "status.json").read_text() == status  # nothing written: the run is as it was

@@ -113,12 +113,13 @@ def warn_about_live_runs(but: str = "") -> None:
 
 def cmd_resume(args) -> int:
     from engine.runs.resume import apply_resume_overrides, checkpoint_size
-    from engine.train.preflight import check_free_space
+    from engine.train.preflight import check_free_space, check_memory
 
     run_dir = resolve_run(args.run)
     lock = RunLock.acquire(run_dir)  # refuses at once when a trainer owns the run
     try:
-        load_run(run_dir)  # a run.toml that cannot start a trainer is refused before anything is written
+        profile, _, _ = load_run(run_dir)  # a run.toml that cannot start a trainer is refused before any write
+        check_memory(profile)
         state = (read_json(run_dir / "status.json") or {}).get("state")
         if state == "finished":
             raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")
