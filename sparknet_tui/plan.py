@@ -234,6 +234,8 @@ def _field_named_in(message: str) -> str | None:
 
 def check_new_name(name: str, folder: Path, kind: str) -> Path:
     name = name.strip()
+    if not name:
+        raise ConfigError(f"type a name for the new {kind} in 'save {kind} as' first")
     if not NAME_RE.match(name):
         raise ConfigError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' (no spaces or slashes)")
     path = folder / f"{name}.toml"

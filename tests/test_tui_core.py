@@ -385,6 +385,8 @@ def test_saved_profile_and_mix_load_in_the_engine(private_profiles):
         save_profile(plan, "tiny-3", "demo")
     with pytest.raises(ConfigError, match="letters, digits"):
         save_mix(plan, "../escape", mix.path)
+    with pytest.raises(ConfigError, match="type a name for the new mix in 'save mix as' first"):
+        save_mix(plan, "  ", mix.path)
     assert not list(private_profiles.glob(".*.tmp")) and not list(private_profiles.parent.glob("escape*"))
 
 
