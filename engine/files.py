@@ -14,7 +14,9 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def utc_now() -> str:
@@ -142,6 +144,19 @@ def tail_text(path: Path, max_bytes: int = 8192, lines: int = 20) -> list[str]:
     except OSError:
         return []
     return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def newest_jsonl_record(path: Path, parse: Callable[[Any], T | None], max_bytes: int = 16384) -> T | None:
+    """The newest line of a JSONL file that `parse` makes a record of, reading only the file's end; a line torn
+    by a writer killed mid-write is passed over."""
+    for line in reversed(tail_text(path, max_bytes=max_bytes, lines=50)):
+        try:
+            record = parse(json.loads(line))
+        except ValueError:
+            continue
+        if record is not None:
+            return record
+    return None
 
 
 def parse_utc(text) -> float:

@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from cli_helpers import FAST, PROJECT, only_run, scaled, sparknet
+from eval_helpers import tiny_model
 
-from engine.config.loading import ModelConfig
 from engine.data.cache import read_manifest
 from engine.models.export_hf import export_hf
-from engine.models.gpt2 import GPT
 
 
 def test_a_closed_pipe_ends_the_runs_table_without_a_traceback(tmp_path):
@@ -47,9 +45,7 @@ def one_line_error(proc: subprocess.CompletedProcess, code: int, *words: str) ->
 
 @pytest.fixture
 def model_dir(tmp_path, tok):
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, n_embd=32, n_head=2, context=64, vocab_size=50257)).eval()
-    return export_hf(model, tmp_path / "model", tok)
+    return export_hf(tiny_model(), tmp_path / "model", tok)
 
 
 @pytest.mark.slow

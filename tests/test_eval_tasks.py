@@ -7,16 +7,13 @@ import json
 import random
 
 import pytest
-import torch
 from cli_helpers import sparknet
-from eval_helpers import WIKITEXT_DIR
+from eval_helpers import WIKITEXT_DIR, tiny_model
 
 from engine import SparkNetError
-from engine.config.loading import ModelConfig
 from engine.evaluate import eval_command
 from engine.evaluate.tasks import CARD_TASKS, parse_tasks
 from engine.models.export_hf import export_hf
-from engine.models.gpt2 import GPT
 
 TASK = "sums_local"
 
@@ -52,9 +49,7 @@ num_fewshot: 0
 
 @pytest.fixture
 def model_dir(tmp_path, tok):
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, n_embd=32, n_head=2, context=64, vocab_size=50257)).eval()
-    return export_hf(model, tmp_path / "model", tok)
+    return export_hf(tiny_model(), tmp_path / "model", tok)
 
 
 @pytest.mark.slow
@@ -135,9 +130,7 @@ def test_a_baseline_is_measured_on_the_same_tasks_where_its_weights_load(model_d
     baseline whose weights do not load (CodeLion from the hub, offline) keeps its published figures and says why."""
     import lm_eval
 
-    torch.manual_seed(7)
-    other = export_hf(GPT(ModelConfig(n_layer=1, n_embd=32, n_head=2, context=64, vocab_size=50257)).eval(),
-                      tmp_path / "gpt2-stand-in", tok)
+    other = export_hf(tiny_model(seed=7), tmp_path / "gpt2-stand-in", tok)
     assert eval_command(str(model_dir), tasks=[TASK], task_path=str(task_dir), device="cpu", baselines=True,
                         baseline_dirs={"gpt2": str(other)}) == 0
     baselines = json.loads((model_dir / "eval.json").read_text())["benchmarks"]["baselines"]

@@ -5,13 +5,12 @@ Torch-free."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config.errors import ConfigError
 from engine.config.loading import read_toml
-from engine.files import JsonlFollower, tail_text
+from engine.files import JsonlFollower, newest_jsonl_record, tail_text
 from engine.runs.records import Event, MetricRow, SystemRow
 from engine.runs.rundir import effective_status, logs_dir
 from engine.runs.status import RunStatus
@@ -59,14 +58,7 @@ class RunReader:
 
     def last_system(self) -> SystemRow | None:
         """The newest complete telemetry row, reading only the file's end."""
-        for line in reversed(tail_text(self.path / "system.jsonl", max_bytes=16384, lines=50)):
-            try:
-                row = SystemRow.from_dict(json.loads(line))
-            except ValueError:
-                continue  # the partial last line of a file being written
-            if row is not None:
-                return row
-        return None
+        return newest_jsonl_record(self.path / "system.jsonl", SystemRow.from_dict)
 
     def log_tail(self, lines: int) -> list[str]:
         return tail_text(self.path / "train.log", max_bytes=16384, lines=lines)

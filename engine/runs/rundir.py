@@ -8,7 +8,6 @@ Pure Python (no torch): the control panel reads runs with this module. status.js
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,9 +26,9 @@ from engine.config.loading import (
 from engine.config.schema import MixConfig, Profile
 from engine.files import (
     append_jsonl,
+    newest_jsonl_record,
     parse_utc,
     read_json,
-    tail_text,
     utc_now,
     write_json_atomic,
     write_text_atomic,
@@ -128,14 +127,7 @@ def unsaid_end(run_dir: Path, status: dict) -> str:
 
 
 def last_event(run_dir: Path) -> Event | None:
-    for line in reversed(tail_text(run_dir / "events.jsonl", max_bytes=8192, lines=20)):
-        try:
-            event = Event.from_dict(json.loads(line))
-        except ValueError:
-            continue  # a line torn by the end of the process
-        if event is not None:
-            return event
-    return None
+    return newest_jsonl_record(run_dir / "events.jsonl", Event.from_dict)
 
 
 def stall_after_s(status: dict) -> float:
