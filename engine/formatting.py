@@ -28,6 +28,11 @@ def fmt_int(value: Any) -> str:
     return f"{int(value):,}" if is_number(value) else NA
 
 
+def fmt_steps(value: Any) -> str:
+    """A number of steps with its noun: '1 step', '147 steps'."""
+    return f"{fmt_int(value)} step" + ("" if value == 1 else "s")
+
+
 def fmt_float(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if is_number(value) else NA
 

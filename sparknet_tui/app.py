@@ -40,6 +40,7 @@ from sparknet_tui.messages import (
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
 from sparknet_tui.screens.evaluation import EvaluationScreen
+from sparknet_tui.screens.help import HelpScreen
 from sparknet_tui.screens.live import LiveScreen
 from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
@@ -85,13 +86,18 @@ class SparkNetApp(App):
     def open_compare(self, run_a: Path, run_b: Path) -> None:
         self.push_screen(CompareScreen(self.context, run_a, run_b))
 
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own "Keys" panel lists generic widget keys; the panel's help says what its keys do
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Keys")
         seen = set()
-        # every key shown in the footer is also a command palette entry
+        # every key, in the footer or only in the help, is also a command palette entry
         for active in screen.active_bindings.values():
             binding = active.binding
-            if not binding.show or not binding.description or binding.action in seen:
+            if not binding.description or binding.action in seen:
                 continue
             seen.add(binding.action)
             key = binding.key_display or binding.key.split(",")[0]

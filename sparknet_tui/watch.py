@@ -21,7 +21,7 @@ from sparknet_tui.evalfile import eval_path, read_eval
 
 HISTORY = 120  # samples kept for the short histories (sparklines)
 EVENTS_KEPT = 50
-LOG_LINES = 30
+LOG_LINES = 200  # what the Live screen's log view shows
 DEFAULT_WARN_C = ThermalConfig().warn_c
 
 

@@ -1,4 +1,4 @@
-"""Snapshots of Runs, New run, Live and Evaluation at 80x24 and 120x40 (pytest-textual-snapshot).
+"""Snapshots of every screen (Runs, New run, Live, Evaluation, Compare, Help) at 80x24 and 120x40 (pytest-textual-snapshot).
 
 The runs are frozen copies of this session's real tiny-cpu runs (see
 tests/tui_fixtures.py) and the panel's clock is fixed, so the pictures do
@@ -112,6 +112,31 @@ def test_evaluation_screen_benchmark_table(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=open_benchmarks_of(frozen_env.finished))
 
 
+def open_compare_of(a: Path, b: Path):
+    async def open_compare(pilot) -> None:
+        await settled(pilot)
+        pilot.app.open_compare(a, b)
+        await settled(pilot)
+    return open_compare
+
+
+async def open_help(pilot) -> None:
+    await settled(pilot)
+    await pilot.press("question_mark")
+    await settled(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_compare_screen(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(), terminal_size=size,
+                        run_before=open_compare_of(frozen_env.finished, frozen_env.running))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare, frozen_env, size):
+    assert snap_compare(still_app(), terminal_size=size, run_before=open_help)
+
+
 def screen_rows(svg: str) -> list[str]:
     """The text of a screenshot, row by row."""
     rows: dict[float, list[tuple[float, str]]] = {}
@@ -123,12 +148,16 @@ def screen_rows(svg: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("screen", ["new run", "live", "failed live", "evaluation", "benchmarks"])
+@pytest.mark.parametrize("screen", ["runs", "new run", "live", "failed live", "evaluation", "benchmarks", "compare",
+                                    "help"])
 async def test_no_line_is_cut(frozen_env, size, screen):
-    """Errors, events, log lines, notes and the plan wrap: nothing on these screens ends in an ellipsis."""
+    """Errors, events, log lines, notes and the plan wrap, and tables keep the columns that fit: nothing on these
+    screens ends in an ellipsis or needs scrolling sideways."""
     open_run = {"live": frozen_env.running, "failed live": frozen_env.failed}.get(screen)
     opener = {"new run": open_new_run, "evaluation": open_evaluation_of(frozen_env.finished),
-              "benchmarks": open_benchmarks_of(frozen_env.finished)}.get(screen, settled)
+              "benchmarks": open_benchmarks_of(frozen_env.finished),
+              "compare": open_compare_of(frozen_env.finished, frozen_env.running), "help": open_help}.get(screen,
+                                                                                                        settled)
     app = still_app(open_run=open_run)
     async with app.run_test(size=size) as pilot:
         await opener(pilot)

@@ -10,6 +10,7 @@ from pathlib import Path
 from engine import SparkNetError
 from engine.config.loading import PROJECT_ROOT, load_run_inputs
 from engine.files import read_json, wait_for
+from engine.formatting import fmt_steps
 from engine.runs.lock import ENV_FD, RunLock, lock_held
 from engine.runs.reader import list_runs
 from engine.runs.records import Phase
@@ -93,7 +94,7 @@ def cmd_train(args) -> int:
     run_id = new_run_id(profile.name, args.name)
     memory = check_run(profile, mix)
     if args.check:
-        steps = f"{profile.steps:,} step{'s' if profile.steps != 1 else ''}"
+        steps = fmt_steps(profile.steps)
         print(f"ready: profile {profile.name}, mix {mix.name}, {steps}, {memory}")
         return 0
     warn_about_live_runs()

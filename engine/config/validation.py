@@ -6,6 +6,7 @@ from __future__ import annotations
 from engine.config.architectures import ARCHITECTURES
 from engine.config.errors import ConfigError
 from engine.config.schema import Profile
+from engine.formatting import fmt_steps
 
 
 def _head_count_hint(width: int) -> str:
@@ -89,4 +90,4 @@ def _validate_batch_and_run(p: Profile, need) -> None:
     need(r.wikitext_tokens > 0, f"run.wikitext_tokens must be positive, got {r.wikitext_tokens}")
     need(r.spike_factor > 1, f"run.spike_factor must be > 1, got {r.spike_factor}")
     need(p.warmup_steps <= p.steps,
-         f"schedule.warmup ({p.warmup_steps} steps) is longer than the run ({p.steps} steps); lower it")
+         f"schedule.warmup ({fmt_steps(p.warmup_steps)}) is longer than the run ({fmt_steps(p.steps)}); lower it")

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from engine.files import follow_umask
 from engine import SparkNetError
 from engine.config.loading import ModelConfig
+from engine.files import follow_umask
 from engine.models.registry import build_model
 from engine.runs.rundir import iter_checkpoints, newest_checkpoint_step
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from engine.files import follow_umask
 from engine import SparkNetError, one_line
 from engine.config.loading import ModelConfig
+from engine.files import follow_umask
 from engine.models.registry import NETWORKS, build_model
 
 

@@ -33,6 +33,7 @@ from engine.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from engine.formatting import fmt_steps
 from engine.runs.records import Event, MetricRow, Phase, SystemRow
 from engine.runs.status import FIELDS, LIVE, RunStatus, State
 
@@ -64,11 +65,16 @@ def logs_dir() -> Path:
     return path
 
 
+def run_name_part(name: str) -> str:
+    """What a run id keeps of a name: letters, digits, '.', '_' and '-', other runs of characters as one '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+
+
 def new_run_id(profile: str, name: str | None = None) -> str:
     if name is not None and len(name) > MAX_NAME:
         raise SparkNetError(f"--name is {len(name)} characters long; give at most {MAX_NAME}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or profile).strip("-") or "run"
+    base = run_name_part(name or profile)
     run_id = f"{stamp}-{base}"
     n = 2
     while (logs_dir() / run_id).exists():
@@ -286,5 +292,5 @@ def create_run(profile, mix, overrides: list[str], run_dir: Path):
     rd.update_status(state=State.PREPARING, phase=Phase.PREPARING_DATA, run_id=run_dir.name, pid=os.getpid(),
                      started_at=utc_now(), step=0, steps=profile.steps, tokens=0,
                      total_tokens=profile.steps * profile.tokens_per_step)
-    rd.event("created", f"profile {profile.name}, mix {mix.name}, {profile.steps} steps")
+    rd.event("created", f"profile {profile.name}, mix {mix.name}, {fmt_steps(profile.steps)}")
     return lock

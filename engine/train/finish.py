@@ -13,6 +13,7 @@ import torch
 from engine import SparkNetError
 from engine.config.schema import Profile
 from engine.files import utc_now
+from engine.formatting import fmt_steps
 from engine.runs.records import Phase
 from engine.runs.status import State
 from engine.train.interrupt import Interrupted, interruptible
@@ -37,7 +38,7 @@ class Finisher:
             self.evaluate()
         self.report.status(state=State.FINISHED, phase=Phase.NONE, eta_s=0, finished_at=utc_now())
         final = f"{loss:.4f}" if loss is not None else "unknown"
-        self.report.event("finished", f"finished {step} steps, final loss {final}", step=step)
+        self.report.event("finished", f"finished {fmt_steps(step)}, final loss {final}", step=step)
 
     def export(self, model: torch.nn.Module) -> None:
         from engine.data.tokenizer import load_tokenizer

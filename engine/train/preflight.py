@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 from engine import SparkNetError
-from engine.formatting import fmt_bytes
 from engine.config.loading import MixConfig, Profile
+from engine.formatting import fmt_bytes
 
 
 def check_run(profile: Profile, mix: MixConfig) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import flops_per_token
-from engine.formatting import fmt_duration
+from engine.formatting import fmt_duration, fmt_steps
 from engine.hardware import distributed
 from engine.hardware.device import peak_flops, pick_device
 from engine.hardware.memory_guard import MemoryGuard
@@ -292,7 +292,7 @@ class Trainer:
         if self.device.type == "cuda":
             log.info("MFU against %s", f"{self.peak / 1e12:,.1f} TFLOP/s ({self.peak_source})" if self.peak else
                      "nothing: this GPU has no datasheet peak and no measured ceiling yet (run `sparknet doctor`)")
-        self.event("started", f"training {p.steps} steps of {p.tokens_per_step} tokens on {self.device}",
+        self.event("started", f"training {fmt_steps(p.steps)} of {p.tokens_per_step} tokens on {self.device}",
                    step=self.step, device=str(self.device), world=self.world)
         self.model.train()
 

@@ -6,6 +6,7 @@ from typing import Callable
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable
@@ -70,7 +71,10 @@ def fill_table(table: DataTable, columns: list[tuple[str, str]], rows: list[tupl
 
 
 class PanelScreen(Screen):
-    """A screen of the SparkNet panel: the panel's context, and reading files off the UI thread."""
+    """A screen of the SparkNet panel: the panel's context, its help, and reading files off the UI thread."""
+
+    BINDINGS = [Binding("question_mark,f1", "app.help", "Help", key_display="?")]
+    HELP_TOPIC = "runs"  # which of the help screen's glossaries explains this screen
 
     def __init__(self, context: PanelContext) -> None:
         super().__init__()

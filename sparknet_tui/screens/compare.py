@@ -34,10 +34,39 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def sources_by_name(mix: Any) -> Any:
+    """A mix with its list of sources as a table keyed by each source's name, so differences read per source."""
+    if not isinstance(mix, dict) or not isinstance(mix.get("sources"), list):
+        return mix
+    sources = {}
+    for i, source in enumerate(mix["sources"]):
+        name = source.get("name") if isinstance(source, dict) else None
+        sources[str(name or f"#{i + 1}")] = source
+    return {**mix, "sources": sources}
+
+
+def _one_sided_sources(mix: Any, other: Any) -> Any:
+    """The mix with each source the other mix lacks shown as one phrase, so it reads as one line, not one per
+    field."""
+    if not isinstance(mix, dict) or not isinstance(mix.get("sources"), dict):
+        return mix
+    theirs = other.get("sources") if isinstance(other, dict) and isinstance(other.get("sources"), dict) else {}
+    sources = {name: (source if name in theirs else _source_phrase(source))
+               for name, source in mix["sources"].items()}
+    return {**mix, "sources": sources}
+
+
+def _source_phrase(source: Any) -> str:
+    weight = source.get("weight") if isinstance(source, dict) else None
+    return f"weight {weight}" if weight is not None else "present"
+
+
 def setting_differences(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
-    """Profile and mix settings that differ between two run.toml files."""
-    fa = flatten({"profile": a.get("profile", {}), "mix": a.get("mix", {})})
-    fb = flatten({"profile": b.get("profile", {}), "mix": b.get("mix", {})})
+    """Profile and mix settings that differ between two run.toml files, one key each."""
+    mix_a, mix_b = sources_by_name(a.get("mix", {})), sources_by_name(b.get("mix", {}))
+    only_a, only_b = _one_sided_sources(mix_a, mix_b), _one_sided_sources(mix_b, mix_a)
+    fa = flatten({"profile": a.get("profile", {}), "mix": only_a})
+    fb = flatten({"profile": b.get("profile", {}), "mix": only_b})
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
@@ -82,6 +111,10 @@ def comparison_table(a: RunView, b: RunView) -> Table:
     return table
 
 
+def setting_value(value: Any) -> str:
+    return NA if value is None else str(value)
+
+
 def differences_text(a: RunView, b: RunView) -> Text:
     diffs = setting_differences(a.config, b.config)
     text = Text()
@@ -90,9 +123,9 @@ def differences_text(a: RunView, b: RunView) -> Text:
         text.append("none: same profile and mix\n", style="dim")
     for key, x, y in diffs[:30]:
         text.append(f"  {key}: ", style="dim")
-        text.append(f"{x if x is not None else NA}", style=STYLES[0])
+        text.append(setting_value(x), style=STYLES[0])
         text.append(" → ")
-        text.append(f"{y if y is not None else NA}\n", style=STYLES[1])
+        text.append(setting_value(y) + "\n", style=STYLES[1])
     if len(diffs) > 30:
         text.append(f"  … and {len(diffs) - 30} more\n", style="dim")
     text.rstrip()
@@ -107,10 +140,11 @@ class ComparePolled(Message):
 
 class CompareScreen(PanelScreen):
     SUB_TITLE = "Compare"
+    HELP_TOPIC = "compare"
 
     BINDINGS = [
         Binding("escape", "app.back", "Back"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     def __init__(self, context: PanelContext, run_a: Path, run_b: Path) -> None:
@@ -124,7 +158,7 @@ class CompareScreen(PanelScreen):
             yield Static(id="compare-legend")
             yield LineChart(id="compare-chart", empty_message="no metrics in either run")
             yield Static(id="compare-diffs")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.refresh_data()

@@ -213,13 +213,14 @@ def samples_text(samples: Any) -> Text:
 
 class EvaluationScreen(PanelScreen):
     SUB_TITLE = "Evaluation"
+    HELP_TOPIC = "evaluation"
 
     BINDINGS = [
         Binding("escape", "app.back", "Back"),
-        Binding("l", "live", "Live"),
-        Binding("v", "evaluate", "Evaluate"),
-        Binding("x", "stop_evaluation", "Stop eval"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("l", "live", "Live", tooltip="the run's Live screen"),
+        Binding("v", "evaluate", "Evaluate", tooltip="run `sparknet eval` on the run now"),
+        Binding("x", "stop_evaluation", "Stop eval", tooltip="stop the evaluation running"),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     def __init__(self, context: PanelContext, run_dir: Path) -> None:
@@ -236,7 +237,7 @@ class EvaluationScreen(PanelScreen):
             yield Static(id="eval-heading")
             yield Vertical(id="eval-sections")
             yield Static(id="eval-samples")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"Evaluation · {self.run_dir.name}"

@@ -28,8 +28,8 @@ from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
-from sparknet_tui.series import ema, log_points
-from sparknet_tui.watch import RunView, RunWatcher
+from sparknet_tui.series import log_points, smooth
+from sparknet_tui.watch import LOG_LINES, RunView, RunWatcher
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
 from sparknet_tui.widgets.hardware import HardwarePanel, memory_line
 
@@ -46,6 +46,8 @@ EVENT_STYLES = {
 EVENTS_SHOWN = 6
 LOG_SHOWN = 6
 LOG_SHOWN_FAILED = 15
+VIEWS = ("chart", "events", "log")  # l goes to the next; events and the log then fill the screen
+EVENTS_IN_LOG_VIEW = 40
 
 
 def status_text(view: RunView, now: float) -> Text:
@@ -116,10 +118,20 @@ def figures_text(view: RunView) -> Text:
     return text
 
 
-def events_text(view: RunView) -> Text:
+def events_text(view: RunView, events_shown: int = EVENTS_SHOWN, log_shown: int | None = None) -> Text:
     text = Text()  # wraps: a warning or a log line is read whole
+    if events_shown:
+        text.append_text(event_lines(view, events_shown))
+    if log_shown != 0:
+        text.append_text(log_lines(view, log_shown))
+    text.rstrip()
+    return text
+
+
+def event_lines(view: RunView, shown: int) -> Text:
+    text = Text()
     text.append("events\n", style="bold")
-    events = view.events[-EVENTS_SHOWN:]
+    events = view.events[-shown:]
     if not events:
         text.append("none yet\n", style="dim")
     for ev in events:
@@ -127,7 +139,12 @@ def events_text(view: RunView) -> Text:
         text.append(f"{clock} ", style="dim")
         text.append(f"{ev.event:<9}", style=EVENT_STYLES.get(ev.event, "bold"))
         text.append(f" {ev.message}\n")
-    shown = LOG_SHOWN_FAILED if view.state == "failed" else LOG_SHOWN
+    return text
+
+
+def log_lines(view: RunView, shown: int | None) -> Text:
+    text = Text()
+    shown = shown or (LOG_SHOWN_FAILED if view.state == "failed" else LOG_SHOWN)
     text.append("log ", style="bold")
     text.append("(end of train.log)\n", style="dim")
     lines = view.log_tail[-shown:]
@@ -139,15 +156,18 @@ def events_text(view: RunView) -> Text:
     return text
 
 
-def chart_data(view: RunView, smoothing: float) -> ChartData:
+ZOOMS = (1.0, 0.5, 0.2, 0.05)  # the share of the run the chart shows, newest steps last
+
+
+def chart_data(view: RunView, smoothing: float, recent: float = 1.0, x_log: bool = False) -> ChartData:
     steps = [x for x, _ in view.loss_points]
     losses = [y for _, y in view.loss_points]
     series = []
     if smoothing > 0:
-        series.append(Series("loss", view.loss_points, "grey42"))
-        series.append(Series(f"smoothed {smoothing:.2f}", list(zip(steps, ema(losses, smoothing))), "bold cyan"))
+        series.append(Series("loss", view.loss_points, "grey42", spiky=True))
+        series.append(Series(f"smoothed {smoothing:.2f}", list(zip(steps, smooth(losses, smoothing))), "bold cyan"))
     else:
-        series.append(Series("loss", view.loss_points, "bold cyan"))
+        series.append(Series("loss", view.loss_points, "bold cyan", spiky=True))
     if view.wikitext_points:
         series.append(Series("WikiText ln(ppl)", log_points(view.wikitext_points), "magenta"))
     if view.val_points:
@@ -158,23 +178,33 @@ def chart_data(view: RunView, smoothing: float) -> ChartData:
     if len(reference) > 1:
         series.insert(0, Series(REFERENCE_LABEL, reference, "grey30"))
     waiting = "waiting for the first logged step" if view.state in ("preparing", "running") else "no metrics"
-    return ChartData(series, x_label="step", empty_message=waiting)
+    label = "step" if recent >= 1 else f"last {recent:.0%} · step"
+    return ChartData(series, x_label=label, empty_message=waiting, x_log=x_log, recent=recent)
 
 
 class LiveScreen(PanelScreen):
     SUB_TITLE = "Live"
+    HELP_TOPIC = "live"
 
     BINDINGS = [
         Binding("escape", "app.show_runs", "Runs"),
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("e", "evaluation", "Eval"),
-        Binding("left_square_bracket", "smoothing(-0.1)", "Smooth−", key_display="["),
-        Binding("right_square_bracket", "smoothing(0.1)", "Smooth+", key_display="]"),
-        Binding("q", "app.quit", "Quit"),
+        # one footer entry for the pair; the help lists each
+        Binding("left_square_bracket", "smoothing(-0.1)", "Smooth", key_display="[ ]", tooltip="less smoothing ([)"),
+        Binding("right_square_bracket", "smoothing(0.1)", "Smooth+", key_display="]", show=False,
+                tooltip="more smoothing"),
+        Binding("z", "zoom", "Zoom", tooltip="zoom to the recent part of the run: all, 50%, 20%, 5%"),
+        Binding("x", "log_steps", "Log x", tooltip="steps on a log scale, or back"),
+        Binding("l", "next_view", "Events, log", tooltip="the chart, then all events, then the log"),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     smoothing: reactive[float] = reactive(0.6)
+    zoom: reactive[int] = reactive(0)  # index into ZOOMS
+    x_log: reactive[bool] = reactive(False)
+    view_shown: reactive[int] = reactive(0)  # index into VIEWS: the chart and figures, the events, the log
 
     def __init__(self, context: PanelContext, run_dir: Path) -> None:
         super().__init__(context)
@@ -195,7 +225,8 @@ class LiveScreen(PanelScreen):
                     yield HardwarePanel(id="hardware")
                     yield Static(id="live-memory")  # wraps rather than cut: the floor is what a user must read
                     yield Static(id="live-events")
-        yield Footer(compact=True)
+            yield Static(id="live-log")
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"Live · {self.run_dir.name}"
@@ -221,16 +252,43 @@ class LiveScreen(PanelScreen):
         if view is None:
             return
         self.show_status()
-        data = chart_data(view, self.smoothing)
+        data = chart_data(view, self.smoothing, ZOOMS[self.zoom], self.x_log)
         self.query_one("#chart-legend", Static).update(legend(data.series))
         self.query_one(LineChart).data = data
         self.query_one("#live-figures", Static).update(figures_text(view))
         self.query_one(HardwarePanel).show(view)
         self.query_one("#live-memory", Static).update(memory_line(view))
         self.query_one("#live-events", Static).update(events_text(view))
+        shown = VIEWS[self.view_shown]
+        if shown == "events":
+            self.query_one("#live-log", Static).update(events_text(view, EVENTS_IN_LOG_VIEW, 0))
+        elif shown == "log":
+            self.query_one("#live-log", Static).update(events_text(view, 0, LOG_LINES))
 
     def watch_smoothing(self) -> None:
         self.show()
+
+    def watch_zoom(self) -> None:
+        self.show()
+
+    def watch_x_log(self) -> None:
+        self.show()
+
+    def watch_view_shown(self, index: int) -> None:
+        self.set_class(index > 0, "-log-view")
+        self.show()
+        body = self.query_one("#live-body", VerticalScroll)
+        # the log is read from its newest line up; the chart and the events from the top
+        self.call_after_refresh(body.scroll_end if VIEWS[index] == "log" else body.scroll_home, animate=False)
+
+    def action_zoom(self) -> None:
+        self.zoom = (self.zoom + 1) % len(ZOOMS)
+
+    def action_log_steps(self) -> None:
+        self.x_log = not self.x_log
+
+    def action_next_view(self) -> None:
+        self.view_shown = (self.view_shown + 1) % len(VIEWS)
 
     def action_smoothing(self, delta: float) -> None:
         self.smoothing = round(min(0.95, max(0.0, self.smoothing + delta)), 2)

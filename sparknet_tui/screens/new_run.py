@@ -11,8 +11,8 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 
 from engine.config.ceilings import read_ceilings
 from engine.config.loading import ConfigError, list_mixes, list_profiles
-from engine.formatting import fmt_count, fmt_duration, fmt_int
-from engine.runs.rundir import sharing_warning
+from engine.formatting import fmt_count, fmt_duration, fmt_int, fmt_steps
+from engine.runs.rundir import run_name_part, sharing_warning
 from sparknet_tui.commands import CliResult, check_run_inputs
 from sparknet_tui.context import PanelContext
 from sparknet_tui.messages import CeilingsRead, RunInputsChecked, RunsScanned, StartRun
@@ -37,7 +37,7 @@ def field_id(key: str) -> str:
 
 def plan_summary(plan: Plan) -> Text:
     """The plan's headline beside 'valid', where an 80x24 terminal shows it without scrolling."""
-    text = Text(f" · {fmt_int(plan.steps)} steps · {fmt_count(plan.total_tokens)} "
+    text = Text(f" · {fmt_steps(plan.steps)} · {fmt_count(plan.total_tokens)} "
                 "tokens", style="dim")
     if plan.duration_s is not None:
         text.append(f" · ≈ {fmt_duration(plan.duration_s)}", style="bold")
@@ -87,6 +87,7 @@ def derived_text(plan: Plan) -> Text:
 
 class NewRunScreen(PanelScreen):
     SUB_TITLE = "New run"
+    HELP_TOPIC = "new run"
 
     BINDINGS = [
         Binding("escape", "app.back", "Back"),
@@ -124,7 +125,6 @@ class NewRunScreen(PanelScreen):
                 yield Select([(m, m) for m in list_mixes()], id="mix-select", allow_blank=True, prompt="mix",
                              compact=True)
             yield Static(id="new-description")
-            yield Static(id="new-error")
             with Horizontal(id="new-columns"):
                 with Vertical(id="new-form"):
                     yield Static("hyperparameters", classes="section")
@@ -143,7 +143,8 @@ class NewRunScreen(PanelScreen):
                         yield Input(id="save-mix-name", placeholder="new name", compact=True, classes="field")
                 with Vertical(id="new-derived"):
                     yield Static(id="derived")
-        yield Footer(compact=True)
+        yield Static(id="new-error")  # outside the scroll: in view whatever field has focus
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         # keys start on the profile; Tab then walks mix, the fields in order, weights and names
@@ -227,8 +228,11 @@ class NewRunScreen(PanelScreen):
             self.load_mix(str(event.value))
 
     @on(Input.Changed, ".field")
-    def _field_changed(self) -> None:
-        self.recompute()
+    def _field_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "run-name":
+            self.show()  # the name changes only the run's id, which the summary line shows
+        else:
+            self.recompute()
 
     # ------------------------------------------------------------ validation and figures
 
@@ -302,6 +306,9 @@ class NewRunScreen(PanelScreen):
         else:
             line = Text("valid: ctrl+r starts the run", style="green")
             line.append_text(plan_summary(self.plan))
+            typed = self.query_one("#run-name", Input).value.strip()
+            if typed and run_name_part(typed) != typed:
+                line.append(f" · named {run_name_part(typed)}", style="dim")
             line.append(f"\n{self.checked[1].message.removeprefix('ready: ')}", style="dim")  # the memory it needs
         live = [r.run_id for r in self.runs if r.live]
         if live:

@@ -37,6 +37,20 @@ COLUMNS = [
     ("mix", "mix"),
 ]
 
+# Columns a narrow terminal gives up first; the details line under the table carries what they said.
+DROPPED_FIRST = ("mix", "profile", "started", "temp", "eta", "tok_s", "loss")
+CELL_PADDING = 2  # a DataTable pads each cell by one column on either side
+
+
+def fitting_columns(widths: list[int], room: int) -> list[int]:
+    """Indexes of the COLUMNS that fit in `room` terminal columns, dropping those in DROPPED_FIRST in order."""
+    kept = list(range(len(COLUMNS)))
+    for key in DROPPED_FIRST:
+        if sum(widths[i] + CELL_PADDING for i in kept) <= room:
+            break
+        kept.remove(next(i for i, (k, _) in enumerate(COLUMNS) if k == key))
+    return kept
+
 
 def row_cells(row: RunRow, now: float, marked: bool) -> list[Text | str]:
     s = row.status
@@ -66,17 +80,18 @@ def row_cells(row: RunRow, now: float, marked: bool) -> list[Text | str]:
 class RunsScreen(PanelScreen):
     TITLE = "SparkNet"
     SUB_TITLE = "Runs"
+    HELP_TOPIC = "runs"
 
     BINDINGS = [
-        Binding("o", "open", "Open"),
-        Binding("n", "new_run", "New"),
-        Binding("s", "stop", "Stop"),
-        Binding("r", "resume", "Resume"),
-        Binding("d", "delete", "Delete"),
-        Binding("m", "mark", "Mark"),
-        Binding("c", "compare", "Compare"),
-        Binding("e", "evaluation", "Eval"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("o", "open", "Open", tooltip="open the run's Live screen (Enter too)"),
+        Binding("n", "new_run", "New", tooltip="start a new run from a saved profile and mix"),
+        Binding("s", "stop", "Stop", tooltip="stop the run; it saves a checkpoint first"),
+        Binding("r", "resume", "Resume", tooltip="resume a stopped or failed run from its newest checkpoint"),
+        Binding("d", "delete", "Delete", tooltip="delete the run and all its files (asks first)"),
+        Binding("m", "mark", "Mark", tooltip="mark the run for compare (two at most)"),
+        Binding("c", "compare", "Compare", tooltip="compare the two marked runs"),
+        Binding("e", "evaluation", "Eval", tooltip="the run's evaluation: perplexity, benchmarks, samples"),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     def __init__(self, context: PanelContext) -> None:
@@ -87,13 +102,14 @@ class RunsScreen(PanelScreen):
         self.scan_error: str | None = None
         self.rows_shown_at: int | None = None
         self.shown_widths: list[int] = []
+        self.shown_columns: list[int] = []  # indexes of COLUMNS the table has now
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="runs-alert")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="run-detail")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.refresh_data()
@@ -117,21 +133,28 @@ class RunsScreen(PanelScreen):
         self.marked = [m for m in self.marked if any(r.run_id == m for r in self.rows)]
         self.show_rows()
 
+    def on_resize(self) -> None:
+        self.shown_widths = []  # the columns that fit change with the width
+        self.show_rows()
+
     def show_rows(self) -> None:
         table = self.query_one(DataTable)
         now = self.context.clock()
         current = self.current_row()
         keys = [r.run_id for r in self.rows]
-        cells = [row_cells(row, now, row.run_id in self.marked) for row in self.rows]
-        widths = column_widths([label for _, label in COLUMNS], cells)
-        if [k.value for k in table.rows] != keys or widths != self.shown_widths:
-            self.shown_widths = widths
-            fill_table(table, COLUMNS, list(zip(keys, cells)))
+        all_cells = [row_cells(row, now, row.run_id in self.marked) for row in self.rows]
+        kept = fitting_columns(column_widths([label for _, label in COLUMNS], all_cells), self.size.width - 1)
+        columns = [COLUMNS[i] for i in kept]
+        cells = [[row[i] for i in kept] for row in all_cells]
+        widths = column_widths([label for _, label in columns], cells)
+        if [k.value for k in table.rows] != keys or widths != self.shown_widths or kept != self.shown_columns:
+            self.shown_widths, self.shown_columns = widths, kept
+            fill_table(table, columns, list(zip(keys, cells)))
             if current is not None and current.run_id in keys:
                 table.move_cursor(row=keys.index(current.run_id))
         else:
             for row, row_values in zip(self.rows, cells):
-                for (col, _), value in zip(COLUMNS, row_values):
+                for (col, _), value in zip(columns, row_values):
                     table.update_cell(row.run_id, col, value)
         self.show_alert()
         self.show_detail()
@@ -170,6 +193,13 @@ class RunsScreen(PanelScreen):
         text.append(f" · tokens {fmt_count(s.number('tokens'))}/{fmt_count(s.number('total_tokens'))}")
         if s.phase:
             text.append(f" · {s.phase}")
+        if row.live:
+            text.append(f" · ETA {fmt_duration(s.eta_s)}")
+        text.append(f" · {fmt_count(row.tokens_per_s)} tok/s")
+        if row.max_temp_c is not None:
+            text.append(f" · GPU {row.max_temp_c:.0f} °C", style="bold red" if row.hot else "")
+        started = fmt_age(s.fields.get("started_at") or row.config.get("created_at"), self.context.clock())
+        text.append(f" · started {started}")
         if row.problem:
             text.append(f"\n{row.problem}", style="bold red")
         if row.state == "failed" and s.error:

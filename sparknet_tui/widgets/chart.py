@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rich.text import Text
@@ -22,6 +23,7 @@ class Series:
     points: list[tuple[float, float]]
     style: str
     markers: bool = False  # draw each point as a dot instead of joining them
+    spiky: bool = False  # raw, noisy values: its rare extremes do not stretch the y axis (they are clipped)
 
 
 @dataclass
@@ -29,6 +31,36 @@ class ChartData:
     series: list[Series] = field(default_factory=list)
     x_label: str = "step"
     empty_message: str = "no data yet"
+    x_log: bool = False  # the x axis on a log scale (labels stay in the x's own units)
+    recent: float = 1.0  # the share of the x range shown, ending at the newest point; its own y range
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))]
+
+
+def visible(data: ChartData) -> list[Series]:
+    """The series cut to the recent share of the x range the chart shows."""
+    xs = [x for s in data.series for x, y in s.points if is_number(x) and is_number(y)]
+    if not xs or data.recent >= 1:
+        return data.series
+    lo, hi = min(xs), max(xs)
+    start = hi - (hi - lo) * data.recent
+    return [Series(s.label, [(x, y) for x, y in s.points if is_number(x) and x >= start], s.style, s.markers,
+                   s.spiky) for s in data.series]
+
+
+def y_span(series: list[Series]) -> tuple[float, float] | None:
+    """The y values the axis must hold: every point, except a noisy series' rarest 1% at either end."""
+    lows, highs = [], []
+    for s in series:
+        ys = sorted(y for x, y in s.points if is_number(x) and is_number(y))
+        if not ys:
+            continue
+        cut = 0.01 if s.spiky and len(ys) >= 50 else 0.0
+        lows.append(_quantile(ys, cut))
+        highs.append(_quantile(ys, 1 - cut))
+    return (min(lows), max(highs)) if lows else None
 
 
 def spark(values: list[float], width: int) -> str:
@@ -53,11 +85,10 @@ def _fmt_tick(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _ranges(points: list[tuple[float, float]]) -> tuple[float, float, float, float]:
-    """x and y ranges of the points, never empty, with 5% air above and below the curve."""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+def _ranges(points: list[tuple[float, float]], y_lo: float, y_hi: float) -> tuple[float, float, float, float]:
+    """x range of the points and the given y range, never empty, with 5% air above and below the curve."""
+    xs = [p[0] for p in points]
     x_lo, x_hi = min(xs), max(xs)
-    y_lo, y_hi = min(ys), max(ys)
     if x_hi <= x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
     if y_hi <= y_lo:
@@ -68,12 +99,15 @@ def _ranges(points: list[tuple[float, float]]) -> tuple[float, float, float, flo
 
 def render_chart(data: ChartData, width: int, height: int) -> Text:
     """Draw the series into width x height cells: y labels on the left, x range on the last line."""
-    points = [(x, y) for s in data.series for x, y in s.points if is_number(x) and is_number(y)]
-    if width < GUTTER + 4 or height < 3 or not points:
+    shown = visible(data)
+    to_x = (lambda x: math.log10(max(x, 1.0))) if data.x_log else (lambda x: x)
+    points = [(to_x(x), y) for s in shown for x, y in s.points if is_number(x) and is_number(y)]
+    span = y_span(shown)
+    if width < GUTTER + 4 or height < 3 or not points or span is None:
         return Text(data.empty_message if not points else "", style="dim", justify="center")
     plot_w, plot_h = width - GUTTER, height - 1
     px_w, px_h = plot_w * 2, plot_h * 4
-    x_lo, x_hi, y_lo, y_hi = _ranges(points)
+    x_lo, x_hi, y_lo, y_hi = _ranges(points, *span)
 
     cells = [[0] * plot_w for _ in range(plot_h)]
     styles: list[list[str | None]] = [[None] * plot_w for _ in range(plot_h)]
@@ -89,8 +123,8 @@ def render_chart(data: ChartData, width: int, height: int) -> Text:
             cells[row][col] |= _DOTS[px % 2][py % 4]
             styles[row][col] = style
 
-    for s in data.series:
-        pts = [to_px(x, y) for x, y in s.points if is_number(x) and is_number(y)]
+    for s in shown:
+        pts = [to_px(to_x(x), y) for x, y in s.points if is_number(x) and is_number(y)]
         if s.markers:
             for px, py in pts:
                 for dx in (0, 1):
@@ -104,8 +138,8 @@ def render_chart(data: ChartData, width: int, height: int) -> Text:
             for i in range(steps + 1):
                 dot(round(x0 + (x1 - x0) * i / steps), round(y0 + (y1 - y0) * i / steps), s.style)
 
-    return _compose(data, cells, styles, (x_lo, x_hi), (y_lo, y_hi))
-
+    x_ends = (10 ** x_lo, 10 ** x_hi) if data.x_log else (x_lo, x_hi)
+    return _compose(data, cells, styles, x_ends, (y_lo, y_hi))
 
 
 def _compose(data: ChartData, cells: list[list[int]], styles: list[list[str | None]], x_range: tuple[float, float],
@@ -125,7 +159,8 @@ def _compose(data: ChartData, cells: list[list[int]], styles: list[list[str | No
             bits = cells[row][col]
             text.append(chr(0x2800 + bits) if bits else " ", style=styles[row][col] or "")
         text.append("\n")
-    left, right = f"{data.x_label} {x_lo:,.0f}", f"{x_hi:,.0f}"
+    scale = " (log)" if data.x_log else ""
+    left, right = f"{data.x_label}{scale} {x_lo:,.0f}", f"{x_hi:,.0f}"
     gap = max(1, plot_w - len(left) - len(right))
     text.append(" " * GUTTER + left + " " * gap + right, style="dim")
     return text
