@@ -5,7 +5,7 @@ usage: python lab/bench_muon.py [PROFILE]
 Prints the median wall time of a step of each, the GPU's kernel time per step (what a training step pays while
 the host runs ahead: a step this small is issued more slowly than it runs, so its wall time is mostly the host's),
 and their largest relative difference after one step from the same state (the same bf16 Newton-Schulz in the
-same form: 0 on the H200, docs/performance.md).
+same form: 0 on the H200, docs/lab/performance.md).
 """
 
 import sys

@@ -1,4 +1,4 @@
-"""Training runs of the 16M-token quality protocol (docs/quality.md), several at once on one GPU.
+"""Training runs of the 16M-token quality protocol (docs/lab/quality.md), several at once on one GPU.
 
 usage: python lab/quality_sweep.py MIX ROWS OUT [--parallel N] [--timeout S]
 

@@ -34,3 +34,19 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                 broken.append(f"{page.relative_to(PROJECT)}: {target} (no such heading)")
     assert broken == []
+
+
+EXAMPLES = {"profiles/mixes/mine.toml"}  # files the README tells a user to make
+CITED = re.compile(r"`((?:docs|engine|lab|profiles|scripts|tests|sparknet_tui|benchmarks|\.ci)/[\w./*-]*[\w/*])")
+
+
+def test_every_project_file_the_readme_and_docs_name_exists():
+    """A path written in code style (`docs/lab/quality.md`, `engine/kernels/gelu.py`) names a file or folder
+    of the project, or a glob that matches one."""
+    pages = [PROJECT / "README.md", *sorted((PROJECT / "docs").rglob("*.md"))]
+    missing = []
+    for page in pages:
+        for cited in CITED.findall(page.read_text(encoding="utf-8")):
+            if cited not in EXAMPLES and not any(PROJECT.glob(cited.rstrip("/"))):
+                missing.append(f"{page.relative_to(PROJECT)}: {cited}")
+    assert missing == []

@@ -91,7 +91,7 @@ def test_a_damaged_cache_is_named_by_check_and_repaired_by_the_run(logs, tmp_pat
 
 
 def test_the_memory_estimate_matches_the_peaks_measured_on_an_h100():
-    """docs/performance.md: codelion-70m 47.0 GiB at 120 x 1024, modern-70m 24.8-25.5 GiB at 60 x 1024 and
+    """docs/lab/performance.md: codelion-70m 47.0 GiB at 120 x 1024, modern-70m 24.8-25.5 GiB at 60 x 1024 and
     13.1 GiB at 30 x 1024 (the estimate may be high by a few GiB, never low by much)."""
     gib = 1 << 30
     for name, micro_batch, measured in (("codelion-70m", 120, 47.0), ("modern-70m", 60, 25.5), ("modern-70m", 30, 13.1)):

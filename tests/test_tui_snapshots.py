@@ -9,8 +9,7 @@ panel, review and accept new pictures with `pytest tests/test_tui_snapshots.py
 
 from __future__ import annotations
 
-import html
-import re
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,17 @@ from tui_fixtures import FROZEN_NOW
 from sparknet_tui.app import SparkNetApp
 
 pytest_plugins = ["tui_fixtures"]
+
+
+def _screenshot_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "panel_screenshots.py"
+    spec = importlib.util.spec_from_file_location("panel_screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+screen_rows = _screenshot_script().screen_rows  # the text of a screenshot, row by row
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
@@ -135,15 +145,6 @@ def test_compare_screen(snap_compare, frozen_env, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_help_screen(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=open_help)
-
-
-def screen_rows(svg: str) -> list[str]:
-    """The text of a screenshot, row by row."""
-    rows: dict[float, list[tuple[float, str]]] = {}
-    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
-        text = html.unescape(re.sub("<[^>]+>", "", m.group(3))).replace("\xa0", " ")
-        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), text))
-    return ["".join(t for _, t in sorted(parts)) for _, parts in sorted(rows.items())]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ trainer's MFU then uses, in order: run.peak_tflops, the datasheet figure of
 engine/device.py, this measured ceiling (and says which).
 
 The tokens/s a device implies for a profile is a projection from one measured
-reference (an H200, docs/performance.md): the step's time is split into the
+reference (an H200, docs/lab/performance.md): the step's time is split into the
 part bound by matrix arithmetic (products and attention) and the part bound by
 memory traffic, each scaled by this device's measured ceiling against the
 reference's, and each fast path the device cannot run costs what the reference
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from engine.files import read_json, utc_now, write_json_atomic
 
-# The reference, docs/performance.md ("The fast paths, each forced off"): `sparknet doctor` (its two ceilings) and
+# The reference, docs/lab/performance.md ("The fast paths, each forced off"): `sparknet doctor` (its two ceilings) and
 # `sparknet bench --profile codelion-70m --steps 40` (the median of two runs) in one call on one NVIDIA H200
 # (PyTorch 2.11.0+cu130, Triton 3.6.0). compute_share is the share of a codelion-70m step's CUDA kernel time in
-# matrix products and attention (its profile in docs/performance.md); each fast path's figure is the profile's
+# matrix products and attention (its profile in docs/lab/performance.md); each fast path's figure is the profile's
 # tokens/s with that path forced off, as a fraction of the tokens/s with every path on, from one call.
 REFERENCE = {
     "device": "NVIDIA H200",

@@ -1,7 +1,7 @@
 """A profile's peak memory, estimated without torch before a run exists: the weights with their gradients and
 optimizer state, the activations one micro-batch keeps for the backward pass, and the output layer's logits.
 
-The activation figure is fitted to the peaks measured on an H100 (docs/performance.md): `codelion-70m` at a
+The activation figure is fitted to the peaks measured on an H100 (docs/lab/performance.md): `codelion-70m` at a
 micro-batch of 120 x 1024 peaked at 47.0 GiB and `modern-70m` at 60 x 1024 at 25 GiB, about 52 bytes of
 activations per token, layer and unit of width under bf16, beside one bf16 logits buffer. Treat it as an
 estimate within some tens of percent: it exists to refuse runs that cannot fit, not to pack a GPU to the byte.

@@ -90,7 +90,7 @@ class Tokenizer:
         """Write the Hugging Face tokenizer files, so AutoTokenizer.from_pretrained(out_dir) works.
 
         Written directly rather than through transformers' save_pretrained: importing transformers to
-        write two small files took a second of every run's finish (docs/performance.md)."""
+        write two small files took a second of every run's finish (docs/lab/performance.md)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "tokenizer.json").write_text(self._json, encoding="utf-8")

@@ -40,7 +40,7 @@ class Muon(torch.optim.Optimizer):
     """torch.optim.Muon's update (Nesterov momentum, quintic Newton-Schulz in bf16, lr scaled by
     sqrt(max(1, rows/cols))), with each group's same-shaped matrices orthogonalised as one stack and the
     elementwise work in multi-tensor kernels: one step over modern-70m's matrices takes about a seventh
-    of torch.optim.Muon's time (docs/performance.md)."""
+    of torch.optim.Muon's time (docs/lab/performance.md)."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
                  nesterov: bool = True, ns_steps: int = 5):
