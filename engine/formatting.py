@@ -167,3 +167,17 @@ def baseline_notes(benchmarks: dict) -> list[str]:
 def within_two_stderr(value: Any, stderr: Any, other: Any) -> bool:
     """Whether `other` lies within two standard errors of a measured `value` (False when a figure is missing)."""
     return is_number(value) and is_number(stderr) and is_number(other) and abs(value - other) <= 2 * stderr
+
+
+def terminal_console():
+    """A rich Console of the terminal's width; where there is none (a pipe, a log file), COLUMNS when set, else
+    160 columns, since 80 would squeeze the tables of a log file for nothing."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)

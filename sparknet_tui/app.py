@@ -21,7 +21,15 @@ from textual.screen import Screen
 from engine import SparkNetError
 from engine.runs.lock import EVAL_LOCK_NAME, lock_held
 from engine.runs.rundir import LIVE_STATES, delete_run, resolve_run
-from sparknet_tui.commands import CliResult, evaluate_run, resume_run, start_training, stop_evaluation, stop_run
+from sparknet_tui.commands import (
+    CliResult,
+    evaluate_run,
+    resume_run,
+    run_cli,
+    start_training,
+    stop_evaluation,
+    stop_run,
+)
 from sparknet_tui.context import POLL_INTERVAL_S, PanelContext
 from sparknet_tui.messages import (
     CommandDone,
@@ -31,11 +39,13 @@ from sparknet_tui.messages import (
     OpenEvaluation,
     OpenLive,
     OpenNewRun,
+    OpenSweeps,
     PanelProblem,
     ResumeRun,
     StartRun,
     StopEvaluation,
     StopRun,
+    SweepCli,
 )
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
@@ -44,6 +54,7 @@ from sparknet_tui.screens.help import HelpScreen
 from sparknet_tui.screens.live import LiveScreen
 from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
+from sparknet_tui.screens.sweeps import SweepsScreen
 
 
 class SparkNetApp(App):
@@ -173,6 +184,13 @@ class SparkNetApp(App):
 
     def on_stop_evaluation(self, message: StopEvaluation) -> None:
         self._run_command("stop eval", message.run_dir, partial(stop_evaluation, message.run_dir))
+
+    def on_open_sweeps(self, message: OpenSweeps) -> None:
+        self.push_screen(SweepsScreen(self.context))
+
+    def on_sweep_cli(self, message: SweepCli) -> None:
+        self.notify(f"sparknet sweep {' '.join(message.args)}…")
+        self._run_command("sweep", None, partial(run_cli, "sweep", *message.args))
 
     def on_delete_run(self, message: DeleteRun) -> None:
         self.delete_run(message.run_dir, message.state)

@@ -113,6 +113,18 @@ class StartRun(Message):
         self.profile, self.mix, self.overrides, self.name = profile, mix, list(overrides), name
 
 
+class SweepCli(Message):
+    """Run `sparknet sweep ARGS` (start, stop, resume, save) for the Sweeps screen."""
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__()
+        self.args = list(args)
+
+
+class OpenSweeps(Message):
+    pass
+
+
 class PanelProblem(Message):
     """Something went wrong inside the panel itself; shown as a notification."""
 

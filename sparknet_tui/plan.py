@@ -27,11 +27,11 @@ from engine.config.loading import (
     model_parameter_count,
     parse_override,
     profile_from_dict,
-    profiles_dir,
     read_toml,
     resolve_mix_path,
     resolve_profile_path,
 )
+from engine.config.saving import check_new_name, write_new_profile
 from engine.files import write_text_atomic
 from sparknet_tui.scan import RunRow, measured_throughput
 
@@ -51,7 +51,6 @@ MAIN_FIELDS: list[tuple[str, str]] = [
     ("thermal.warn_c", "warn at °C"),
 ]
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def field_text(value: Any) -> str:
@@ -232,34 +231,13 @@ def _field_named_in(message: str) -> str | None:
 # ---------------------------------------------------------------- saving
 
 
-def check_new_name(name: str, folder: Path, kind: str) -> Path:
-    name = name.strip()
-    if not name:
-        raise ConfigError(f"type a name for the new {kind} in 'save {kind} as' first")
-    if not NAME_RE.match(name):
-        raise ConfigError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' (no spaces or slashes)")
-    path = folder / f"{name}.toml"
-    if path.exists():
-        raise ConfigError(f"{path}: a {kind} with this name exists; choose another name")
-    return path
-
-
-def _write_new(path: Path, text: str) -> None:
-    write_text_atomic(path, text)  # a failure leaves nothing half-written
-
 def save_profile(plan: Plan, name: str, mix_name: str) -> Path:
     """Write the edited profile as profiles/<name>.toml (never over an existing one). Raises ConfigError."""
     if not plan.ok or plan.profile is None:
         raise ConfigError(f"cannot save: {plan.error}")
-    path = check_new_name(name, profiles_dir(), "profile")
     data = copy.deepcopy(plan.profile_data)
     data["mix"] = mix_name
-    profile_from_dict(copy.deepcopy(data), str(path), name=path.stem)  # what is written must load
-    try:
-        _write_new(path, dump_toml(data))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+    return write_new_profile(data, name)
 
 
 def save_mix(plan: Plan, name: str, source_mix_path: Path) -> Path:
@@ -277,7 +255,7 @@ def save_mix(plan: Plan, name: str, source_mix_path: Path) -> Path:
                 table["path"] = str((base / p).resolve())
     mix_from_dict(copy.deepcopy(data), str(path), path.parent, name=path.stem)
     try:
-        _write_new(path, dump_toml(data))
+        write_text_atomic(path, dump_toml(data))  # a failure leaves nothing half-written
     except OSError as e:
         raise ConfigError(f"{path}: cannot write ({e.strerror or e})") from None
     return path

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.loading import ThermalConfig
+from engine.files import read_json
 from engine.formatting import is_number
 from engine.runs.reader import RunReader
 from engine.runs.records import Event, GpuSample, MetricRow, SystemRow
@@ -96,6 +97,7 @@ class RunView:
     config: dict
     warn_c: float
     loss_points: list[tuple[float, float]]
+    lr_points: list[tuple[float, float]]  # (learning rate, loss): the curve of an LR range test
     val_points: list[tuple[float, float]]
     wikitext_points: list[tuple[float, float]]  # (step, perplexity)
     tokens_per_s: list[float]
@@ -112,6 +114,7 @@ class RunView:
     events: list[Event]
     log_tail: list[str]
     eval: dict | None
+    lr_find: dict | None = None  # an LR range test's reading (lr-find.json), once written
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +146,8 @@ class RunWatcher:
         self._config_problem: str | None = None
         self._config_loaded = False
         self._loss: list[tuple[float, float]] = []
+        self._lr_loss: list[tuple[float, float]] = []
+        self._lr_find: dict | None = None
         self._val: list[tuple[float, float]] = []
         self._wikitext: list[tuple[float, float]] = []
         self._tokens_per_s: deque[float] = deque(maxlen=HISTORY)
@@ -179,17 +184,21 @@ class RunWatcher:
         return RunView(
             run_id=self.run_id, path=self.path, status=status, config=self._config,
             warn_c=warn_threshold(self._config),
-            loss_points=list(self._loss), val_points=list(self._val), wikitext_points=list(self._wikitext),
+            loss_points=list(self._loss), lr_points=list(self._lr_loss), val_points=list(self._val),
+            wikitext_points=list(self._wikitext),
             tokens_per_s=list(self._tokens_per_s), mfu=list(self._mfu), last_metric=self._last_metric,
             gpus=self._gpu_views(), cpu_pct=system.cpu_pct, cpu_history=list(self._cpu_hist),
             ram_used_b=system.ram_used_b, ram_total_b=system.ram_total_b, ram_history=list(self._ram_hist),
             ram_available_b=system.ram_available_b, run_rss_b=system.run_rss_b,
             events=list(self._events_list), log_tail=list(self._log_tail), eval=self._eval, problems=problems,
+            lr_find=self._read_lr_find(),
         )
 
     def _add_metric(self, row: MetricRow) -> None:
         if row.loss is not None:
             self._loss.append((row.step, row.loss))
+            if row.lr:
+                self._lr_loss.append((row.lr, row.loss))
             self._last_metric = row
         if row.val_loss is not None:
             self._val.append((row.step, row.val_loss))
@@ -231,6 +240,11 @@ class RunWatcher:
         if size != self._log_size:
             self._log_size = size
             self._log_tail = self.reader.log_tail(LOG_LINES)
+
+    def _read_lr_find(self) -> dict | None:
+        if self._lr_find is None and self._lr_loss and (self.path / "lr-find.json").exists():
+            self._lr_find = read_json(self.path / "lr-find.json")  # written once, when the test ends
+        return self._lr_find
 
     def _read_eval(self) -> None:
         try:

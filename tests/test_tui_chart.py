@@ -92,3 +92,16 @@ def test_runs_keeps_the_columns_that_fit():
     kept = [COLUMNS[i][0] for i in fitting_columns(widths, 80)]
     assert kept[:3] == ["run", "state", "progress"] and "mix" not in kept and "profile" not in kept
     assert sum(widths[i] + 2 for i in fitting_columns(widths, 80)) <= 80
+
+
+def test_an_lr_range_test_is_drawn_against_the_rate_with_its_suggestion():
+    rates = [1e-5 * 1.2 ** i for i in range(60)]
+    view = SimpleNamespace(state="finished", config={"profile": {"schedule": {"decay": "range"}}},
+                           lr_points=[(r, 7 - math.log10(r) if r < 1e-2 else 7 + 10 * r) for r in rates],
+                           lr_find={"suggested_lr": 1e-3}, loss_points=[], val_points=[], wikitext_points=[],
+                           last_metric=None)
+    data = chart_data(view, 0.6)
+    assert data.x_log and data.x_label == "rate"
+    assert any(s.label == "suggested 1.00e-03" and s.markers for s in data.series)
+    last = render_chart(data, 60, 10).plain.splitlines()[-1]
+    assert "rate (log) 1.0e-05" in last

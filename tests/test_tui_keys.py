@@ -7,6 +7,7 @@ run meet real run directories and, where they reach the CLI, the real `sparknet`
 from __future__ import annotations
 
 import pytest
+from cli_helpers import scaled
 from pilot_helpers import make_app, plain, select_row, settle, wait_until
 from textual.widgets import DataTable, Input, Static
 from tui_fixtures import copy_run
@@ -18,6 +19,7 @@ from sparknet_tui.screens.help import HelpScreen
 from sparknet_tui.screens.live import LiveScreen
 from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
+from sparknet_tui.screens.sweeps import SweepsScreen
 
 pytest_plugins = ["tui_fixtures"]
 
@@ -65,7 +67,8 @@ async def runs_keys(pilot, app, finished) -> set[str]:
     await select_row(pilot, app, finished.name)
     await check_help(pilot, app)
     await check_help(pilot, app, "f1")
-    for key, opens in (("o", LiveScreen), ("enter", LiveScreen), ("n", NewRunScreen), ("e", EvaluationScreen)):
+    for key, opens in (("o", LiveScreen), ("enter", LiveScreen), ("n", NewRunScreen), ("e", EvaluationScreen),
+                       ("w", SweepsScreen)):
         await press(pilot, app, key)
         assert isinstance(app.screen, opens), (key, type(app.screen))
         await check_back(pilot, app, "escape", RunsScreen)
@@ -81,7 +84,7 @@ async def runs_keys(pilot, app, finished) -> set[str]:
     assert any("Mark two runs" in n for n in notes(app))
     await press(pilot, app, "m")
     assert runs.marked == [finished.name]
-    return {"question_mark", "f1", "o", "enter", "n", "e", "s", "r", "d", "c", "m"}
+    return {"question_mark", "f1", "o", "enter", "n", "e", "w", "s", "r", "d", "c", "m"}
 
 
 async def live_keys(pilot, app, finished) -> set[str]:
@@ -197,3 +200,54 @@ async def test_confirm_keys(two_runs):
         await press(pilot, app, "d")
         await press(pilot, app, "y")
         await wait_until(pilot, app, lambda: not finished.exists())
+
+
+TINY_SPEC = """profile = "tiny-cpu"
+mix = "demo"
+tokens = 4096
+set = ["batch.grad_accum=1", "run.eval_every=2", "run.eval_tokens=1024", "run.final_eval=false"]
+[grid]
+"optim.lr" = [1e-3, 1e-2]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", SIZES)
+async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, private_profiles, size):
+    import shutil
+
+    shutil.copytree(frozen_sweep / "sweeps", private_logs / "sweeps")
+    (private_profiles / "sweeps").mkdir(exist_ok=True)
+    (private_profiles / "sweeps" / "tiny-keys.toml").write_text(TINY_SPEC)
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, app)
+        await press(pilot, app, "w")
+        screen = app.screen
+        assert isinstance(screen, SweepsScreen)
+        await wait_until(pilot, app, lambda: screen.query_one("#sweep-table", DataTable).row_count == 2)
+        await check_help(pilot, app)
+        await press(pilot, app, "m")
+        assert screen.marked == ["lr=0.01"]
+        await press(pilot, app, "x")
+        await wait_until(pilot, app, lambda: any("not running" in n for n in notes(app)))
+        screen.query_one("#save-as", Input).value = "from-sweep"
+        screen.query_one("#sweep-table", DataTable).focus()
+        await press(pilot, app, "ctrl+s")
+        saved = private_profiles / "from-sweep.toml"
+        await wait_until(pilot, app, saved.exists, timeout=60)
+        assert 'measured = "rank 1 of 2 in sweep demo-lr' in saved.read_text()
+        await press(pilot, app, "r")  # a finished sweep resumed: every run is done, nothing is trained again
+        await wait_until(pilot, app, lambda: any("sparknet sweep resume" in n for n in notes(app)))
+        screen.query_one("#spec-select").value = str(private_profiles / "sweeps" / "tiny-keys.toml")
+        await press(pilot, app, "ctrl+r")
+        made = private_logs / "sweeps" / "tiny-keys" / "sweep.json"
+        await wait_until(pilot, app, made.exists, timeout=120)
+        await check_back(pilot, app, "escape", RunsScreen)
+        bound = {k for b in SweepsScreen.BINDINGS for k in b.key.split(",")} - {"q", "escape"}
+        assert bound == {"m", "ctrl+s", "ctrl+r", "x", "r"}
+    from engine.files import wait_for
+    from engine.runs.sweep import SweepState
+
+    # the sweep the panel started runs to its end, detached from the panel
+    assert wait_for(lambda: SweepState.load(made.parent).state == "finished", scaled(240))

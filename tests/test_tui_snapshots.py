@@ -142,6 +142,19 @@ def test_compare_screen(snap_compare, frozen_env, size):
                         run_before=open_compare_of(frozen_env.finished, frozen_env.running))
 
 
+async def open_sweeps(pilot) -> None:
+    await settled(pilot)
+    await pilot.press("w")
+    await settled(pilot)
+    await settled(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sweeps_screen(snap_compare, frozen_env, frozen_sweep, monkeypatch, size):
+    monkeypatch.setenv("SPARKNET_LOGS", str(frozen_sweep))
+    assert snap_compare(still_app(), terminal_size=size, run_before=open_sweeps)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_help_screen(snap_compare, frozen_env, size):
     assert snap_compare(still_app(), terminal_size=size, run_before=open_help)
@@ -150,15 +163,17 @@ def test_help_screen(snap_compare, frozen_env, size):
 @pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("screen", ["runs", "new run", "live", "failed live", "evaluation", "benchmarks", "compare",
-                                    "help"])
-async def test_no_line_is_cut(frozen_env, size, screen):
+                                    "help", "sweeps"])
+async def test_no_line_is_cut(frozen_env, frozen_sweep, monkeypatch, size, screen):
     """Errors, events, log lines, notes and the plan wrap, and tables keep the columns that fit: nothing on these
     screens ends in an ellipsis or needs scrolling sideways."""
     open_run = {"live": frozen_env.running, "failed live": frozen_env.failed}.get(screen)
     opener = {"new run": open_new_run, "evaluation": open_evaluation_of(frozen_env.finished),
               "benchmarks": open_benchmarks_of(frozen_env.finished),
-              "compare": open_compare_of(frozen_env.finished, frozen_env.running), "help": open_help}.get(screen,
-                                                                                                        settled)
+              "compare": open_compare_of(frozen_env.finished, frozen_env.running), "help": open_help,
+              "sweeps": open_sweeps}.get(screen, settled)
+    if screen == "sweeps":
+        monkeypatch.setenv("SPARKNET_LOGS", str(frozen_sweep))
     app = still_app(open_run=open_run)
     async with app.run_test(size=size) as pilot:
         await opener(pilot)

@@ -426,3 +426,33 @@ def private_profiles(tmp_path, monkeypatch) -> Path:
     shutil.copytree(PROJECT / "profiles", dst)
     monkeypatch.setenv("SPARKNET_PROFILES", str(dst))
     return dst
+
+
+FROZEN_SWEEP = "demo-lr"
+
+
+@pytest.fixture(scope="session")
+def frozen_sweep(tiny_runs, tmp_path_factory) -> Path:
+    """A logs/ folder holding one finished sweep of two variants: frozen copies of the session's real tiny run, the
+    second learning a little slower, and the sweep.json `sparknet sweep` would write for them."""
+    from engine.runs.sweep import Entry, SweepState, summarize_run
+
+    logs = tmp_path_factory.mktemp("tui-sweep") / "logs"
+    folder = logs / "sweeps" / FROZEN_SWEEP
+    folder.mkdir(parents=True)
+    entries = []
+    for i, (variant, lr) in enumerate((("lr=0.01", "0.01"), ("lr=0.003", "0.003"))):
+        run = freeze_run(tiny_runs.finished, folder, f"2025123{i}-220000-{FROZEN_SWEEP}-lr-{lr}-s1")
+        rows = read_jsonl(run / "metrics.jsonl")
+        for row in rows:  # the slower variant: its losses 3% higher
+            for key in ("loss", "val_loss"):
+                if isinstance(row.get(key), float) and i:
+                    row[key] = round(row[key] * 1.03, 4)
+        write_jsonl(run / "metrics.jsonl", rows)
+        entry = Entry(variant, 1, [f"optim.lr={lr}"], state="finished", run=run.name)
+        entry.summary = summarize_run(run, 0)
+        entries.append(entry)
+    spec = {"name": FROZEN_SWEEP, "profile": "tiny-cpu", "mix": "demo", "tokens": 10240, "seeds": [1],
+            "metric": "val_loss", "set": [], "variants": [{"name": e.variant, "set": e.overrides} for e in entries]}
+    SweepState(folder, spec, entries, state="finished").save()
+    return logs

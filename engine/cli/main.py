@@ -24,6 +24,18 @@ def cmd_bench(args) -> int:
     return bench_command(args)
 
 
+def cmd_sweep(args) -> int:
+    from engine.cli.sweep import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_lr_find(args) -> int:
+    from engine.cli.lr_find import lr_find_command
+
+    return lr_find_command(args)
+
+
 def cmd_doctor(args) -> int:
     from engine.cli.doctor import doctor_command
 
@@ -32,7 +44,8 @@ def cmd_doctor(args) -> int:
 
 VERBS = {
     "prepare": cmd_prepare, "train": cmd_train, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume,
-    "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "_run": cmd_worker,
+    "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "sweep": cmd_sweep,
+    "lr-find": cmd_lr_find, "_run": cmd_worker,
 }
 
 

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor(sub)
 
     _add_export(sub)
+    _add_sweep(sub)
 
     p = sub.add_parser("_run")  # the training process itself; no help, so it is not listed
     p.add_argument("run_dir")
@@ -130,3 +131,24 @@ def _add_export(sub) -> None:
                    help="the GGUF file's matrices: f16 (default), bf16 or q8_0 (8-bit, half the size)")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier export in DIR: only the files an export writes, never others")
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="short proxy runs of several variants, ranked in one table",
+                       description="sparknet sweep SPEC.toml runs its variants one after another; "
+                       "sparknet sweep resume|show|stop NAME carries a sweep on, prints its table or stops it")
+    p.add_argument("target", nargs="+", metavar="SPEC.toml | resume|show|stop|save NAME")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once on the one device (their speeds are then "
+                   "not a run's alone; the table says so)")
+    p.add_argument("--detach", action="store_true", help="return at once; the sweep lives on (output in sweep.log)")
+    p.add_argument("--as", dest="save_as", default=None, metavar="PROFILE", help="with save: the new profile's name")
+    p.add_argument("--variant", default=None, help="with save: this variant instead of the best-ranked one")
+
+    p = sub.add_parser("lr-find", help="an LR range test: the rate rises until the loss runs away; a suggested rate")
+    p.add_argument("--profile", required=True, help=PROFILE_HELP)
+    p.add_argument("--mix", default=None)
+    p.add_argument("--steps", type=int, default=300, help="steps of the test (default 300)")
+    p.add_argument("--group", choices=("adamw", "muon"), default=None,
+                   help="test one optimizer group only (default: every group the profile has, each with the other "
+                        "held)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)

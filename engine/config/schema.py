@@ -50,7 +50,12 @@ class OptimConfig:
 class ScheduleConfig:
     warmup: float = 0.02  # < 1: fraction of steps; >= 1: steps
     decay: str = "cosine"  # cosine | linear | constant | warmdown (constant, then linear over the last `warmdown`)
+    # | range: the LR range test (`sparknet lr-find`), the rate rising exponentially from range_from to range_to
+    # times its base over the run, no warm-up; the run ends where the loss runs away
     warmdown: float = 0.3  # decay = "warmdown": the fraction of steps, at the end, that decays linearly to min_lr
+    range_from: float = 1e-3
+    range_to: float = 100.0
+    range_group: str = "all"  # all | adamw | muon: the optimizer groups whose rate rises; the others hold theirs
 
 
 @dataclass
@@ -110,6 +115,7 @@ class Profile:
     source: str = ""  # where it came from, for messages
     description: str = ""
     mix: str = ""
+    measured: str = ""  # what a sweep measured of this recipe (its sweep, rank and figure), when saved from one
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -153,7 +159,7 @@ PROFILE_SECTIONS = {
     "thermal": ThermalConfig,
     "dist": DistConfig,
 }
-PROFILE_TOP_KEYS = {"description": str, "mix": str}
+PROFILE_TOP_KEYS = {"description": str, "mix": str, "measured": str}
 
 
 # ---------------------------------------------------------------- mixes

@@ -72,8 +72,14 @@ def _validate_optim(p: Profile, need) -> None:
     need(s.warmup >= 0, f"schedule.warmup must be >= 0 (a fraction < 1 or a step count), got {s.warmup}")
     need(s.warmup < 1 or float(s.warmup).is_integer(),
          f"schedule.warmup >= 1 counts steps and must be whole, got {s.warmup}")
-    need(s.decay in ("cosine", "linear", "constant", "warmdown"),
-         f"schedule.decay must be cosine, linear, constant or warmdown, got {s.decay!r}")
+    need(s.decay in ("cosine", "linear", "constant", "warmdown", "range"),
+         f"schedule.decay must be cosine, linear, constant, warmdown or range, got {s.decay!r}")
+    need(0 < s.range_from < s.range_to, f"schedule.range_from ({s.range_from}) must be above 0 and below "
+         f"schedule.range_to ({s.range_to})")
+    need(s.range_group in ("all", "adamw", "muon"), f"schedule.range_group must be all, adamw or muon, got "
+         f"{s.range_group!r}")
+    need(s.range_group != "muon" or p.optim.name == "muon", "schedule.range_group = \"muon\" needs optim.name = "
+         "\"muon\"; use adamw or all")
     need(0 < s.warmdown <= 1, f"schedule.warmdown must be a fraction of the steps in (0, 1], got {s.warmdown}")
 
 

@@ -25,6 +25,7 @@ from engine.evaluate.protocols import PROTOCOLS, WIKITEXT_PROTOCOLS, Advance, ma
 from engine.evaluate.published import PUBLISHED, PUBLISHED_TOKENIZER
 from engine.evaluate.report import print_report
 from engine.evaluate.scoring import default_autocast, resolve_device, sample_continuations
+from engine.formatting import terminal_console
 from engine.runs.eval_progress import ProgressFile
 
 TARGET_NAME = "this run"
@@ -208,7 +209,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, dirs, device, sampl
         },
     }
     out = _write_eval(dict(doc), loaded)  # the file keeps earlier sections; the report shows this evaluation's
-    print_report(doc, _console(), out)
+    print_report(doc, terminal_console(), out)
     return 0 if all(section["results"][0]["loss"] is not None for section in sections) else 1
 
 
@@ -233,22 +234,8 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
            "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
            "settings": {"device": str(dev), "engine_version": __version__}}
     out = _write_eval(dict(doc), loaded)
-    print_report(doc, _console(), out)
+    print_report(doc, terminal_console(), out)
     return 0
-
-
-def _console():
-    """The terminal's width; where there is none (a pipe, a log file), COLUMNS when set, else 160 columns, since
-    80 would squeeze the tables of a log file for nothing."""
-    import os
-
-    from rich.console import Console
-
-    console = Console()
-    if console.is_terminal:
-        return console
-    columns = os.environ.get("COLUMNS", "")
-    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)
 
 
 def _section(runner, results: list[dict]) -> dict:

@@ -78,8 +78,13 @@ def list_runs() -> list[RunInfo]:
     if not root.is_dir():
         return []
     runs = []
-    for d in sorted(root.iterdir()):
-        if d.is_dir() and (d / "run.toml").exists():
-            reader = RunReader(d)
-            runs.append(RunInfo(d.name, d, reader.status()[0], reader.config()[0]))
+    for d in sorted(run_folders(root), key=lambda d: d.name):
+        reader = RunReader(d)
+        runs.append(RunInfo(d.name, d, reader.status()[0], reader.config()[0]))
     return runs
+
+
+def run_folders(root: Path) -> list[Path]:
+    """The run directories in logs/ and in each sweep's folder, logs/sweeps/NAME/."""
+    sweeps = [s for s in (root / "sweeps").iterdir() if s.is_dir()] if (root / "sweeps").is_dir() else []
+    return [d for folder in (root, *sweeps) for d in folder.iterdir() if d.is_dir() and (d / "run.toml").exists()]

@@ -91,9 +91,9 @@ def resolve_run(run: str) -> Path:
             return p
         if p.is_absolute() or os.sep in run:
             raise SparkNetError(f"{p}: not a run directory (no run.toml)")
-    q = logs_dir() / run
-    if q.is_dir() and (q / "run.toml").exists():
-        return q
+    for q in (logs_dir() / run, *sorted(logs_dir().glob(f"sweeps/*/{run}"))):
+        if q.is_dir() and (q / "run.toml").exists():
+            return q
     raise SparkNetError(f"run '{run}' not found: give a run id from `sparknet runs` or a run directory path")
 
 

@@ -80,13 +80,16 @@ class Muon(torch.optim.Optimizer):
 
 
 class CombinedOptimizer:
-    """Several optimizers stepped together, with one learning-rate factor applied to all of them."""
+    """Several optimizers stepped together, with one learning-rate factor applied to each one's base rates.
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+    `held` optimizers keep their base rate whatever the factor: the LR range test of one group holds the other."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer], held: tuple[type, ...] = ()):
         self.optimizers = optimizers
         for opt in optimizers:
             for group in opt.param_groups:
                 group["base_lr"] = group["lr"]
+                group["scheduled"] = not isinstance(opt, held)
 
     @property
     def param_groups(self):
@@ -94,7 +97,7 @@ class CombinedOptimizer:
 
     def set_lr_factor(self, factor: float) -> None:
         for group in self.param_groups:
-            group["lr"] = group["base_lr"] * factor
+            group["lr"] = group["base_lr"] * (factor if group["scheduled"] else 1.0)
 
     def step(self, mark=None) -> None:
         """Each optimizer's step; `mark(name)`, when given, after each (Trainer.train_step's phase timings)."""
@@ -129,4 +132,5 @@ def build_optimizer(model: torch.nn.Module, profile: Profile, device: torch.devi
         matrices = model.matrix_parameters()
         optimizers.append(Muon(matrices, lr=o.muon_lr, momentum=o.muon_momentum))
     optimizers.insert(0, torch.optim.AdamW(adamw_groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused))
-    return CombinedOptimizer(optimizers)
+    held = {"all": (), "adamw": (Muon,), "muon": (torch.optim.AdamW,)}[profile.schedule.range_group]
+    return CombinedOptimizer(optimizers, held=held if profile.schedule.decay == "range" else ())

@@ -1,6 +1,6 @@
 """The learning-rate schedule as one multiplier of every base rate: linear warm-up, then cosine, linear, constant
-or warm-down decay to min_lr / lr. Each optimizer group applies it to its own base rate (optim.lr for AdamW's
-groups, optim.muon_lr for Muon's matrices), so both rates follow one curve."""
+or warm-down decay to min_lr / lr; or the LR range test's exponential rise. Each optimizer group applies it to its
+own base rate (optim.lr for AdamW's groups, optim.muon_lr for Muon's matrices), so both rates follow one curve."""
 
 from __future__ import annotations
 
@@ -9,12 +9,21 @@ import math
 from engine.config.schema import Profile
 
 
+def tested_rate(profile: Profile) -> float:
+    """The base rate the logged learning rate is a multiple of: Muon's in its range test, else optim.lr."""
+    muon = profile.schedule.decay == "range" and profile.schedule.range_group == "muon"
+    return profile.optim.muon_lr if muon else profile.optim.lr
+
+
 def lr_factor(step: int, profile: Profile) -> float:
     """Linear warm-up to 1, then decay to min_lr / lr at the last step.
 
     warmdown: the factor holds at 1 until the last `schedule.warmdown` fraction of the steps, then falls
     linearly to the floor."""
     o, total, warm = profile.optim, profile.steps, profile.warmup_steps
+    s = profile.schedule
+    if s.decay == "range":
+        return s.range_from * (s.range_to / s.range_from) ** (step / max(1, total - 1))
     if warm > 0 and step < warm:
         return (step + 1) / warm
     decay = profile.schedule.decay

@@ -35,7 +35,7 @@ from engine.train.interrupt import Interrupted, interruptible
 from engine.train.kernel_proof import settle_kernels
 from engine.train.optim import build_optimizer
 from engine.train.reporter import Reporter
-from engine.train.schedule import lr_factor
+from engine.train.schedule import lr_factor, tested_rate
 from engine.train.validator import Validator
 
 log = logging.getLogger("sparknet")
@@ -242,12 +242,11 @@ class Trainer:
                 loss, gnorm = loss_t.item(), gnorm_t.item()  # the only host sync in the loop
                 diverged = guard.check(self.step, loss, gnorm)
                 if diverged:
-                    what, kind = diverged
-                    advice = self.divergence_advice() + (", or raise run.spike_factor" if kind == "loss_spike" else "")
-                    self.fail(f"{what}; {advice}", kind=kind)
-                    return 1
+                    if self._diverged(diverged, factor * tested_rate(p), loss, gnorm):
+                        return 1
+                    break  # the LR range test ends where the loss runs away
                 last_good_loss = loss
-                self._log_step(factor * p.optim.lr, loss, gnorm, evaluate=due["eval"], wikitext=due["wikitext"])
+                self._log_step(factor * tested_rate(p), loss, gnorm, evaluate=due["eval"], wikitext=due["wikitext"])
                 if self.hardware is not None:
                     self.hardware.check()
                 if due["checkpoint"] and self.step < p.steps:
@@ -263,6 +262,17 @@ class Trainer:
         Finisher(self.run_dir, p, self.mix.tokenizer, self.device, self.report,
                  self.stop_requested).finish(self.raw_model, self.step, last_good_loss)
         return 0
+
+    def _diverged(self, diverged: tuple[str, str], lr: float, loss: float, gnorm: float) -> bool:
+        """A run fails, saying how to carry on (True); the LR range test logs the step and ends (False)."""
+        what, kind = diverged
+        if self.profile.schedule.decay == "range":
+            self._log_step(lr, loss, gnorm, evaluate=False, wikitext=False)
+            self.event("range_end", f"{what}: the LR range test ends here", step=self.step)
+            return False
+        advice = self.divergence_advice() + (", or raise run.spike_factor" if kind == "loss_spike" else "")
+        self.fail(f"{what}; {advice}", kind=kind)
+        return True
 
     def _end_watchers(self) -> None:
         """The telemetry thread and the TensorBoard writer end with the loop, however it ends."""

@@ -56,6 +56,19 @@ def column_widths(labels: list[str], rows: list[list[Cell]]) -> list[int]:
     return [max([len(label)] + [cell_width(row[i]) for row in rows]) for i, label in enumerate(labels)]
 
 
+CELL_PADDING = 2  # a DataTable pads each cell by one column on either side
+
+
+def columns_that_fit(keys: list[str], widths: list[int], room: int, dropped_first: tuple[str, ...]) -> list[int]:
+    """Indexes of the columns that fit in `room` terminal columns, giving up those in `dropped_first` in order."""
+    kept = list(range(len(keys)))
+    for key in dropped_first:
+        if sum(widths[i] + CELL_PADDING for i in kept) <= room:
+            break
+        kept.remove(keys.index(key))
+    return kept
+
+
 def fill_table(table: DataTable, columns: list[tuple[str, str]], rows: list[tuple[str, list[Cell]]]) -> None:
     """Replace a table's columns and rows, with widths computed here.
 

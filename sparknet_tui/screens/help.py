@@ -51,6 +51,14 @@ WORDS = {
         ("memory", "the run's estimated peak memory against what the device has free"),
         ("duration", "from the speed of finished runs of the same shape on this machine, or unknown"),
     ),
+    "sweeps": (
+        ("sweep", "short runs of several variants of one recipe, one after another (`sparknet sweep SPEC`)"),
+        ("rank", "by the sweep's metric, lowest first; failed, diverged and unfinished variants come last"),
+        ("±", "over a variant's seeds: the mean, ± half their range"),
+        ("spike", "the largest rise of the training loss above its lowest value so far, after warm-up"),
+        ("curves", "training loss against tokens seen; m picks the variants drawn (the best three at first)"),
+        ("save", "a variant becomes a profile that remembers its sweep and rank (New run shows it)"),
+    ),
     "compare": (
         ("A, B", "the two marked runs, in the order marked"),
         ("settings", "every profile and mix setting that differs, as key: A → B; sources by name"),

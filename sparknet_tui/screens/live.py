@@ -29,7 +29,7 @@ from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
 from sparknet_tui.series import log_points, smooth
-from sparknet_tui.watch import LOG_LINES, RunView, RunWatcher
+from sparknet_tui.watch import LOG_LINES, RunView, RunWatcher, config_section
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
 from sparknet_tui.widgets.hardware import HardwarePanel, memory_line
 
@@ -159,7 +159,23 @@ def log_lines(view: RunView, shown: int | None) -> Text:
 ZOOMS = (1.0, 0.5, 0.2, 0.05)  # the share of the run the chart shows, newest steps last
 
 
+def range_test_chart(view: RunView, smoothing: float) -> ChartData:
+    """An LR range test's curve: the loss against the rate, on a log scale, with the finder's suggestion."""
+    rates = [x for x, _ in view.lr_points]
+    series = [Series("loss", view.lr_points, "grey42", spiky=True),
+              Series(f"smoothed {smoothing:.2f}", list(zip(rates, smooth([y for _, y in view.lr_points],
+                                                                          smoothing))), "bold cyan")]
+    found = view.lr_find or {}
+    if isinstance(found.get("suggested_lr"), (int, float)) and view.lr_points:
+        low = min(y for _, y in view.lr_points)
+        series.append(Series(f"suggested {found['suggested_lr']:.2e}", [(found["suggested_lr"], low)],
+                             "bold green", markers=True))
+    return ChartData(series, x_label="rate", empty_message="waiting for the first step", x_log=True)
+
+
 def chart_data(view: RunView, smoothing: float, recent: float = 1.0, x_log: bool = False) -> ChartData:
+    if str(config_section(view.config, "profile", "schedule").get("decay")) == "range":
+        return range_test_chart(view, smoothing)
     steps = [x for x, _ in view.loss_points]
     losses = [y for _, y in view.loss_points]
     series = []

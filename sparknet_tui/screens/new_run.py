@@ -289,6 +289,8 @@ class NewRunScreen(PanelScreen):
         description = Text()
         if self.source is not None:
             description.append(self.source.profile.description or self.source.name, style="bold")
+            if self.source.profile.measured:
+                description.append(f"\nmeasured: {self.source.profile.measured}", style="green")
         if self.mix_source is not None:
             description.append("\n" + (self.mix_source.mix.description or self.mix_source.name), style="dim")
         self.query_one("#new-description", Static).update(description)

@@ -16,12 +16,13 @@ from sparknet_tui.messages import (
     OpenEvaluation,
     OpenLive,
     OpenNewRun,
+    OpenSweeps,
     ResumeRun,
     RunsScanned,
     StopRun,
 )
 from sparknet_tui.scan import RunRow, RunsScanner
-from sparknet_tui.screens.common import PanelScreen, column_widths, fill_table, state_text
+from sparknet_tui.screens.common import PanelScreen, column_widths, columns_that_fit, fill_table, state_text
 
 COLUMNS = [
     ("run", "run"),
@@ -39,17 +40,11 @@ COLUMNS = [
 
 # Columns a narrow terminal gives up first; the details line under the table carries what they said.
 DROPPED_FIRST = ("mix", "profile", "started", "temp", "eta", "tok_s", "loss")
-CELL_PADDING = 2  # a DataTable pads each cell by one column on either side
 
 
 def fitting_columns(widths: list[int], room: int) -> list[int]:
-    """Indexes of the COLUMNS that fit in `room` terminal columns, dropping those in DROPPED_FIRST in order."""
-    kept = list(range(len(COLUMNS)))
-    for key in DROPPED_FIRST:
-        if sum(widths[i] + CELL_PADDING for i in kept) <= room:
-            break
-        kept.remove(next(i for i, (k, _) in enumerate(COLUMNS) if k == key))
-    return kept
+    """Indexes of the COLUMNS that fit in `room` terminal columns."""
+    return columns_that_fit([key for key, _ in COLUMNS], widths, room, DROPPED_FIRST)
 
 
 def row_cells(row: RunRow, now: float, marked: bool) -> list[Text | str]:
@@ -91,6 +86,7 @@ class RunsScreen(PanelScreen):
         Binding("m", "mark", "Mark", tooltip="mark the run for compare (two at most)"),
         Binding("c", "compare", "Compare", tooltip="compare the two marked runs"),
         Binding("e", "evaluation", "Eval", tooltip="the run's evaluation: perplexity, benchmarks, samples"),
+        Binding("w", "sweeps", "Sweeps", tooltip="sweeps: ranked variants, their curves, saving the best"),
         Binding("q", "app.quit", "Quit", show=False),
     ]
 
@@ -238,6 +234,9 @@ class RunsScreen(PanelScreen):
         row = self._need_row()
         if row:
             self.post_message(OpenLive(row.path))
+
+    def action_sweeps(self) -> None:
+        self.post_message(OpenSweeps())
 
     def action_new_run(self) -> None:
         self.post_message(OpenNewRun())

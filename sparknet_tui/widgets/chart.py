@@ -85,6 +85,11 @@ def _fmt_tick(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _fmt_x(value: float) -> str:
+    """Steps and tokens as whole numbers; rates, below one, in scientific notation."""
+    return f"{value:,.0f}" if abs(value) >= 1 or value == 0 else f"{value:.1e}"
+
+
 def _ranges(points: list[tuple[float, float]], y_lo: float, y_hi: float) -> tuple[float, float, float, float]:
     """x range of the points and the given y range, never empty, with 5% air above and below the curve."""
     xs = [p[0] for p in points]
@@ -100,7 +105,7 @@ def _ranges(points: list[tuple[float, float]], y_lo: float, y_hi: float) -> tupl
 def render_chart(data: ChartData, width: int, height: int) -> Text:
     """Draw the series into width x height cells: y labels on the left, x range on the last line."""
     shown = visible(data)
-    to_x = (lambda x: math.log10(max(x, 1.0))) if data.x_log else (lambda x: x)
+    to_x = (lambda x: math.log10(max(x, 1e-30))) if data.x_log else (lambda x: x)
     points = [(to_x(x), y) for s in shown for x, y in s.points if is_number(x) and is_number(y)]
     span = y_span(shown)
     if width < GUTTER + 4 or height < 3 or not points or span is None:
@@ -160,7 +165,7 @@ def _compose(data: ChartData, cells: list[list[int]], styles: list[list[str | No
             text.append(chr(0x2800 + bits) if bits else " ", style=styles[row][col] or "")
         text.append("\n")
     scale = " (log)" if data.x_log else ""
-    left, right = f"{data.x_label}{scale} {x_lo:,.0f}", f"{x_hi:,.0f}"
+    left, right = f"{data.x_label}{scale} {_fmt_x(x_lo)}", _fmt_x(x_hi)
     gap = max(1, plot_w - len(left) - len(right))
     text.append(" " * GUTTER + left + " " * gap + right, style="dim")
     return text

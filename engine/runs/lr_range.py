@@ -1,0 +1,49 @@
+"""Reading an LR range test: the loss against the rate, smoothed, cut where it ran away, and the rate to use.
+
+The suggestion follows Smith's range test as fastai's finder reads it: one tenth of the rate at which the smoothed
+loss was lowest, a rate still on the steep, stable part of the curve. The steepest descent is reported beside it.
+Pure Python: the CLI writes lr-find.json with it and the panel draws it.
+"""
+
+from __future__ import annotations
+
+import math
+
+SMOOTHING = 0.9  # debiased moving average of the loss over the logged steps
+RUNAWAY = 4.0  # the curve ends where the smoothed loss passes this many times its lowest value
+
+
+def smoothed(losses: list[float]) -> list[float]:
+    out, average, weight = [], 0.0, 0.0
+    for loss in losses:
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        weight = SMOOTHING * weight + (1 - SMOOTHING)
+        out.append(average / weight)
+    return out
+
+
+def read_range(points: list[tuple[float, float]], ended_early: bool = False) -> dict:
+    """points: (rate, loss) in step order; ended_early: the trainer stopped the test where the loss ran away.
+    Returns the curve kept, the suggested rate and how it was chosen."""
+    points = [(lr, loss) for lr, loss in points if lr > 0 and math.isfinite(loss)]
+    if len(points) < 5:
+        raise ValueError(f"the test logged {len(points)} usable steps; it needs at least 5 (raise --steps)")
+    curve = smoothed([loss for _, loss in points])
+    end = len(curve)
+    for i, value in enumerate(curve):
+        if value > RUNAWAY * min(curve[:i + 1]):
+            end = i + 1
+            break
+    rates, curve = [lr for lr, _ in points[:end]], curve[:end]
+    lowest = min(range(len(curve)), key=curve.__getitem__)
+    slopes = [(curve[i + 1] - curve[i - 1]) / (math.log(rates[i + 1]) - math.log(rates[i - 1]))
+              for i in range(1, max(1, lowest))] or [0.0]
+    steepest = 1 + min(range(len(slopes)), key=slopes.__getitem__) if lowest > 1 else 0
+    return {
+        "suggested_lr": rates[lowest] / 10,
+        "rule": "one tenth of the rate at the lowest smoothed loss",
+        "lowest_loss_lr": rates[lowest], "lowest_loss": curve[lowest],
+        "steepest_lr": rates[steepest],
+        "ran_away_at_lr": rates[-1] if end < len(points) or ended_early else None,
+        "curve": [[lr, loss, s] for (lr, loss), s in zip(points[:end], curve)],
+    }

@@ -1,0 +1,146 @@
+"""`sparknet sweep` and `sparknet lr-find` with real tiny-cpu runs: specs checked before anything is made, variants
+as ordinary runs under logs/sweeps/NAME/, one ranked table, and a sweep that survives a stop and a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from cli_helpers import PROJECT, events, reaches, scaled, sparknet
+
+from engine.files import read_json, read_jsonl, wait_for
+
+BASE = ["run.log_every=1", "run.eval_every=5", "run.eval_tokens=2048", "run.final_eval=false",
+        "batch.grad_accum=1"]
+
+
+def write_spec(folder, name: str, body: str, tokens: int = 10240, seeds: str = "[1]") -> str:
+    spec = folder / f"{name}.toml"
+    common = ", ".join(f'"{s}"' for s in BASE)
+    spec.write_text(f'name = "{name}"\nprofile = "tiny-cpu"\nmix = "demo"\ntokens = {tokens}\nseeds = {seeds}\n'
+                    f"set = [{common}]\n{body}")
+    return str(spec)
+
+
+def sweep_file(logs, name: str) -> dict:
+    return read_json(logs / "sweeps" / name / "sweep.json")
+
+
+@pytest.fixture
+def logs(tmp_path, monkeypatch):
+    folder = tmp_path / "logs"
+    monkeypatch.setenv("SPARKNET_LOGS", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("body, says", [
+    ('[[variants]]\nname = "bad"\nset = ["model.n_layer=zero"]\n', "variant 'bad': "),
+    ('[[variants]]\nname = "a"\nset = []\n[[variants]]\nname = "a"\nset = []\n', "two variants are named 'a'"),
+    ('colour = "blue"\n', "unknown key 'colour'"),
+    ('metric = "wikitext_ppl"\n', "needs a mix with tokenizer = \"gpt2\""),
+    ('[grid]\n"optim.lr" = 0.1\n', "must be a list of values"),
+])
+def test_a_bad_spec_is_refused_in_one_line_before_anything_is_made(logs, tmp_path, body, says):
+    done = sparknet("sweep", write_spec(tmp_path, "bad-spec", body), check=False)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (logs / "sweeps").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_ranks_its_variants_and_each_is_an_ordinary_run(logs, tmp_path):
+    spec = write_spec(tmp_path, "lr", '[grid]\n"optim.lr" = [1e-3, 1e-2]\n[[variants]]\nname = "diverges"\n'
+                      'set = ["optim.lr=1e4", "optim.grad_clip=0", "schedule.warmup=0"]\n', seeds="[1, 2]")
+    done = sparknet("sweep", spec)
+    assert done.returncode == 0, done.stderr
+    table = sweep_file(logs, "lr")["table"]
+    assert [row["rank"] for row in table] == [1, 2, None]  # the diverged variant has no figure and comes last
+    assert table[0]["variant"] == "lr=0.01" and table[0]["final_val_loss"] < table[1]["final_val_loss"]
+    assert table[0]["final_val_loss_spread"] is not None  # two seeds: mean ± half their range
+    assert table[2]["states"] == ["diverged"]
+    entries = sweep_file(logs, "lr")["entries"]
+    assert len(entries) == 6 and all(e["run"] for e in entries)
+    # ordinary runs: `sparknet runs` lists them and every verb finds them by id
+    listed = sparknet("runs").stdout
+    assert all(e["run"] in listed for e in entries)
+    finished = next(e["run"] for e in entries if e["state"] == "finished")
+    assert sparknet("eval", finished, "--max-tokens", "1024", "--no-samples").returncode == 0
+    shown = sparknet("sweep", "show", "lr").stdout
+    assert "lr=0.01" in shown and "optim.lr=0.01" in shown and "± " in shown
+    assert sparknet("sweep", spec, check=False).returncode == 2  # never started twice over itself
+
+
+def sweep_process(*args, env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "sweep", *args], cwd=PROJECT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def first_run(logs, name: str):
+    def made():
+        entries = (sweep_file(logs, name) or {}).get("entries") or []
+        return entries and entries[0].get("run")
+    assert wait_for(made, scaled(60))
+    return logs / "sweeps" / name / sweep_file(logs, name)["entries"][0]["run"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_sweep_carries_on_after_a_stop_or_a_kill_and_never_repeats_a_run(logs, tmp_path, how):
+    spec = write_spec(tmp_path, "long", '[[variants]]\nname = "a"\nset = []\n[[variants]]\nname = "b"\n'
+                      'set = ["optim.lr=1e-3"]\n', tokens=400_000)
+    env = dict(os.environ, SPARKNET_LOGS=str(logs))
+    proc = sweep_process(spec, env=env)
+    run = first_run(logs, "long")
+    assert reaches(run, lambda s: (s.get("step") or 0) >= 3)
+    if how == "stop":
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(scaled(60)) == 130, proc.stdout.read()
+        assert sweep_file(logs, "long")["state"] == "stopped"
+        assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+    else:
+        proc.kill()  # the variant's trainer lives on; resume waits for it
+        proc.wait(scaled(10))
+    done = sparknet("sweep", "resume", "long", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    entries = sweep_file(logs, "long")["entries"]
+    assert [e["state"] for e in entries] == ["finished", "finished"]
+    assert entries[0]["run"] == run.name  # the same run carried on, not a new one
+    steps = [row["step"] for row in read_jsonl(run / "metrics.jsonl")]
+    assert steps.count(1) == 1 and steps[-1] == max(steps)  # never trained again from the start
+    if how == "stop":
+        assert any(e["event"] == "resumed" for e in events(run))
+    assert sorted(d.name for d in (logs / "sweeps" / "long").iterdir() if (d / "run.toml").exists()) == \
+        sorted(e["run"] for e in entries)  # one run a variant, none repeated
+
+
+@pytest.mark.slow
+def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs):
+    done = sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "40", "--set", "schedule.range_to=100000",
+                    "--set", "batch.grad_accum=1", timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = next(logs.glob("*-lr-find-all"))
+    found = json.loads((run / "lr-find.json").read_text())
+    assert found["ran_away_at_lr"] is not None
+    assert found["suggested_lr"] < found["lowest_loss_lr"] < found["ran_away_at_lr"]
+    assert any(e["event"] == "range_end" for e in events(run))
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    rates = [row["lr"] for row in read_jsonl(run / "metrics.jsonl")]
+    assert rates == sorted(rates) and rates[0] == pytest.approx(3e-3 / 1000, rel=1e-6)  # rising from 1/1000
+    assert f"suggested optim.lr = {found['suggested_lr']:.2e}" in done.stdout
+
+
+@pytest.mark.slow
+def test_lr_find_of_a_muon_profile_tests_each_rate_with_the_other_held(logs):
+    modern = ["--set", 'model.arch="modern"', "--set", 'optim.name="muon"', "--set", "batch.grad_accum=1"]
+    done = sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "20", *modern, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for group, key in (("adamw", "optim.lr"), ("muon", "optim.muon_lr")):
+        run = next(logs.glob(f"*-lr-find-{group}"))
+        found = json.loads((run / "lr-find.json").read_text())
+        assert found["key"] == key
+        assert read_jsonl(run / "metrics.jsonl")[0]["lr"] == pytest.approx(found["profile_rate"] / 1000, rel=1e-6)
+    assert "optim.muon_lr was held at" in done.stdout and "optim.lr was held at" in done.stdout
