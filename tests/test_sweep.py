@@ -14,13 +14,15 @@ from cli_helpers import PROJECT, events, reaches, scaled, sparknet
 
 from engine.files import read_json, read_jsonl, wait_for
 
+pytest_plugins = ["tui_fixtures"]  # private_profiles: a copy of profiles/ to save into
+
 BASE = ["run.log_every=1", "run.eval_every=5", "run.eval_tokens=2048", "run.final_eval=false",
         "batch.grad_accum=1"]
 
 
-def write_spec(folder, name: str, body: str, tokens: int = 10240, seeds: str = "[1]") -> str:
+def write_spec(folder, name: str, body: str, tokens: int = 10240, seeds: str = "[1]", base=BASE) -> str:
     spec = folder / f"{name}.toml"
-    common = ", ".join(f'"{s}"' for s in BASE)
+    common = ", ".join(f'"{s}"' for s in base)
     spec.write_text(f'name = "{name}"\nprofile = "tiny-cpu"\nmix = "demo"\ntokens = {tokens}\nseeds = {seeds}\n'
                     f"set = [{common}]\n{body}")
     return str(spec)
@@ -52,26 +54,36 @@ def test_a_bad_spec_is_refused_in_one_line_before_anything_is_made(logs, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_sweep_ranks_its_variants_and_each_is_an_ordinary_run(logs, tmp_path):
+def test_a_sweep_ranks_its_variants_and_each_is_an_ordinary_run(logs, tmp_path, private_profiles):
     spec = write_spec(tmp_path, "lr", '[grid]\n"optim.lr" = [1e-3, 1e-2]\n[[variants]]\nname = "diverges"\n'
-                      'set = ["optim.lr=1e4", "optim.grad_clip=0", "schedule.warmup=0"]\n', seeds="[1, 2]")
+                      'set = ["optim.lr=1e4", "optim.grad_clip=0", "schedule.warmup=0"]\n[[variants]]\n'
+                      'name = "wide"\nset = ["model.n_embd=96"]\n', seeds="[1, 2]")
     done = sparknet("sweep", spec)
     assert done.returncode == 0, done.stderr
     table = sweep_file(logs, "lr")["table"]
-    assert [row["rank"] for row in table] == [1, 2, None]  # the diverged variant has no figure and comes last
-    assert table[0]["variant"] == "lr=0.01" and table[0]["final_val_loss"] < table[1]["final_val_loss"]
-    assert table[0]["final_val_loss_spread"] is not None  # two seeds: mean ± half their range
-    assert table[2]["states"] == ["diverged"]
+    assert [row["rank"] for row in table] == [1, 2, 3, None]  # the diverged variant has no figure and comes last
+    figures = [row["final_val_loss"] for row in table[:3]]
+    assert figures == sorted(figures)
+    assert all(row["final_val_loss_spread"] is not None for row in table[:3])  # two seeds: mean ± half the range
+    assert table[3]["variant"] == "diverges" and table[3]["states"] == ["diverged"]
     entries = sweep_file(logs, "lr")["entries"]
-    assert len(entries) == 6 and all(e["run"] for e in entries)
+    assert len(entries) == 8 and all(e["run"] for e in entries)
     # ordinary runs: `sparknet runs` lists them and every verb finds them by id
     listed = sparknet("runs").stdout
     assert all(e["run"] in listed for e in entries)
     finished = next(e["run"] for e in entries if e["state"] == "finished")
     assert sparknet("eval", finished, "--max-tokens", "1024", "--no-samples").returncode == 0
-    shown = sparknet("sweep", "show", "lr").stdout
+    shown = sparknet("sweep", "show", "lr", env=dict(os.environ, COLUMNS="200")).stdout  # a row a line
     assert "lr=0.01" in shown and "optim.lr=0.01" in shown and "± " in shown
     assert sparknet("sweep", spec, check=False).returncode == 2  # never started twice over itself
+    # the best variant saved as a profile that remembers its sweep, and trains
+    assert sparknet("sweep", "save", "lr", "--as", "best-lr").returncode == 0
+    saved = (private_profiles / "best-lr.toml").read_text()
+    assert f'measured = "rank 1 of 3 in sweep lr: val_loss {table[0]["final_val_loss"]:.4f}' in saved
+    assert f'variant {table[0]["variant"]} of sweep lr' in saved
+    assert sparknet("sweep", "save", "lr", "--as", "best-lr", check=False).returncode == 2  # never overwritten
+    assert sparknet("train", "--profile", "best-lr", "--set", "run.tokens=4096", "--set", "run.final_eval=false",
+                    "--name", "saved").returncode == 0
 
 
 def sweep_process(*args, env) -> subprocess.Popen:
@@ -131,6 +143,19 @@ def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs):
     rates = [row["lr"] for row in read_jsonl(run / "metrics.jsonl")]
     assert rates == sorted(rates) and rates[0] == pytest.approx(3e-3 / 1000, rel=1e-6)  # rising from 1/1000
     assert f"suggested optim.lr = {found['suggested_lr']:.2e}" in done.stdout
+
+
+@pytest.mark.slow
+def test_lr_find_suggests_a_rate_near_the_best_of_a_sweep_over_rates(logs, tmp_path):
+    # the profile's own batch, as lr-find trains it
+    spec = write_spec(tmp_path, "rates", '[grid]\n"optim.lr" = [1e-3, 3e-3, 1e-2, 3e-2]\n', tokens=61440,
+                      base=["run.eval_every=30", "run.final_eval=false"])
+    assert sparknet("sweep", spec, timeout=600).returncode == 0
+    best = sweep_file(logs, "rates")["table"][0]
+    best_rate = float(best["set"][0].split("=")[1])
+    assert sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "60", timeout=300).returncode == 0
+    found = json.loads((next(logs.glob("*-lr-find-all")) / "lr-find.json").read_text())
+    assert best_rate / 3 <= found["suggested_lr"] <= best_rate * 3, (found["suggested_lr"], best)
 
 
 @pytest.mark.slow

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import math
 
-SMOOTHING = 0.9  # debiased moving average of the loss over the logged steps
 RUNAWAY = 4.0  # the curve ends where the smoothed loss passes this many times its lowest value
 
 
 def smoothed(losses: list[float]) -> list[float]:
-    out, average, weight = [], 0.0, 0.0
-    for loss in losses:
-        average = SMOOTHING * average + (1 - SMOOTHING) * loss
-        weight = SMOOTHING * weight + (1 - SMOOTHING)
-        out.append(average / weight)
-    return out
+    """A centred moving average over about a fifteenth of the steps (at least five). Read after the test, it needs
+    no lag: a running average would put the lowest loss several steps, and so several times the rate, too late."""
+    half = max(5, len(losses) // 15) // 2
+    return [sum(losses[max(0, i - half):i + half + 1]) / len(losses[max(0, i - half):i + half + 1])
+            for i in range(len(losses))]
 
 
 def read_range(points: list[tuple[float, float]], ended_early: bool = False) -> dict:
@@ -29,9 +27,10 @@ def read_range(points: list[tuple[float, float]], ended_early: bool = False) -> 
     if len(points) < 5:
         raise ValueError(f"the test logged {len(points)} usable steps; it needs at least 5 (raise --steps)")
     curve = smoothed([loss for _, loss in points])
-    end = len(curve)
+    end, lowest_so_far = len(curve), curve[0]
     for i, value in enumerate(curve):
-        if value > RUNAWAY * min(curve[:i + 1]):
+        lowest_so_far = min(lowest_so_far, value)
+        if value > RUNAWAY * lowest_so_far:
             end = i + 1
             break
     rates, curve = [lr for lr, _ in points[:end]], curve[:end]
