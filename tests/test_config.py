@@ -62,7 +62,7 @@ def _err(overrides):
     ("batch.grad_accum=-1", "batch.grad_accum must be a positive integer"),
     ("optim.min_lr=1.0", "optim.min_lr (1.0) must not exceed optim.lr"),
     ("optim.lr=0", "optim.lr must be > 0"),
-    ("schedule.decay='exp'", "schedule.decay must be cosine, linear, constant or warmdown"),
+    ("schedule.decay='exp'", "schedule.decay must be cosine, linear, constant, warmdown or range"),
     ("schedule.warmdown=0", "schedule.warmdown must be a fraction of the steps in (0, 1]"),
     ("schedule.warmup=100000", "longer than the run"),
     ("run.precision='fp16'", "run.precision must be 'bf16' or 'fp32'"),
