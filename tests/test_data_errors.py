@@ -141,10 +141,13 @@ def test_unknown_keys(tmp_path, text, needle):
     assert needle in str(e.value) and str(tmp_path / "m.toml") in str(e.value)
 
 
-def test_prepare_command_reports_errors_in_one_line(tmp_path, capsys):
-    assert prepare_command(str(tmp_path / "missing.toml"), 1000, cache_dir=tmp_path / "cache") == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "file not found" in err and "\n" not in err
+def test_prepare_command_reports_errors_in_one_line(tmp_path):
+    from cli_helpers import sparknet
+
+    done = sparknet("prepare", "--mix", str(tmp_path / "missing.toml"), check=False)
+    err = done.stderr.strip()
+    assert done.returncode == 2  # the user's input: exit 2, as every verb
+    assert err.startswith("sparknet prepare: error: ") and "file not found" in err and "\n" not in err
 
 
 # ---------------------------------------------------------------- the demo mix

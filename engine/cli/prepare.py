@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-from engine import SparkNetError
 from engine.config.loading import load_mix
 from engine.config.paths import cache_root
 from engine.data.prepare import DEFAULT_PREPARE_TOKENS, prepare_mix
@@ -60,9 +59,6 @@ def prepare_command(mix_name: str, tokens: int | None, cache_dir: Path | None = 
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue where it stopped", file=sys.stderr)
         return 130
-    except SparkNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     print(format_report(report), file=out)
     for name, r in report.items():
         if r["repaired"]:

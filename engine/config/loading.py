@@ -7,6 +7,7 @@ the file, the key and the fix.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 import os
@@ -274,6 +275,11 @@ def mix_from_dict(data: dict, where: str, base_dir: Path, name: str = "") -> Mix
             raise ConfigError(f"{where}: {label} needs a weight (a number > 0)")
         if not src.weight > 0:
             raise ConfigError(f"{where}: {label}.weight must be a number > 0, got {src.weight}")
+        try:
+            codecs.lookup(src.encoding)
+        except LookupError:
+            raise ConfigError(f"{where}: {label}.encoding '{src.encoding}' is not an encoding Python knows; use "
+                              "utf-8, latin-1, cp1252 or another of Python's codecs") from None
         if bool(src.hf) == bool(src.path):
             raise ConfigError(f"{where}: {label} needs exactly one of hf = \"dataset id\" or path = \"file or folder\"")
         if src.path:

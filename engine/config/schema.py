@@ -176,6 +176,7 @@ class SourceConfig:
     streaming: bool = True
     path: str = ""
     repeat: bool = False
+    encoding: str = "utf-8"  # of a local file's bytes; anything Python's codecs know (latin-1, cp1252, utf-16)
 
 
 @dataclass

@@ -270,7 +270,7 @@ def _prepare_source(reader: SourceReader, folder: Path, tok: Tokenizer, target: 
             manifest["updated_at"] = utc_now()
             write_json_atomic(folder / "manifest.json", manifest)
 
-        docs = reader.documents(skip=manifest["documents_read"])
+        docs = reader.pieces(skip=manifest["documents_read"])
         batches = _text_batches(docs)
         encoded = encoder.encoded(batches, _use_pool(reader, target, counts["train"]))
         def report() -> None:
@@ -306,18 +306,21 @@ def _write_encoded(encoded, writers: dict, manifest: dict, target: int | None, c
     """Route each encoded batch to the train and validation shards, committing every COMMIT_EVERY_S; True when
     the source reached its target before its end."""
     last_commit = time.monotonic()
-    for flat, lengths in encoded:
-        parts, reached = _route_documents(flat, lengths, manifest, target)
+    open_doc: dict = {"split": None}  # the split of a long document whose pieces are still coming
+    for flat, lengths, ends in encoded:
+        parts, reached = _route_documents(flat, lengths, ends, manifest, target, open_doc)
         for split in ("train", "val"):
             if parts[split]:
                 writers[split].append(np.concatenate(parts[split]))
         report()
         if reached:
             return True
+        between = open_doc["split"] is None  # commits fall between documents: a resume starts at a whole one
         if should_stop is not None and should_stop():
-            commit()
+            if between:
+                commit()
             raise PrepareStopped(name)
-        if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+        if between and time.monotonic() - last_commit >= COMMIT_EVERY_S:
             commit()
             last_commit = time.monotonic()
     return False
@@ -340,25 +343,32 @@ def _use_pool(reader: SourceReader, target: int | None, have: int) -> bool:
     return True
 
 
-def _route_documents(flat: np.ndarray, lengths: np.ndarray, manifest: dict,
-                     target: int | None) -> tuple[dict[str, list], bool]:
-    """Split one encoded batch between train and validation by whole documents, counting them in the manifest;
-    stops early (True) once train holds `target` tokens."""
+def _route_documents(flat: np.ndarray, lengths: np.ndarray, ends: list[bool], manifest: dict, target: int | None,
+                     open_doc: dict) -> tuple[dict[str, list], bool]:
+    """Split one encoded batch between train and validation by whole documents (every piece of a long one goes
+    where its first went), counting documents in the manifest as they end; stops early (True) once train holds
+    `target` tokens, between documents."""
     counts, docs_count, share = manifest["tokens"], manifest["documents"], manifest["validation_share"]
     parts: dict[str, list] = {"train": [], "val": []}
     pos = 0
-    for n in lengths.tolist():
-        manifest["documents_read"] += 1
-        if n == 0:
-            manifest["empty_documents"] += 1
+    for n, end in zip(lengths.tolist(), ends):
+        split = open_doc["split"]
+        if n and split is None:
+            total = counts["train"] + counts["val"]
+            # Whole documents go to validation whenever that brings its share closer to the target.
+            split = "val" if share > 0 and counts["val"] + n / 2 < share * (total + n) else "train"
+        if n:
+            parts[split].append(flat[pos:pos + n])
+            counts[split] += n
+            pos += n
+        open_doc["split"] = None if end else split
+        if not end:
             continue
-        total = counts["train"] + counts["val"]
-        # Whole documents go to validation whenever that brings its share closer to the target.
-        split = "val" if share > 0 and counts["val"] + n / 2 < share * (total + n) else "train"
-        parts[split].append(flat[pos:pos + n])
-        counts[split] += n
-        docs_count[split] += 1
-        pos += n
+        manifest["documents_read"] += 1
+        if split is None:
+            manifest["empty_documents"] += 1
+        else:
+            docs_count[split] += 1
         if target is not None and counts["train"] >= target:
             return parts, True
     return parts, False

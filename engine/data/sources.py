@@ -38,6 +38,11 @@ def _slug(text: str) -> str:
 # folder of blog posts should not stop a run.
 _undecodable_bytes = [0]
 CHECK_CHARS = 1 << 20  # how much of a source its pre-start check reads
+# A document longer than this is read and tokenized in pieces of at most this many characters, cut after
+# whitespace: memory stays bounded whatever the length of a line (a scraped dump's single 1 GB line included).
+PIECE_CHARS = 1 << 20
+READ_BYTES = 1 << 20  # a plain-text file is read this much at a time
+Piece = tuple[str, bool]  # a document's text, or part of it, and whether it ends the document
 NOT_TEXT_SHARE = 0.1  # more undecodable bytes than this share of what was read: not text
 
 
@@ -49,9 +54,46 @@ def _count_and_skip(err: UnicodeDecodeError):
 codecs.register_error("sparknet-skip-count", _count_and_skip)
 
 
-def _decode(data: bytes) -> str:
-    text = data.decode("utf-8", errors="sparknet-skip-count")
+def _decode(data: bytes, encoding: str = "utf-8") -> str:
+    text = data.decode(encoding, errors="sparknet-skip-count")
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def cut_point(text: str) -> int:
+    """Where to end a piece of `text`: after the last whitespace in the last tenth of PIECE_CHARS, else there."""
+    window = text[PIECE_CHARS - PIECE_CHARS // 10:PIECE_CHARS]
+    spaces = [window.rfind(c) for c in (" ", "\n", "\t")]
+    best = max(spaces)
+    return PIECE_CHARS - PIECE_CHARS // 10 + best + 1 if best >= 0 else PIECE_CHARS
+
+
+def pieces_of(text: str) -> Iterator[Piece]:
+    while len(text) > PIECE_CHARS:
+        cut = cut_point(text)
+        yield text[:cut], False
+        text = text[cut:]
+    yield text, True
+
+
+def text_file_pieces(f: Path, strip_front: bool, encoding: str = "utf-8") -> Iterator[Piece]:
+    """A .txt or .md file as pieces, read a megabyte at a time; Markdown's YAML front matter is dropped."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="sparknet-skip-count")
+    buffer, first = "", True
+    with _open_bytes(f) as fh:
+        while True:
+            data = fh.read(READ_BYTES)
+            buffer += decoder.decode(data, final=not data)
+            if first and (len(buffer) >= PIECE_CHARS or not data):
+                buffer = buffer[1:] if buffer.startswith("\ufeff") else buffer
+                buffer = strip_front_matter(buffer) if strip_front else buffer
+                first = False
+            while len(buffer) > PIECE_CHARS:
+                cut = cut_point(buffer)
+                yield buffer[:cut], False
+                buffer = buffer[cut:]
+            if not data:
+                yield buffer, True
+                return
 
 
 def _open_bytes(path: Path):
@@ -105,8 +147,11 @@ class SourceReader:
         if self.kind == "path":
             listing = [(str(f.relative_to(self._root())), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
             files_hash = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
-            return {"kind": "path", "path": s.path, "text_field": s.text_field, "files": len(self.files),
+            spec = {"kind": "path", "path": s.path, "text_field": s.text_field, "files": len(self.files),
                     "files_hash": files_hash, "validation_share": self.validation_share}
+            if s.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+                spec["encoding"] = s.encoding  # other bytes, other text: a cache of its own
+            return spec
         spec = {"kind": "hf", "hf": str(self.local_dataset or s.hf), "config": s.config, "split": s.split,
                 "text_field": s.text_field, "validation_share": self.validation_share}
         if self.local_dataset is not None:
@@ -150,10 +195,10 @@ class SourceReader:
         """Open the source and read its first documents, so a bad source fails before anything is written: one
         with no text at all, or whose first text is mostly bytes that are not UTF-8 (a binary file, another
         encoding), is refused."""
-        it = self.documents(skip=0)
+        it = self.pieces(skip=0)
         chars = 0
         try:
-            for text in it:
+            for text, _ in it:
                 chars += len(text)
                 if chars >= CHECK_CHARS:
                     break
@@ -165,40 +210,46 @@ class SourceReader:
                             f"file, or remove the source from {self.mix_where}")
         skipped = self.undecodable_bytes
         if skipped > NOT_TEXT_SHARE * (chars + skipped):
+            encoding = "UTF-8" if self.src.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else \
+                self.src.encoding
             raise DataError(f"source '{self.src.name}': {skipped / (chars + skipped):.0%} of the first bytes of "
-                            f"{where} are not UTF-8, so it is not text SparkNet can read; convert it to UTF-8 "
-                            "(for example with iconv) or remove it")
+                            f"{where} are not {encoding}, so it is not text SparkNet can read; if it is text in "
+                            f"another encoding, say so with encoding = \"latin-1\" (or its own) on the source in "
+                            f"{self.mix_where}, or convert it (for example with iconv); else remove it")
 
-    def documents(self, skip: int = 0) -> Iterator[str]:
-        """Every document in a fixed order, empty ones included (as ''), after the first `skip`."""
+    def pieces(self, skip: int = 0) -> Iterator[Piece]:
+        """Every document in a fixed order, empty ones included (as ''), after the first `skip`; a long one in
+        pieces (see PIECE_CHARS), each with whether it ends its document."""
         base = _undecodable_bytes[0]
-        docs = self._local_documents() if self.kind == "path" else self._hf_documents(skip)
         if self.kind == "path":
-            for _ in range(skip):
-                if next(docs, None) is None:
+            pieces = self._local_pieces()
+            ended = 0
+            while ended < skip:  # the documents before `skip` are read through and dropped
+                piece = next(pieces, None)
+                if piece is None:
                     return
+                ended += piece[1]
+        else:
+            pieces = (piece for doc in self._hf_documents(skip) for piece in pieces_of(doc))
         try:
-            for text in docs:
+            for piece in pieces:
                 self.undecodable_bytes = _undecodable_bytes[0] - base
-                yield text
+                yield piece
         finally:
             self.undecodable_bytes = _undecodable_bytes[0] - base
-            docs.close()
+            pieces.close()
 
-    def _local_documents(self) -> Iterator[str]:
+    def _local_pieces(self) -> Iterator[Piece]:
         for f in self.files:
             kind = _kind(f)
             try:
                 if kind in (".txt", ".md", ".markdown"):
-                    with _open_bytes(f) as fh:
-                        text = _decode(fh.read())
-                    yield strip_front_matter(text) if kind != ".txt" else text
-                elif kind == ".jsonl":
-                    yield from self._jsonl_documents(f)
-                elif kind == ".json":
-                    yield from self._json_documents(f)
-                elif kind == ".parquet":
-                    yield from self._parquet_documents(f)
+                    yield from text_file_pieces(f, strip_front=kind != ".txt", encoding=self.src.encoding)
+                    continue
+                docs = {".jsonl": self._jsonl_documents, ".json": self._json_documents,
+                        ".parquet": self._parquet_documents}[kind](f)
+                for doc in docs:
+                    yield from pieces_of(doc)
             except (OSError, EOFError, zlib.error) as e:
                 raise BadDocumentError(f"source '{self.src.name}': cannot read {f} ({one_line(e)}); "
                                        "replace or remove that file") from None
@@ -226,7 +277,7 @@ class SourceReader:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(_decode(line))
+                    record = json.loads(_decode(line, self.src.encoding))
                 except json.JSONDecodeError as e:
                     raise BadDocumentError(f"source '{self.src.name}': {f} line {n} is not valid JSON ({e.msg}); "
                                            "fix or remove that line") from None
@@ -234,7 +285,7 @@ class SourceReader:
 
     def _json_documents(self, f: Path) -> Iterator[str]:
         with _open_bytes(f) as fh:
-            text = _decode(fh.read())
+            text = _decode(fh.read(), self.src.encoding)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

@@ -50,39 +50,48 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return encode_documents(_worker_tokenizer, texts)
+Batch = tuple[list[str], list[bool]]  # texts, and whether each ends its document
 
 
-def encode_documents(tok: Tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens of all texts, each non-empty one followed by EOS, and each text's token count (0 when empty)."""
+def _encode_in_worker(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    return encode_documents(_worker_tokenizer, *batch)
+
+
+def encode_documents(tok: Tokenizer, texts: list[str], ends: list[bool] | None = None) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """Tokens of all texts, each non-empty one that ends its document followed by EOS (a piece of a longer
+    document runs on into the next), and each text's token count (0 when empty)."""
     dtype = np.dtype(tok.token_dtype)
+    ends = ends if ends is not None else [True] * len(texts)
     keep = [i for i, t in enumerate(texts) if t and not t.isspace()]
     ids = tok.encode_batch([texts[i] for i in keep]) if keep else []
     lengths = np.zeros(len(texts), dtype=np.int64)
     for i, doc in zip(keep, ids):
-        lengths[i] = len(doc) + 1
+        lengths[i] = len(doc) + ends[i]
     flat = np.empty(int(lengths.sum()), dtype=dtype)
     pos = 0
-    for doc in ids:
+    for i, doc in zip(keep, ids):
         n = len(doc)
         flat[pos:pos + n] = doc
-        flat[pos + n] = tok.eos_id
-        pos += n + 1
+        if ends[i]:
+            flat[pos + n] = tok.eos_id
+        pos += n + ends[i]
     return flat, lengths
 
 
-def _text_batches(docs: Iterator[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
+def _text_batches(pieces: Iterator[tuple[str, bool]]) -> Iterator[Batch]:
+    texts: list[str] = []
+    ends: list[bool] = []
     chars = 0
-    for text in docs:
-        batch.append(text)
+    for text, end in pieces:
+        texts.append(text)
+        ends.append(end)
         chars += len(text)
-        if chars >= BATCH_CHARS or len(batch) >= BATCH_DOCS:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
+        if chars >= BATCH_CHARS or len(texts) >= BATCH_DOCS:
+            yield texts, ends
+            texts, ends, chars = [], [], 0
+    if texts:
+        yield texts, ends
 
 
 class _Encoder:
@@ -93,11 +102,11 @@ class _Encoder:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def encoded(self, batches: Iterator[list[str]], use_pool: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(tokens, lengths) per batch, as encode_documents returns them, in the batches' order."""
+    def encoded(self, batches: Iterator[Batch], use_pool: bool) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+        """(tokens, lengths) per batch, as encode_documents returns them, and the batch's ends, in order."""
         if not use_pool or self.workers <= 1:
-            for texts in batches:
-                yield encode_documents(self.tok, texts)
+            for texts, ends in batches:
+                yield *encode_documents(self.tok, texts, ends), ends
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
@@ -106,15 +115,17 @@ class _Encoder:
         pending: deque = deque()
         try:
             # A bounded window of batches in flight: reading never runs far ahead of tokenizing.
-            for texts in batches:
-                pending.append(self._pool.submit(_encode_in_worker, texts))
+            for batch in batches:
+                pending.append((self._pool.submit(_encode_in_worker, batch), batch[1]))
                 if len(pending) >= 2 * self.workers:
-                    yield pending.popleft().result()
+                    future, ends = pending.popleft()
+                    yield *future.result(), ends
             while pending:
-                yield pending.popleft().result()
+                future, ends = pending.popleft()
+                yield *future.result(), ends
         finally:
-            for fut in pending:
-                fut.cancel()
+            for future, _ in pending:
+                future.cancel()
 
     def close(self) -> None:
         if self._pool is not None:
