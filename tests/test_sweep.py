@@ -169,3 +169,18 @@ def test_lr_find_of_a_muon_profile_tests_each_rate_with_the_other_held(logs):
         assert found["key"] == key
         assert read_jsonl(run / "metrics.jsonl")[0]["lr"] == pytest.approx(found["profile_rate"] / 1000, rel=1e-6)
     assert "optim.muon_lr was held at" in done.stdout and "optim.lr was held at" in done.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["sweep", "resume", "nope"], "sweep 'nope' not found"),
+    (["sweep", "show", "broken"], "not a sweep file SparkNet wrote"),
+    (["sweep", "save", "broken", "--as", "x"], "not a sweep file SparkNet wrote"),
+    (["sweep", "a.toml", "b.toml"], "give one spec file"),
+    (["lr-find", "--profile", "tiny-cpu", "--steps", "3"], "--steps must be at least 20"),
+    (["lr-find", "--profile", "tiny-cpu", "--group", "muon"], "has no Muon rate"),
+])
+def test_sweep_and_lr_find_answer_bad_input_in_one_line(logs, args, says):
+    (logs / "sweeps" / "broken").mkdir(parents=True)
+    (logs / "sweeps" / "broken" / "sweep.json").write_text('{"entries": "cut sh')
+    done = sparknet(*args, check=False)
+    assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
