@@ -76,7 +76,7 @@ def test_the_readme_tour_runs_offline_on_a_fresh_copy(tmp_path):
         if line.startswith("sparknet eval"):
             assert "held-out text of mix 'demo'" in proc.stdout
         if line.startswith("sparknet sweep"):
-            assert "ranked by val_loss" in proc.stdout and "lr=0.01" in proc.stdout
+            assert "ranked by val_loss" in " ".join(proc.stdout.split()) and "lr=0.01" in proc.stdout
     assert len(list((project / "logs" / "sweeps" / "demo-lr").glob("*/run.toml"))) == 6
     runs = sorted(p.name for p in (project / "logs").iterdir() if (p / "run.toml").exists())
     assert len(runs) == 2 and run_id in runs

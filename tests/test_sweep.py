@@ -103,7 +103,7 @@ def first_run(logs, name: str):
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_a_sweep_carries_on_after_a_stop_or_a_kill_and_never_repeats_a_run(logs, tmp_path, how):
     spec = write_spec(tmp_path, "long", '[[variants]]\nname = "a"\nset = []\n[[variants]]\nname = "b"\n'
-                      'set = ["optim.lr=1e-3"]\n', tokens=400_000)
+                      'set = ["optim.lr=1e-3"]\n', tokens=120_000)
     env = dict(os.environ, SPARKNET_LOGS=str(logs))
     proc = sweep_process(spec, env=env)
     run = first_run(logs, "long")
@@ -130,9 +130,9 @@ def test_a_sweep_carries_on_after_a_stop_or_a_kill_and_never_repeats_a_run(logs,
 
 
 @pytest.mark.slow
-def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs):
+def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs, private_profiles):
     done = sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "40", "--set", "schedule.range_to=100000",
-                    "--set", "batch.grad_accum=1", timeout=300)
+                    "--set", "batch.grad_accum=1", "--save-as", "tiny-found", timeout=300)
     assert done.returncode == 0, done.stderr
     run = next(logs.glob("*-lr-find-all"))
     found = json.loads((run / "lr-find.json").read_text())
@@ -143,6 +143,10 @@ def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs):
     rates = [row["lr"] for row in read_jsonl(run / "metrics.jsonl")]
     assert rates == sorted(rates) and rates[0] == pytest.approx(3e-3 / 1000, rel=1e-6)  # rising from 1/1000
     assert f"suggested optim.lr = {found['suggested_lr']:.2e}" in done.stdout
+    saved = (private_profiles / "tiny-found.toml").read_text()  # the suggested rate as a profile that trains
+    rate = float(format(found["suggested_lr"], ".3g"))
+    assert f"\nlr = {rate}" in saved and "lr-find run" in saved
+    assert sparknet("train", "--profile", "tiny-found", "--check").returncode == 0
 
 
 @pytest.mark.slow

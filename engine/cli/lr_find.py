@@ -47,11 +47,29 @@ def lr_find_command(args) -> int:
         tested, mix = load_run_inputs(args.profile, args.mix, overrides)
         check_run(tested, mix)
         plans.append((group, tested, overrides))
+    readings = []
     for group, tested, overrides in plans:
         run_dir = run_test(args.profile, args.mix, group, overrides)
         found = read_test(run_dir, group, tested)
         print_reading(run_dir.name, group, tested, found)
+        readings.append((run_dir.name, found))
+    if args.save_as:
+        save_suggestion(profile, args.mix, args.overrides, readings, args.save_as)
     return 0
+
+
+def save_suggestion(profile: Profile, mix: str | None, overrides: list[str], readings: list, name: str) -> None:
+    """The profile with each suggested rate, as a new profile that says where its rates came from."""
+    from engine.config.saving import save_variant
+
+    found = [(run, f) for run, f in readings if f["suggested_lr"] is not None]
+    if not found:
+        raise SparkNetError("no rate was suggested, so nothing was saved; see why above")
+    rates = [f"{f['key']}={f['suggested_lr']:.3g}" for _, f in found]
+    measured = "; ".join(f"lr-find run {run}: {f['key']} {f['suggested_lr']:.3g} ({f['rule']})" for run, f in found)
+    path = save_variant(profile.name, mix or profile.mix, [*overrides, *rates], name,
+                        f"{profile.description or profile.name}; {' '.join(rates)} from sparknet lr-find", measured)
+    print(f"saved {path}: `sparknet train --profile {path.stem}` trains it")
 
 
 def run_test(profile_ref: str, mix_ref: str | None, group: str, overrides: list[str]):
@@ -102,8 +120,12 @@ def print_reading(run_id: str, group: str, tested: Profile, found: dict) -> None
         rate, loss, smooth = curve[i]
         bar = "█" * (1 + round(24 * (smooth - low) / (high - low))) if high > low else "█"
         print(f"  {rate:9.2e}  {loss:8.4f}  {smooth:8.4f}  {bar}")
-    print(f"suggested {key} = {found['suggested_lr']:.2e} ({found['rule']}, {found['lowest_loss_lr']:.2e}); "
-          f"steepest descent at {found['steepest_lr']:.2e}; the profile has {found['profile_rate']:.2e}")
+    if found["suggested_lr"] is None:
+        print(f"no suggestion for {key}: {found['rule']} (lowest at {found['lowest_loss_lr']:.2e}, the profile has "
+              f"{found['profile_rate']:.2e})")
+    else:
+        print(f"suggested {key} = {found['suggested_lr']:.2e} ({found['rule']}, {found['lowest_loss_lr']:.2e}); "
+              f"steepest descent at {found['steepest_lr']:.2e}; the profile has {found['profile_rate']:.2e}")
     held = {"adamw": "optim.muon_lr", "muon": "optim.lr"}.get(group)
     if held:
         value = tested.optim.muon_lr if group == "adamw" else tested.optim.lr

@@ -151,4 +151,6 @@ def _add_sweep(sub) -> None:
     p.add_argument("--group", choices=("adamw", "muon"), default=None,
                    help="test one optimizer group only (default: every group the profile has, each with the other "
                         "held)")
+    p.add_argument("--save-as", default=None, metavar="PROFILE",
+                   help="save the profile with the suggested rates as a new profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)

@@ -245,6 +245,14 @@ def expand(text: str, where: str, key: str) -> str:
     return os.path.expanduser(_VAR.sub(sub, text))
 
 
+def _check_encoding(encoding: str, where: str, label: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"{where}: {label}.encoding '{encoding}' is not an encoding Python knows; use utf-8, "
+                          "latin-1, cp1252 or another of Python's codecs") from None
+
+
 def mix_from_dict(data: dict, where: str, base_dir: Path, name: str = "") -> MixConfig:
     mix = MixConfig(name=name, source=where)
     raw_sources = None
@@ -275,11 +283,7 @@ def mix_from_dict(data: dict, where: str, base_dir: Path, name: str = "") -> Mix
             raise ConfigError(f"{where}: {label} needs a weight (a number > 0)")
         if not src.weight > 0:
             raise ConfigError(f"{where}: {label}.weight must be a number > 0, got {src.weight}")
-        try:
-            codecs.lookup(src.encoding)
-        except LookupError:
-            raise ConfigError(f"{where}: {label}.encoding '{src.encoding}' is not an encoding Python knows; use "
-                              "utf-8, latin-1, cp1252 or another of Python's codecs") from None
+        _check_encoding(src.encoding, where, label)
         if bool(src.hf) == bool(src.path):
             raise ConfigError(f"{where}: {label} needs exactly one of hf = \"dataset id\" or path = \"file or folder\"")
         if src.path:

@@ -143,7 +143,8 @@ def _check_variants(spec: SweepSpec, seeds: list[int] | None, where: str) -> Non
         raise ConfigError(f"{where}: two variants are named '{twice[0]}'; give each its own name")
     for variant in spec.variants:
         try:
-            profile, mix = load_run_inputs(spec.profile, spec.mix, spec.run_overrides(variant, 0))
+            profile, mix = load_run_inputs(spec.profile, spec.mix, [f"run.tokens={spec.tokens}", *spec.common,
+                                                                    *variant.overrides])
         except ConfigError as e:
             raise ConfigError(f"{where}: variant '{variant.name}': {e}") from None
         if spec.metric == "wikitext_ppl" and mix.tokenizer != "gpt2":

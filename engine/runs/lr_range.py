@@ -38,9 +38,12 @@ def read_range(points: list[tuple[float, float]], ended_early: bool = False) -> 
     slopes = [(curve[i + 1] - curve[i - 1]) / (math.log(rates[i + 1]) - math.log(rates[i - 1]))
               for i in range(1, max(1, lowest))] or [0.0]
     steepest = 1 + min(range(len(slopes)), key=slopes.__getitem__) if lowest > 1 else 0
+    # still falling at the top of the range: the lowest point says nothing of where the rate becomes too high
+    at_top = end == len(points) and not ended_early and lowest >= len(curve) - max(2, len(curve) // 20)
     return {
-        "suggested_lr": rates[lowest] / 10,
-        "rule": "one tenth of the rate at the lowest smoothed loss",
+        "suggested_lr": None if at_top else rates[lowest] / 10,
+        "rule": ("none: the loss was still falling at the top of the range; raise schedule.range_to" if at_top
+                 else "one tenth of the rate at the lowest smoothed loss"),
         "lowest_loss_lr": rates[lowest], "lowest_loss": curve[lowest],
         "steepest_lr": rates[steepest],
         "ran_away_at_lr": rates[-1] if end < len(points) or ended_early else None,
