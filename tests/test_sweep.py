@@ -188,3 +188,12 @@ def test_sweep_and_lr_find_answer_bad_input_in_one_line(logs, args, says):
     (logs / "sweeps" / "broken" / "sweep.json").write_text('{"entries": "cut sh')
     done = sparknet(*args, check=False)
     assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_spec_without_seeds_runs_at_the_profiles_own_seed(tmp_path):
+    from engine.config.loading import load_profile
+    from engine.config.sweep import load_sweep_spec
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('profile = "tiny-cpu"\nmix = "demo"\n[grid]\n"optim.lr" = [1e-3, 1e-2]\n')
+    assert load_sweep_spec(spec).seeds == [load_profile("tiny-cpu").run.seed]
