@@ -50,3 +50,11 @@ def test_every_project_file_the_readme_and_docs_name_exists():
             if cited not in EXAMPLES and not any(PROJECT.glob(cited.rstrip("/"))):
                 missing.append(f"{page.relative_to(PROJECT)}: {cited}")
     assert missing == []
+
+
+def test_no_page_names_the_machine_kinds_figures_were_measured_on():
+    """Pages name a GPU and its software, never the name a lending service gave the machine."""
+    pages = [PROJECT / "README.md", *sorted((PROJECT / "docs").rglob("*.md"))]
+    named = [f"{p.relative_to(PROJECT)}: {m}" for p in pages
+             for m in re.findall(r"nvidia-h[0-9]{3}(?:-x[0-9])?", p.read_text(encoding="utf-8"))]
+    assert named == []

@@ -187,10 +187,11 @@ async def test_every_key_of_every_screen(two_runs, private_profiles, size):
 
 
 @pytest.mark.slow
-async def test_confirm_keys(two_runs):
+@pytest.mark.parametrize("size", SIZES)
+async def test_confirm_keys(two_runs, size):
     finished, _ = two_runs
     app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await wait_until(pilot, app, lambda: app.screen.query_one(DataTable).row_count == 2)
         await select_row(pilot, app, finished.name)
         for key in ("n", "escape"):
@@ -237,6 +238,10 @@ async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, privat
         saved = private_profiles / "from-sweep.toml"
         await wait_until(pilot, app, saved.exists, timeout=60)
         assert 'measured = "rank 1 of 2 in sweep demo-lr' in saved.read_text()
+        app.push_screen(NewRunScreen(app.context, "from-sweep"))  # a saved profile remembers where it came from
+        await wait_until(pilot, app, lambda: "measured: rank 1 of 2 in sweep demo-lr" in plain(
+            app.screen.query_one("#new-description", Static)))
+        await press(pilot, app, "escape")
         await press(pilot, app, "r")  # a finished sweep resumed: every run is done, nothing is trained again
         await wait_until(pilot, app, lambda: any("sparknet sweep resume" in n for n in notes(app)))
         screen.query_one("#spec-select").value = str(private_profiles / "sweeps" / "tiny-keys.toml")
