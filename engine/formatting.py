@@ -19,7 +19,7 @@ def fmt_count(value: Any) -> str:
         return NA
     v = float(value)
     for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= limit:
+        if abs(v) >= limit * 0.9995:  # 999,600 rounds to 1.00M, never to 1000k
             return f"{v / limit:.3g}{suffix}" if abs(v) / limit < 100 else f"{v / limit:.0f}{suffix}"
     return f"{v:.0f}"
 

@@ -76,6 +76,7 @@ def test_main_names_an_unknown_run_in_one_line(tmp_path):
 def test_formatting_of_missing_and_present_values():
     assert fmt_count(None) == "N/A"
     assert fmt_count(12_345_678) == "12.3M"
+    assert fmt_count(999_600) == "1M" and fmt_count(999_400) == "999k"  # never "1000k"
     assert fmt_duration(3725) == "1h02m"
     assert fmt_duration(59) == "59s"
     assert fmt_duration(None) == "N/A"
