@@ -3,9 +3,9 @@
     .venv/bin/python scripts/panel_screenshots.py docs/panel            # SVG files at 120x40
     .venv/bin/python scripts/panel_screenshots.py OUT --size 80x24 --text   # also print each screen as text
 
-It trains two tiny runs on the offline demo mix with the real `sparknet` command
-(about half a minute on two CPU cores), evaluates one, then drives the panel
-with Textual's Pilot and saves Runs, New run, Live, Evaluation, Compare and Help.
+It trains two tiny runs on the offline demo mix with the real `sparknet` command,
+evaluates one and runs a two-variant sweep (about a minute on two CPU cores), then drives the panel
+with Textual's Pilot and saves Runs, New run, Live, Evaluation, Compare, Sweeps and Help.
 Nothing outside a temporary folder and OUT is touched.
 """
 
@@ -28,7 +28,15 @@ sys.path.insert(0, str(PROJECT))
 RUN_SETTINGS = ["model.n_layer=2", "model.n_embd=64", "model.n_head=4", "model.context=128", "batch.micro_batch=8",
                 "batch.grad_accum=2", "optim.min_lr=3e-4", "run.tokens=40960", "run.log_every=1",
                 "run.eval_every=4", "run.eval_tokens=2048", "run.final_eval_tokens=2048"]
-SCREENS = ("runs", "new-run", "live", "evaluation", "compare", "help")
+SCREENS = ("runs", "new-run", "live", "evaluation", "compare", "sweeps", "help")
+SWEEP_SPEC = """name = "demo-rates"
+profile = "tiny-cpu"
+mix = "demo"
+tokens = 20480
+set = ["run.eval_every=5", "run.final_eval=false"]
+[grid]
+"optim.lr" = [1e-3, 1e-2]
+"""
 
 
 def sparknet(*args: str, env: dict) -> None:
@@ -47,6 +55,9 @@ def make_runs(logs: Path) -> tuple[Path, Path]:
                  "--set", f"optim.lr={lr}", env=env)
     first, second = (next(logs.glob(f"*-{name}")) for name in ("lr-3e-3", "lr-1e-3"))
     sparknet("eval", str(first), "--no-samples", env=env)
+    spec = logs.parent / "demo-rates.toml"
+    spec.write_text(SWEEP_SPEC)
+    sparknet("sweep", str(spec), env=env)
     return first, second
 
 
@@ -99,6 +110,9 @@ async def capture(size: tuple[int, int], first: Path, second: Path) -> dict[str,
         app.action_show_runs()
         app.open_compare(first, second)
         await shoot("compare")
+        app.action_show_runs()
+        await pilot.press("w")
+        await shoot("sweeps")
     return shots
 
 

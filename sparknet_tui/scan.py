@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine import SparkNetError
 from engine.formatting import perplexity
-from engine.runs.reader import RunReader
+from engine.runs.reader import RunReader, run_folders
 from engine.runs.rundir import logs_dir
 from engine.runs.status import RunStatus
 from sparknet_tui.watch import DEFAULT_WARN_C, config_section, gpu_temperatures, model_shape, warn_threshold
@@ -65,7 +65,8 @@ class ScanResult:
 
 
 class RunsScanner:
-    """Lists logs/ on each call; run.toml is read once per run, status.json each time (it is small)."""
+    """Lists logs/ (and each sweep's folder in it) on each call; run.toml is read once per run, status.json each
+    time (it is small)."""
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else None
@@ -77,7 +78,8 @@ class RunsScanner:
         except SparkNetError as e:
             return ScanResult([], str(e))
         try:
-            dirs = sorted((p for p in root.iterdir() if p.is_dir() and (p / "run.toml").exists()), reverse=True)
+            # a sweep's runs are ordinary runs too: they are listed with the others
+            dirs = sorted(run_folders(root), key=lambda p: p.name, reverse=True)
         except FileNotFoundError:
             return ScanResult([])
         except OSError as e:

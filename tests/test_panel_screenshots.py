@@ -10,7 +10,7 @@ from cli_helpers import PROJECT
 
 SCRIPT = PROJECT / "scripts" / "panel_screenshots.py"
 TITLES = {"runs": "Runs", "new-run": "New run", "live": "Live", "evaluation": "Evaluation", "compare": "Compare",
-          "help": "runs screen"}
+          "sweeps": "Sweeps", "help": "runs screen"}
 
 
 @pytest.mark.slow

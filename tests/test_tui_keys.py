@@ -12,6 +12,7 @@ from pilot_helpers import make_app, plain, select_row, settle, wait_until
 from textual.widgets import DataTable, Input, Static
 from tui_fixtures import copy_run
 
+from engine.runs.sweep import SweepState
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
 from sparknet_tui.screens.evaluation import EvaluationScreen
@@ -249,10 +250,12 @@ async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, privat
         made = private_logs / "sweeps" / "tiny-keys" / "sweep.json"
         await wait_until(pilot, app, made.exists, timeout=120)
         await check_back(pilot, app, "escape", RunsScreen)
+        # a sweep's runs are ordinary runs: the Runs table lists them
+        listed = [k.value for k in app.screen.query_one(DataTable).rows]
+        assert all(e.run in listed for e in SweepState.load(private_logs / "sweeps" / "demo-lr").entries)
         bound = {k for b in SweepsScreen.BINDINGS for k in b.key.split(",")} - {"q", "escape"}
         assert bound == {"m", "ctrl+s", "ctrl+r", "x", "r"}
     from engine.files import wait_for
-    from engine.runs.sweep import SweepState
 
     # the sweep the panel started runs to its end, detached from the panel
     assert wait_for(lambda: SweepState.load(made.parent).state == "finished", scaled(240))
