@@ -32,6 +32,7 @@ from sparknet_tui.commands import (
 )
 from sparknet_tui.context import POLL_INTERVAL_S, PanelContext
 from sparknet_tui.messages import (
+    CliCommand,
     CommandDone,
     DeleteRun,
     EvaluateRun,
@@ -45,7 +46,6 @@ from sparknet_tui.messages import (
     StartRun,
     StopEvaluation,
     StopRun,
-    SweepCli,
 )
 from sparknet_tui.screens.compare import CompareScreen
 from sparknet_tui.screens.confirm import ConfirmScreen
@@ -188,9 +188,9 @@ class SparkNetApp(App):
     def on_open_sweeps(self, message: OpenSweeps) -> None:
         self.push_screen(SweepsScreen(self.context))
 
-    def on_sweep_cli(self, message: SweepCli) -> None:
-        self.notify(f"sparknet sweep {' '.join(message.args)}…")
-        self._run_command("sweep", None, partial(run_cli, "sweep", *message.args))
+    def on_cli_command(self, message: CliCommand) -> None:
+        self.notify(f"sparknet {' '.join(message.args)}…")
+        self._run_command(message.args[0], None, partial(run_cli, *message.args))
 
     def on_delete_run(self, message: DeleteRun) -> None:
         self.delete_run(message.run_dir, message.state)

@@ -113,8 +113,8 @@ class StartRun(Message):
         self.profile, self.mix, self.overrides, self.name = profile, mix, list(overrides), name
 
 
-class SweepCli(Message):
-    """Run `sparknet sweep ARGS` (start, stop, resume, save) for the Sweeps screen."""
+class CliCommand(Message):
+    """Run `sparknet ARGS` for a screen (a sweep's start, stop, resume or save; saving a range test's rate)."""
 
     def __init__(self, args: list[str]) -> None:
         super().__init__()

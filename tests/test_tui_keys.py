@@ -111,11 +111,14 @@ async def live_keys(pilot, app, finished) -> set[str]:
     assert any("nothing to stop" in n for n in notes(app))
     await press(pilot, app, "r")
     assert any("only a stopped or failed run resumes" in n for n in notes(app))
+    await press(pilot, app, "ctrl+s")  # saving a suggested rate is for an LR range test only
+    assert any("Only a finished LR range test" in n for n in notes(app))
     await press(pilot, app, "e")
     assert isinstance(app.screen, EvaluationScreen)
     await check_back(pilot, app, "escape", LiveScreen)
     await check_back(pilot, app, "escape", RunsScreen)
-    return {"question_mark", "left_square_bracket", "right_square_bracket", "z", "x", "l", "s", "r", "e", "escape"}
+    return {"question_mark", "left_square_bracket", "right_square_bracket", "z", "x", "l", "s", "r", "e", "ctrl+s",
+            "escape"}
 
 
 async def evaluation_keys(pilot, app, failed) -> set[str]:
@@ -259,3 +262,22 @@ async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, privat
 
     # the sweep the panel started runs to its end, detached from the panel
     assert wait_for(lambda: SweepState.load(made.parent).state == "finished", scaled(240))
+
+
+@pytest.mark.slow
+async def test_an_lr_range_tests_rate_is_saved_from_its_live_screen(private_logs, private_profiles):
+    from cli_helpers import sparknet
+
+    sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "60", timeout=300)
+    run = next(private_logs.glob("*-lr-find-all"))
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_live(run)
+        await wait_until(pilot, app, lambda: isinstance(app.screen, LiveScreen) and app.screen.view is not None
+                         and app.screen.view.lr_find is not None)
+        assert app.screen.query_one("#loss-chart").data.x_label == "rate"  # the test drawn against the rate
+        await press(pilot, app, "ctrl+s")
+        await pilot.press(*"tiny-rate", "enter")
+        saved = private_profiles / "tiny-rate.toml"
+        await wait_until(pilot, app, saved.exists, timeout=60)
+    assert f"lr-find run {run.name}" in saved.read_text()

@@ -12,7 +12,7 @@ import sys
 import time
 
 from engine import SparkNetError
-from engine.config.loading import PROJECT_ROOT, load_run_inputs
+from engine.config.loading import PROJECT_ROOT, load_profile, load_run_inputs
 from engine.config.schema import Profile
 from engine.files import read_jsonl, write_json_atomic
 from engine.runs.lr_range import read_range
@@ -34,6 +34,10 @@ def range_overrides(profile: Profile, group: str, steps: int) -> list[str]:
 def lr_find_command(args) -> int:
     from engine.train.preflight import check_run
 
+    if args.from_run:
+        return save_from_run(args.from_run, args.save_as)
+    if not args.profile:
+        raise SparkNetError("--profile P is needed (or --from-run RUN --save-as NAME to save a finished test's rate)")
     if args.steps < 20:
         raise SparkNetError(f"--steps must be at least 20 for a curve worth reading, got {args.steps}")
     profile, _ = load_run_inputs(args.profile, args.mix, args.overrides)
@@ -55,6 +59,24 @@ def lr_find_command(args) -> int:
         readings.append((run_dir.name, found))
     if args.save_as:
         save_suggestion(profile, args.mix, args.overrides, readings, args.save_as)
+    return 0
+
+
+def save_from_run(run: str, name: str | None) -> int:
+    """The suggestion of a range test already run, saved as a profile (the panel's Live screen asks for this)."""
+    from engine.files import read_json
+    from engine.runs.rundir import load_run, resolve_run
+
+    if not name:
+        raise SparkNetError("--from-run needs --save-as NAME: the name of the new profile")
+    run_dir = resolve_run(run)
+    found = read_json(run_dir / "lr-find.json")
+    if not isinstance(found, dict) or "key" not in found:
+        raise SparkNetError(f"{run_dir.name} is not a finished LR range test (no lr-find.json); run `sparknet "
+                            "lr-find --profile P` first")
+    profile, mix, _ = load_run(run_dir)
+    base = load_profile(profile.name)  # the saved profile, without the range test's own settings
+    save_suggestion(base, mix.name, [], [(run_dir.name, found)], name)
     return 0
 
 

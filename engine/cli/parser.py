@@ -145,7 +145,9 @@ def _add_sweep(sub) -> None:
     p.add_argument("--variant", default=None, help="with save: this variant instead of the best-ranked one")
 
     p = sub.add_parser("lr-find", help="an LR range test: the rate rises until the loss runs away; a suggested rate")
-    p.add_argument("--profile", required=True, help=PROFILE_HELP)
+    p.add_argument("--profile", default=None, help=PROFILE_HELP)
+    p.add_argument("--from-run", default=None, metavar="RUN",
+                   help="with --save-as: save the suggestion of a range test already run, instead of running one")
     p.add_argument("--mix", default=None)
     p.add_argument("--steps", type=int, default=300, help="steps of the test (default 300)")
     p.add_argument("--group", choices=("adamw", "muon"), default=None,

@@ -25,9 +25,10 @@ from engine.formatting import (
 from engine.runs.records import MetricRow
 from engine.runs.status import State
 from sparknet_tui.context import PanelContext
-from sparknet_tui.messages import OpenEvaluation, ResumeRun, RunPolled, StopRun
+from sparknet_tui.messages import CliCommand, OpenEvaluation, ResumeRun, RunPolled, StopRun
 from sparknet_tui.reference_curve import REFERENCE_LABEL, reference_points
 from sparknet_tui.screens.common import PanelScreen, bar_text, state_text
+from sparknet_tui.screens.confirm import NameScreen
 from sparknet_tui.series import log_points, smooth
 from sparknet_tui.watch import LOG_LINES, RunView, RunWatcher, config_section
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend, spark
@@ -214,6 +215,8 @@ class LiveScreen(PanelScreen):
         Binding("z", "zoom", "Zoom", tooltip="zoom to the recent part of the run: all, 50%, 20%, 5%"),
         Binding("x", "log_steps", "Log x", tooltip="steps on a log scale, or back"),
         Binding("l", "next_view", "Events, log", tooltip="the chart, then all events, then the log"),
+        Binding("ctrl+s", "save_rate", "Save rate", show=False,
+                tooltip="an LR range test: save the profile with its suggested rate as a new profile"),
         Binding("q", "app.quit", "Quit", show=False),
     ]
 
@@ -320,3 +323,17 @@ class LiveScreen(PanelScreen):
 
     def action_evaluation(self) -> None:
         self.post_message(OpenEvaluation(self.run_dir))
+
+    def action_save_rate(self) -> None:
+        found = self.view.lr_find if self.view is not None else None
+        if not found or found.get("suggested_lr") is None:
+            self.notify("Only a finished LR range test with a suggested rate can be saved (sparknet lr-find)",
+                        severity="warning")
+            return
+
+        def named(name: str | None) -> None:
+            if name:
+                self.post_message(CliCommand(["lr-find", "--from-run", str(self.run_dir), "--save-as", name]))
+
+        self.app.push_screen(NameScreen(f"Save {found['key']} = {found['suggested_lr']:.3g} as a new profile named:",
+                                        "new profile name"), named)

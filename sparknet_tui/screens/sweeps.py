@@ -18,7 +18,7 @@ from engine.config.loading import profiles_dir
 from engine.files import read_jsonl
 from engine.runs.sweep import SweepState, ranked_rows, sweeps_dir
 from engine.runs.sweep_table import HEADERS, table_cells
-from sparknet_tui.messages import SweepCli
+from sparknet_tui.messages import CliCommand
 from sparknet_tui.screens.common import PanelScreen, column_widths, columns_that_fit, fill_table
 from sparknet_tui.widgets.chart import ChartData, LineChart, Series, legend
 
@@ -218,7 +218,7 @@ class SweepsScreen(PanelScreen):
         self.refresh_data()
 
     def _ask(self, *args: str) -> None:
-        self.post_message(SweepCli(list(args)))
+        self.post_message(CliCommand(["sweep", *args]))
 
     def action_save(self) -> None:
         name, variant = self.query_one("#save-as", Input).value.strip(), self.highlighted()
