@@ -197,3 +197,14 @@ def test_a_spec_without_seeds_runs_at_the_profiles_own_seed(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text('profile = "tiny-cpu"\nmix = "demo"\n[grid]\n"optim.lr" = [1e-3, 1e-2]\n')
     assert load_sweep_spec(spec).seeds == [load_profile("tiny-cpu").run.seed]
+
+
+@pytest.mark.slow
+def test_runs_sharing_the_device_are_labelled_so(logs, tmp_path):
+    spec = write_spec(tmp_path, "shared", '[grid]\n"optim.lr" = [1e-3, 1e-2]\n')
+    done = sparknet("sweep", spec, "--parallel", "2", env=dict(os.environ, COLUMNS="200"))
+    assert done.returncode == 0, done.stderr
+    state = sweep_file(logs, "shared")
+    assert state["parallel"] == 2 and [e["state"] for e in state["entries"]] == ["finished", "finished"]
+    assert "2 runs shared the device at once: their tokens/s and wall times are not those of a run alone" in \
+        done.stdout
