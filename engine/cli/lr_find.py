@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from engine import SparkNetError
 from engine.config.loading import PROJECT_ROOT, load_profile, load_run_inputs
 from engine.config.schema import Profile
 from engine.files import read_jsonl, write_json_atomic
 from engine.runs.lr_range import read_range
-from engine.runs.rundir import effective_status, logs_dir
+from engine.runs.rundir import effective_status, logs_dir, runs_named
 
 RATE_KEYS = {"all": "optim.lr", "adamw": "optim.lr", "muon": "optim.muon_lr"}
 ROWS_SHOWN = 12
@@ -97,16 +96,16 @@ def save_suggestion(profile: Profile, mix: str | None, overrides: list[str], rea
 def run_test(profile_ref: str, mix_ref: str | None, group: str, overrides: list[str]):
     """Train the range test as `sparknet train` does, in the foreground; the run's directory."""
     name = f"lr-find-{group}"
-    started = time.time()
+    earlier = set(runs_named(logs_dir(), name))
     command = [sys.executable, "-m", "engine.cli", "train", "--profile", profile_ref, "--name", name]
     command += ["--mix", mix_ref] if mix_ref else []
     command += [a for o in overrides for a in ("--set", o)]
     code = subprocess.call(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
-    made = [d for d in logs_dir().glob(f"*-{name}*") if d.is_dir() and d.stat().st_mtime >= started - 1]
+    made = [d for d in runs_named(logs_dir(), name) if d not in earlier]
     if not made:
         raise SparkNetError(f"the range test of {RATE_KEYS[group]} did not start (exit code {code}); its own line "
                             "is above")
-    run_dir = max(made, key=lambda d: d.stat().st_mtime)
+    run_dir = made[-1]
     status = effective_status(run_dir)
     if status.get("state") != "finished":
         raise SparkNetError(f"the range test {run_dir.name} ended {status.get('state')}: "

@@ -19,7 +19,7 @@ from engine.config.loading import PROJECT_ROOT, load_run_inputs
 from engine.config.sweep import load_sweep_spec
 from engine.files import read_json
 from engine.runs.lock import LockHeld, RunLock, lock_held
-from engine.runs.rundir import load_run, run_name_part
+from engine.runs.rundir import load_run, run_name_part, runs_named
 from engine.runs.sweep import (
     DONE,
     LOCK_NAME,
@@ -207,8 +207,8 @@ class SweepRunner:
         for index, proc in list(self.children.items()):
             entry = self.state.entries[index]
             if entry.run is None:
-                found = sorted(self.state.folder.glob(f"*-{self.run_name(entry)}"))
-                if found and (found[-1] / "run.toml").exists():
+                found = runs_named(self.state.folder, self.run_name(entry))
+                if found:
                     entry.run = found[-1].name
                     self.state.save()
             if proc is None:

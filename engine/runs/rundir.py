@@ -70,6 +70,16 @@ def run_name_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
+def runs_named(folder: Path, name: str) -> list[Path]:
+    """The run directories `sparknet train --name NAME` made in `folder`, oldest first (an id starts with its time;
+    a second one of the same name in the same second ends in -2)."""
+    pattern = re.compile(rf"\d{{8}}-\d{{6}}-{re.escape(run_name_part(name))}(-\d+)?")
+    if not folder.is_dir():
+        return []
+    return sorted((d for d in folder.iterdir() if pattern.fullmatch(d.name) and (d / "run.toml").exists()),
+                  key=lambda d: d.name)
+
+
 def new_run_id(profile: str, name: str | None = None) -> str:
     if name is not None and len(name) > MAX_NAME:
         raise SparkNetError(f"--name is {len(name)} characters long; give at most {MAX_NAME}")

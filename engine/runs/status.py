@@ -29,7 +29,7 @@ LIVE = (State.PREPARING, State.RUNNING, State.STOPPING, State.STALLED)
 FIELDS = frozenset({
     "state", "phase", "run_id", "pid", "started_at", "finished_at", "updated_at", "step", "steps", "tokens",
     "total_tokens", "loss", "val_loss", "tokens_per_s", "eta_s", "mfu", "mfu_basis", "update_every_s", "error",
-    "paused", "fast_paths", "memory_floor_b",
+    "paused", "fast_paths", "memory_floor_b", "diverged",
     "stalled_s", "evaluating",  # derived by readers, never written
 })
 

@@ -119,8 +119,7 @@ def outcome(run_dir: Path) -> str:
     if state in ("preparing", "running", "stopping", "stalled"):
         return "running"
     if state == "failed":
-        error = str(status.get("error") or "")
-        return "diverged" if ("loss became" in error or "loss spiked" in error) else "failed"
+        return "diverged" if status.get("diverged") else "failed"
     return state if state in ("finished", "stopped") else "failed"
 
 

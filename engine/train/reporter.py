@@ -29,10 +29,11 @@ class Reporter:
             if self.notifier is not None:
                 self.notifier.send(event_name, message)
 
-    def fail(self, message: str, step: int, kind: str = "failed") -> None:
-        """The run ends as failed with one line; `kind` is the notification it sends (failed or loss_spike)."""
+    def fail(self, message: str, step: int, kind: str = "failed", diverged: bool = False) -> None:
+        """The run ends as failed with one line; `kind` is the notification it sends (failed or loss_spike);
+        `diverged` marks a loss the divergence guard stopped, for readers such as a sweep."""
         try:
-            self.status(state=State.FAILED, error=message, phase=Phase.NONE)
+            self.status(state=State.FAILED, error=message, phase=Phase.NONE, diverged=diverged or None)
         except OSError:  # a full disk may refuse even this; the line still reaches train.log
             pass
         try:

@@ -210,8 +210,8 @@ class Trainer:
     def elapsed(self) -> float:
         return getattr(self, "elapsed_before", 0.0) + (time.monotonic() - self.t_start)
 
-    def fail(self, message: str, kind: str = "failed") -> None:
-        self.report.fail(message, self.step, kind)
+    def fail(self, message: str, kind: str = "failed", diverged: bool = False) -> None:
+        self.report.fail(message, self.step, kind, diverged)
 
     def divergence_advice(self) -> str:
         return divergence_advice(self.run_dir, self.profile.optim)
@@ -271,7 +271,7 @@ class Trainer:
             self.event("range_end", f"{what}: the LR range test ends here", step=self.step)
             return False
         advice = self.divergence_advice() + (", or raise run.spike_factor" if kind == "loss_spike" else "")
-        self.fail(f"{what}; {advice}", kind=kind)
+        self.fail(f"{what}; {advice}", kind=kind, diverged=True)
         return True
 
     def _end_watchers(self) -> None:
@@ -297,7 +297,7 @@ class Trainer:
         # the first step of a compiled model compiles it, which can take minutes on a small GPU
         self.status(state=State.RUNNING, phase=Phase.COMPILING if self.kernels.compile else Phase.TRAINING, step=self.step,
                     steps=p.steps, tokens=self.tokens, total_tokens=p.steps * p.tokens_per_step, error=None,
-                    mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
+                    diverged=None, mfu_basis=self.peak_source, fast_paths=self.kernels.summary(),
                     memory_floor_b=self.memory_guard.floor_b)
         if self.device.type == "cuda":
             log.info("MFU against %s", f"{self.peak / 1e12:,.1f} TFLOP/s ({self.peak_source})" if self.peak else

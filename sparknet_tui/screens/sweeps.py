@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Sta
 from engine import SparkNetError
 from engine.config.loading import profiles_dir
 from engine.files import read_jsonl
-from engine.runs.sweep import SweepState, ranked_rows, sweeps_dir
+from engine.runs.sweep import DONE, SweepState, ranked_rows, sweeps_dir
 from engine.runs.sweep_table import HEADERS, table_cells
 from sparknet_tui.messages import CliCommand
 from sparknet_tui.screens.common import PanelScreen, column_widths, columns_that_fit, fill_table
@@ -156,7 +156,7 @@ class SweepsScreen(PanelScreen):
                            style="dim")
         else:
             spec = state.spec
-            done = sum(e.state in ("finished", "failed", "diverged") for e in state.entries)
+            done = sum(e.state in DONE for e in state.entries)
             heading.append(f"{state.folder.name}", style="bold")
             heading.append(f"  {state.state} · {done}/{len(state.entries)} runs · {spec.get('profile')} on "
                            f"{spec.get('mix')} · {spec.get('tokens', 0):,} tokens a run · ranked by "
