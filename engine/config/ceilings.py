@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine import SparkNetError
 from engine.files import read_json, utc_now, write_json_atomic
 
 # The reference, docs/lab/performance.md ("The fast paths, each forced off"): `sparknet doctor` (its two ceilings) and
@@ -65,7 +66,11 @@ def save_ceilings(device_name: str, figures: dict) -> Path:
 
 
 def read_ceilings() -> dict:
-    return read_json(ceilings_path()) or {}
+    """What `sparknet doctor` measured on this machine; nothing where the cache folder cannot be one."""
+    try:
+        return read_json(ceilings_path()) or {}
+    except SparkNetError:
+        return {}
 
 
 def measured_peak_flops(device_name: str) -> float | None:

@@ -1,12 +1,28 @@
-"""Where SparkNet keeps what outlives a run: the token cache and the measured ceilings (torch-free)."""
+"""Where SparkNet keeps what outlives a run: the token cache and the measured ceilings (torch-free), and the one
+check of a folder a setting names."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from engine import SparkNetError
+
+
+def checked_folder(path: Path, variable: str) -> Path:
+    """`path`, refused in one line when it, or the nearest part of it that exists, is a file: every later write
+    under it would fail with `Not a directory` far from the setting that caused it."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise SparkNetError(f"{variable}: {path} {where}, not a folder; point {variable} at a folder")
+    return path
+
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    return Path(os.environ.get("SPARKNET_CACHE") or Path.home() / ".cache" / "sparknet").expanduser()
+    path = Path(os.environ.get("SPARKNET_CACHE") or Path.home() / ".cache" / "sparknet").expanduser()
+    return checked_folder(path, "SPARKNET_CACHE")

@@ -34,7 +34,8 @@ def validate_profile(p: Profile) -> None:
     need(m.arch == "modern" or not (m.embed_norm or m.zero_init_proj or m.mlp_hidden),
          "model.embed_norm, model.zero_init_proj and model.mlp_hidden need model.arch = 'modern'")
     need(m.mlp_hidden >= 0, f"model.mlp_hidden must be >= 0 (0 = the default width), got {m.mlp_hidden}")
-    need(m.pad_vocab_multiple >= 1, f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {m.pad_vocab_multiple}")
+    need(m.pad_vocab_multiple >= 1,
+         f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {m.pad_vocab_multiple}")
     need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
     _validate_optim(p, need)
     _validate_batch_and_run(p, need)

@@ -79,12 +79,14 @@ class PrepareStopped(Exception):
 
 
 class _Progress:
-    """Per-source progress, handed to a callback and written as JSON for the control panel."""
+    """Per-source progress, handed to a callback and written as JSON for the control panel. Nothing is written
+    until `writing` is set, once every source has passed its checks: a refused input leaves no file behind."""
 
     def __init__(self, mix: MixConfig, callback, paths: list[Path]):
         self.mix = mix
         self.callback = callback
         self.paths = paths
+        self.writing = False
         self.rows: dict[str, dict] = {
             s.name: {"name": s.name, "state": "waiting", "tokens": 0, "quota": None, "val_tokens": 0,
                      "documents": 0, "tokens_per_s": None, "eta_s": None}
@@ -124,7 +126,7 @@ class _Progress:
             return
         self._last_emit = now
         snap = self.snapshot()
-        for p in self.paths:
+        for p in self.paths if self.writing else ():
             try:
                 write_json_atomic(p, snap)
             except OSError:
@@ -174,6 +176,7 @@ def prepare_mix(mix: MixConfig, tokens: int | None, *, cache_dir: Path | None = 
                 prog.update(plan.reader.src.name, state="checking")
                 plan.reader.check()
                 prog.update(plan.reader.src.name, state="waiting")
+        prog.writing = True
         for plan in plans:
             name = plan.reader.src.name
             if not plan.done:

@@ -23,6 +23,7 @@ from engine.config.loading import (
     profile_from_dict,
     read_toml,
 )
+from engine.config.paths import checked_folder
 from engine.config.schema import MixConfig, Profile
 from engine.files import (
     append_jsonl,
@@ -59,10 +60,7 @@ STALL_FACTOR = 10.0
 def logs_dir() -> Path:
     """Where runs live: SPARKNET_LOGS, else logs/ in the project. Refused (one line) when it is not a folder."""
     path = Path(os.environ.get("SPARKNET_LOGS", PROJECT_ROOT / "logs"))
-    if path.exists() and not path.is_dir():
-        named = "SPARKNET_LOGS" if "SPARKNET_LOGS" in os.environ else "the runs folder"
-        raise SparkNetError(f"{named} {path} is a file, not a folder; point SPARKNET_LOGS at a folder for runs")
-    return path
+    return checked_folder(path, "SPARKNET_LOGS")
 
 
 def run_name_part(name: str) -> str:
