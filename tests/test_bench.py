@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,36 @@ def test_every_timed_interval_starts_and_ends_on_a_synchronised_step():
         for k in range(len(rates)):
             first, last = warmup + k * interval, warmup + (k + 1) * interval  # steps done at its two ends
             assert first in synced and last in synced, (steps, warmup, interval, k)
+
+
+def test_to_quality_times_each_profile_to_the_references_final_loss(tmp_path):
+    """Two real trainings of tiny-cpu on the demo mix, the second at a better rate: the target is the first
+    one's last held-out loss, each is reached where its curve first comes down to it, and the speed-up is the
+    ratio of those training seconds."""
+    from cli_helpers import sparknet
+
+    better = tmp_path / "better.toml"
+    tiny = (Path(__file__).resolve().parents[1] / "profiles" / "tiny-cpu.toml").read_text()
+    better.write_text(re.sub(r"(?m)^lr = .*$", "lr = 1e-2", tiny))
+    out = tmp_path / "q.json"
+    proc = sparknet("bench", "--to-quality", "--profile", str(better), "--against", "tiny-cpu", "--mix", "demo",
+                    "--set", "run.tokens=40960", "--eval-points", "5", "--json-out", str(out))
+    result = json.loads(out.read_text())
+    reference, candidate = result["runs"]
+    assert [r["profile"] for r in result["runs"]] == ["tiny-cpu", "better"]
+    assert result["target_loss"] == reference["curve"][-1]["val_loss"]
+    assert [p["step"] for p in reference["curve"]] == [4, 8, 12, 16, 20]
+    assert all(b["train_s"] > a["train_s"] for a, b in zip(candidate["curve"], candidate["curve"][1:]))
+    # the better rate gets there sooner, within the budget, and the headline is the ratio of training seconds
+    assert candidate["reached"]["tokens"] < 40960
+    assert result["speedup"] == round(reference["reached"]["train_s"] / candidate["reached"]["train_s"], 3)
+    assert "as fast" in proc.stderr
+
+
+def test_first_reaching_interpolates_between_the_points_around_the_target():
+    from engine.cli.to_quality import first_reaching
+
+    curve = [{"tokens": 100, "train_s": 1.0, "val_loss": 5.0}, {"tokens": 200, "train_s": 2.0, "val_loss": 4.0}]
+    assert first_reaching(curve, 4.25) == {"tokens": 175.0, "train_s": 1.75}
+    assert first_reaching(curve, 6.0) == {"tokens": 100, "train_s": 1.0}
+    assert first_reaching(curve, 3.9) is None

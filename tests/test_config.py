@@ -150,3 +150,22 @@ def test_a_profile_without_a_mix_needs_one_named(tmp_path):
         load_run_inputs(str(lone), None, [])
     profile, mix = load_run_inputs(str(lone), "demo", [])
     assert mix.name == "demo" and profile.mix == ""
+
+
+def test_train_without_a_profile_starts_the_recommended_one():
+    from engine.cli.parser import build_parser
+
+    assert build_parser().parse_args(["train"]).profile == "modern-70m"
+    assert build_parser().parse_args(["doctor"]).profile == "modern-70m"
+
+
+def test_the_next_size_up_has_gpt2_smalls_shape_and_parameter_budgets():
+    """gpt2-124m is GPT-2 small (124.4M parameters with tied embeddings); modern-124m stays within 1% of it."""
+    from engine.config.loading import load_profile
+    from engine.config.model_size import model_parameter_count
+
+    gpt2, modern = load_profile("gpt2-124m"), load_profile("modern-124m")
+    for p in (gpt2, modern):
+        assert (p.model.n_layer, p.model.n_embd, p.model.n_head, p.model.context) == (12, 768, 12, 1024)
+    assert model_parameter_count(gpt2.model) == 124_439_808
+    assert abs(model_parameter_count(modern.model) / model_parameter_count(gpt2.model) - 1) < 0.01

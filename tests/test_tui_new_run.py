@@ -184,3 +184,17 @@ async def test_new_run_shows_the_memory_a_run_needs_and_refuses_one_that_cannot_
         await pilot.press("ctrl+r")
         await settle(pilot, app)
         assert app.is_running and list(private_logs.iterdir()) == []
+
+
+def test_new_run_opens_on_the_recommended_profile_where_the_driver_lists_a_gpu(tmp_path, monkeypatch):
+    """The driver's GPU list is the one part faked (no GPU here): a machine with one opens on modern-70m, one
+    without on tiny-cpu, which trains in seconds on a CPU."""
+    from sparknet_tui.screens import new_run
+
+    profiles = ["codelion-70m", "modern-70m", "tiny-cpu"]
+    gpus = tmp_path / "gpus"
+    monkeypatch.setattr(new_run, "NVIDIA_GPUS", gpus)
+    assert new_run.default_profile(profiles) == "tiny-cpu"
+    (gpus / "0000:01:00.0").mkdir(parents=True)
+    assert new_run.default_profile(profiles) == "modern-70m"
+    assert new_run.default_profile(["codelion-70m", "tiny-cpu"]) == "tiny-cpu"

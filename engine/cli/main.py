@@ -20,8 +20,9 @@ def cmd_prepare(args) -> int:
 
 def cmd_bench(args) -> int:
     from engine.cli.throughput import bench_command
+    from engine.cli.to_quality import to_quality_command
 
-    return bench_command(args)
+    return to_quality_command(args) if args.to_quality else bench_command(args)
 
 
 def cmd_sweep(args) -> int:

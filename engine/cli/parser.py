@@ -82,8 +82,8 @@ def _add_eval(sub) -> None:
 
 def _add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="check this machine before a long run: torch build, GPU, fast paths, ceiling")
-    p.add_argument("--profile", default="codelion-70m", help=PROFILE_HELP + " whose fast paths to prove "
-                   "(default codelion-70m)")
+    p.add_argument("--profile", default="modern-70m", help=PROFILE_HELP + " whose fast paths to prove "
+                   "(default modern-70m)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
 
@@ -101,11 +101,20 @@ def _add_bench(sub) -> None:
                    help="the Trainer's micro-batch (default: the largest divisor of the step's sequences up to 24)")
     p.add_argument("--eval", action="store_true", help="also report validation loss and WikiText-2 perplexity")
     p.add_argument("--json-out", default=None, metavar="FILE", help="write the figures as JSON to FILE too")
+    p.add_argument("--to-quality", action="store_true",
+                   help="instead of throughput: train --against's profile, then --profile, for run.tokens each, and "
+                        "report the training seconds at which each first reaches the loss the first one ends on")
+    p.add_argument("--against", default="codelion-70m", metavar="PROFILE",
+                   help="the reference of --to-quality (default codelion-70m)")
+    p.add_argument("--eval-points", type=int, default=20, metavar="N",
+                   help="held-out loss measurements over each --to-quality run (default 20)")
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="start a training run")
-    p.add_argument("--profile", required=True, help=PROFILE_HELP)
+    p.add_argument("--profile", default="modern-70m",
+                   help=PROFILE_HELP + " (default modern-70m, the recommended recipe; codelion-70m is the "
+                   "published one)")
     p.add_argument("--mix", default=None, help="overrides the profile's mix")
     p.add_argument("--name", default=None, help="a name for the run id")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -29,6 +31,20 @@ from sparknet_tui.plan import (
 )
 from sparknet_tui.scan import RunRow, RunsScanner
 from sparknet_tui.screens.common import PanelScreen
+
+# Where the NVIDIA driver lists this machine's GPUs (Linux, the DGX Spark included): read without loading CUDA.
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+RECOMMENDED_PROFILE = "modern-70m"  # the better recipe; codelion-70m is the published one, for the challenge
+CPU_PROFILE = "tiny-cpu"  # what trains in seconds where there is no GPU
+
+
+def default_profile(profiles: list[str]) -> str | None:
+    """The profile New run opens with: the recommended one on a machine with an NVIDIA GPU, else the CPU one."""
+    has_gpu = NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+    for name in (RECOMMENDED_PROFILE, CPU_PROFILE) if has_gpu else (CPU_PROFILE, RECOMMENDED_PROFILE):
+        if name in profiles:
+            return name
+    return profiles[0] if profiles else None
 
 
 def field_id(key: str) -> str:
@@ -99,8 +115,7 @@ class NewRunScreen(PanelScreen):
     def __init__(self, context: PanelContext, profile: str | None = None) -> None:
         super().__init__(context)
         profiles = list_profiles()
-        self.initial_profile = profile if profile in profiles else (
-            "tiny-cpu" if "tiny-cpu" in profiles else (profiles[0] if profiles else None))
+        self.initial_profile = profile if profile in profiles else default_profile(profiles)
         self.source: ProfileSource | None = None
         self.mix_source: MixSource | None = None
         self.profile_error: str | None = None
