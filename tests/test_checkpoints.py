@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import FAST, events, only_run, sparknet
+from safetensors.torch import load_file
 
 from engine.config.loading import ModelConfig
 from engine.files import read_json
@@ -99,31 +100,58 @@ def test_a_malicious_trainer_file_falls_back_to_the_checkpoint_before(logs):
     assert (run / "checkpoints" / "corrupt" / newest.name).is_dir()
 
 
-def test_a_crash_while_a_step_is_saved_again_keeps_the_good_checkpoint(tmp_path, monkeypatch):
-    """A memory stop's resume saves its step again; dying between the swap's two renames loses nothing, and the
-    next start puts the good checkpoint back and clears the unfinished copy."""
+def restore(run_dir: Path):
     from engine.runs.rundir import RunWriter
     from engine.train.checkpointer import Checkpointer
     from engine.train.reporter import Reporter
 
-    model, opt = tiny_model()
-    save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
-    good = (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").read_bytes()
+    return Checkpointer(run_dir, 3, Reporter(RunWriter(run_dir), True), world=1).restore(*tiny_model(),
+                                                                                     torch.device("cpu"))
+
+
+def killed_before_the_new_name(monkeypatch, save) -> None:
+    """`save()` dies (as a killed process does) when the finished temporary folder is about to get its name."""
     real_replace = os.replace
 
     def die_before_the_new_name(src, dst):
         if Path(src).name.startswith(".tmp-step"):
-            raise KeyboardInterrupt  # the process is killed here
+            raise KeyboardInterrupt
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", die_before_the_new_name)
+    with pytest.raises(KeyboardInterrupt):
+        save()
+    monkeypatch.setattr(os, "replace", real_replace)
+
+
+def test_a_crash_while_a_step_is_saved_again_loses_no_checkpoint(tmp_path, monkeypatch):
+    """A memory stop's resume saves its step again; dying between the swap's two renames loses nothing: the next
+    start takes the copy that was written whole, and clears the one renamed aside."""
+    model, opt = tiny_model()
+    save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
-    monkeypatch.setattr(os, "replace", real_replace)
-    found, skipped = Checkpointer(tmp_path, 3, Reporter(RunWriter(tmp_path), True), world=1).restore(
-        *tiny_model(), torch.device("cpu"))
+    killed_before_the_new_name(monkeypatch, lambda: save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3))
+    found, skipped = restore(tmp_path)
     assert skipped == [] and found[0].name == "step-00000005" and found[1]["tokens"] == 5
-    assert (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").read_bytes() == good
+    weights = load_file(str(tmp_path / "checkpoints" / "step-00000005" / "model.safetensors"))
+    first = next(iter(model.state_dict()))
+    assert torch.equal(weights[first], model.state_dict()[first])  # the copy written after the change
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005"]
+
+
+def test_a_checkpoint_written_whole_but_not_yet_named_is_resumed_from(tmp_path, monkeypatch):
+    """Killed after the last fsync of step 9 and before its rename: the next start names it and resumes from it.
+    A temporary folder that was not written whole goes, and the step before it stays."""
+    model, opt = tiny_model()
+    save_checkpoint(tmp_path, 5, model, opt, {"tokens": 5}, keep=3)
+    killed_before_the_new_name(monkeypatch, lambda: save_checkpoint(tmp_path, 9, model, opt, {"tokens": 9}, keep=3))
+    found, _ = restore(tmp_path)
+    assert found[0].name == "step-00000009" and found[1]["tokens"] == 9
+    killed_before_the_new_name(monkeypatch, lambda: save_checkpoint(tmp_path, 12, model, opt, {"tokens": 12},
+                                                                     keep=3))
+    cut = tmp_path / "checkpoints" / ".tmp-step-00000012" / "trainer.pt"
+    cut.write_bytes(cut.read_bytes()[:100])  # the disk lost its tail: the checksum no longer matches
+    found, _ = restore(tmp_path)
+    assert found[0].name == "step-00000009"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005", "step-00000009"]

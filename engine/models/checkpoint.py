@@ -89,19 +89,31 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
 
 
 def recover_interrupted_saves(run_dir: Path) -> None:
-    """Undo what a crash in the middle of save_checkpoint left: a good checkpoint renamed aside whose replacement
-    never got its name takes it back, and temporary folders of unfinished saves go."""
+    """Undo what a crash in the middle of save_checkpoint left. A temporary folder that was written whole (its
+    checksums verify) becomes the step it was saving, when that step has no folder: the crash came between its
+    last fsync and its rename. Else a good checkpoint renamed aside takes its name back. What is left goes."""
     ck_root = Path(run_dir) / "checkpoints"
     if not ck_root.is_dir():
         return
+    for tmp in sorted(ck_root.glob(".tmp-step-*")):
+        final = ck_root / tmp.name[len(".tmp-"):]
+        if not final.exists() and _is_complete(tmp):
+            os.replace(tmp, final)
     for old in sorted(ck_root.glob(".old-step-*")):
         final = ck_root / old.name[len(".old-"):]
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
+        if not final.exists():
             os.replace(old, final)
-    for tmp in ck_root.glob(".tmp-step-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+    for left in [*ck_root.glob(".tmp-step-*"), *ck_root.glob(".old-step-*")]:
+        shutil.rmtree(left, ignore_errors=True)
+    _fsync(ck_root)
+
+
+def _is_complete(folder: Path) -> bool:
+    """Whether a checkpoint folder holds both files, each matching the checksum its state.json records."""
+    try:
+        return set(verify_checkpoint(folder).get("sha256", {})) == {"model.safetensors", "trainer.pt"}
+    except CheckpointError:
+        return False
 
 
 def _fsync(path: Path) -> None:
