@@ -105,3 +105,27 @@ def test_the_finisher_writes_a_whole_model_folder_and_ends_the_run_finished(tmp_
     assert json.loads((tmp_path / "model" / "config.json").read_text())["n_layer"] == profile.model.n_layer
     assert read_json(tmp_path / "status.json")["state"] == "finished"
     assert read_jsonl(tmp_path / "events.jsonl")[-1]["message"] == "finished 7 steps, final loss 2.5000"
+
+
+def test_the_in_training_evaluation_runs_the_weights_uncompiled(monkeypatch, logs):
+    """A run compiles its model for training; its evaluations run the same weights uncompiled, so the first
+    evaluation builds no graph (a lazy compile there can exhaust a unified-memory machine). torch.compile's backend
+    is swapped for dynamo's `eager` one: graphs are captured and counted as on a GPU, in seconds on a CPU."""
+    from torch._dynamo.utils import counters
+
+    from engine.cli.throughput import private_trainer
+    from engine.config.loading import load_run_inputs
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
+    profile, mix = load_run_inputs("tiny-cpu", "demo", ["run.compile=true", "run.tokens=8192"])
+    with private_trainer(profile, mix) as trainer:
+        assert trainer.model is not trainer.raw_model  # training runs the compiled model
+        for _ in range(2):
+            trainer.train_step(1.0)
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs > 0
+        figures = trainer._held_out(evaluate=True, wikitext=False)
+        assert figures["val_loss"] > 0 and counters["stats"]["unique_graphs"] == graphs
+        trainer.train_step(1.0)  # and training goes on with the graph it had
+        assert counters["stats"]["unique_graphs"] == graphs
