@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+import torch
 from cli_helpers import sparknet
 
 from engine.config.ceilings import REFERENCE, measured_peak_flops, projected_tokens_per_s, save_ceilings
@@ -37,6 +38,21 @@ def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(
     # a CPU's ceiling in GFLOP/s, never "0.0 TFLOP/s"
     assert f"ceiling     {saved['matmul_tflops'] * 1000:,.1f} GFLOP/s measured" in out and "0.0 TFLOP/s" not in out
     assert "problem:" not in out and proc.returncode == 0
+    assert "attention   N/A on the CPU" in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_doctor_times_each_attention_kernel_at_the_profiles_shape_and_names_sdpas_pick():
+    from engine.config.loading import load_profile
+    from engine.kernels.attention import attention_line, attention_timings
+
+    profile = load_profile("codelion-70m", ["batch.micro_batch=8"])
+    timings = attention_timings(profile, torch.device("cuda"), use_bf16=True)
+    assert set(timings) == {"cuDNN", "flash", "memory-efficient", "SDPA's pick"}
+    assert isinstance(timings["SDPA's pick"], float) and timings["SDPA's pick"] > 0
+    assert any(isinstance(ms, float) for name, ms in timings.items() if name != "SDPA's pick")
+    line = attention_line(profile, torch.device("cuda"), use_bf16=True)
+    assert "8x8x1024x64, causal, bf16" in line and "SDPA picks about" in line
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from engine.config.ceilings import projected_tokens_per_s, save_ceilings
 from engine.config.loading import flops_per_token, load_profile
 from engine.formatting import NA, fmt_count
 from engine.hardware.memory_guard import GIB, read_meminfo
+from engine.kernels.attention import attention_line
 from engine.kernels.choice import PIECES, TITLES, choose, probe_device
 from engine.train.kernel_proof import fallback_message, prove
 
@@ -153,6 +154,7 @@ def doctor_command(args) -> int:
         else:
             state = "on" if proof.choice.on(piece) else "off        " + proof.choice.reasons.get(piece, "")
         print(f"  {TITLES[piece]:<{width}} {state}")
+    print(f"{'attention':<11} {attention_line(profile, device, use_bf16)}")
     print_ceilings(device, facts, profile, [p for p in PIECES if not proof.choice.on(p)])
     for line in problems:
         print(f"problem: {line}")
