@@ -40,26 +40,28 @@ def train_curve(profile: Profile, mix, points: int) -> dict:
     with private_trainer(profile, mix) as trainer:
         device, curve = trainer.device, []
         trainer.model.train()
-        trained_s, first_step_s = 0.0, None
+        trained_s, first_step_s = 0.0, 0.0
+        _sync(device)
+        clock = time.perf_counter()
         for step in range(steps):
-            _sync(device)
-            t = time.perf_counter()
             trainer.train_step(lr_factor(step, profile))
-            if step + 1 in marks or step == 0:
-                _sync(device)
-            elapsed = time.perf_counter() - t
-            if step == 0:
-                first_step_s = elapsed
-            else:
-                trained_s += elapsed
+            if step == 0 or step + 1 in marks:
+                _sync(device)  # the GPU's queue drained: the clock holds every step's work up to here
+                now = time.perf_counter()
+                if step == 0:
+                    first_step_s = now - clock
+                else:
+                    trained_s += now - clock
+                clock = now
             if step + 1 in marks:
-                _sync(device)
-                steady = trained_s / step if step else elapsed  # the compiling step counts as a steady one
+                steady = trained_s / step if step else first_step_s  # the compiling step counts as a steady one
                 curve.append({"step": step + 1, "tokens": (step + 1) * profile.tokens_per_step,
                               "train_s": round(trained_s + steady, 3),
                               "val_loss": round(trainer.validator.loss(trainer.raw_model), 5)})
+                _sync(device)
+                clock = time.perf_counter()  # the evaluation is not training time
         return {"profile": profile.name, "steps": steps, "tokens_per_step": profile.tokens_per_step,
-                "first_step_s": round(first_step_s or 0.0, 3), "curve": curve, **_trainer_facts(trainer)}
+                "first_step_s": round(first_step_s, 3), "curve": curve, **_trainer_facts(trainer)}
 
 
 def first_reaching(curve: list[dict], target: float) -> dict | None:
