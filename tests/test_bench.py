@@ -84,6 +84,7 @@ def test_every_timed_interval_starts_and_ends_on_a_synchronised_step():
             assert first in synced and last in synced, (steps, warmup, interval, k)
 
 
+@pytest.mark.slow
 def test_to_quality_times_each_profile_to_the_references_final_loss(tmp_path):
     """Two real trainings of tiny-cpu on the demo mix, the second at a better rate: the target is the first
     one's last held-out loss, each is reached where its curve first comes down to it, and the speed-up is the

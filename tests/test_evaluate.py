@@ -422,6 +422,7 @@ def test_the_in_training_curve_and_the_final_evaluation_are_one_procedure(logs):
     assert curve[-1] == pytest.approx(final["perplexity"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_capped_evaluation_never_takes_the_place_of_a_fuller_one(tmp_path, tok):
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
 

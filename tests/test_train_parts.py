@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from engine.config.loading import ModelConfig, load_mix, load_profile
@@ -107,6 +108,7 @@ def test_the_finisher_writes_a_whole_model_folder_and_ends_the_run_finished(tmp_
     assert read_jsonl(tmp_path / "events.jsonl")[-1]["message"] == "finished 7 steps, final loss 2.5000"
 
 
+@pytest.mark.slow
 def test_the_in_training_evaluation_runs_the_weights_uncompiled(monkeypatch, logs):
     """A run compiles its model for training; its evaluations run the same weights uncompiled, so the first
     evaluation builds no graph (a lazy compile there can exhaust a unified-memory machine). torch.compile's backend
