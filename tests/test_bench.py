@@ -116,3 +116,11 @@ def test_first_reaching_interpolates_between_the_points_around_the_target():
     assert first_reaching(curve, 4.25) == {"tokens": 175.0, "train_s": 1.75}
     assert first_reaching(curve, 6.0) == {"tokens": 100, "train_s": 1.0}
     assert first_reaching(curve, 3.9) is None
+
+
+def test_to_quality_refuses_two_profiles_on_different_mixes_before_training(logs):
+    from cli_helpers import sparknet
+
+    proc = sparknet("bench", "--to-quality", "--profile", "tiny-cpu", "--against", "codelion-70m", check=False)
+    assert proc.returncode == 2 and "pass --mix NAME" in proc.stderr and "\n" not in proc.stderr.strip()
+    assert list(logs.iterdir()) == []

@@ -84,6 +84,9 @@ def to_quality(args) -> dict:
         raise SparkNetError(f"--eval-points must be at least 2, got {points}")
     against, contender = (load_run_inputs(name, args.mix, list(args.overrides))
                           for name in (args.against, args.profile))
+    if against[1].source != contender[1].source:
+        raise SparkNetError(f"{args.against} trains on mix {against[1].name} and {args.profile} on mix "
+                            f"{contender[1].name}: held-out losses compare on one mix; pass --mix NAME")
     reference = train_curve(*against, points)
     target = reference["curve"][-1]["val_loss"]
     candidate = train_curve(*contender, points)
