@@ -59,20 +59,30 @@ def _decode(data: bytes, encoding: str = "utf-8") -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def cut_point(text: str) -> int:
-    """Where to end a piece of `text`: after the last whitespace in the last tenth of PIECE_CHARS, else there."""
-    window = text[PIECE_CHARS - PIECE_CHARS // 10:PIECE_CHARS]
-    spaces = [window.rfind(c) for c in (" ", "\n", "\t")]
-    best = max(spaces)
-    return PIECE_CHARS - PIECE_CHARS // 10 + best + 1 if best >= 0 else PIECE_CHARS
+def cut_point(text: str, start: int = 0) -> int:
+    """Where to end a piece of `text` that starts at `start`: after the last whitespace in the last tenth of
+    PIECE_CHARS, else PIECE_CHARS on; an offset from `start`."""
+    low = PIECE_CHARS - PIECE_CHARS // 10
+    best = max(text.rfind(c, start + low, start + PIECE_CHARS) for c in (" ", "\n", "\t"))
+    return best - start + 1 if best >= 0 else PIECE_CHARS
+
+
+def full_pieces(text: str) -> Iterator[str]:
+    """The pieces of `text` that leave more than PIECE_CHARS behind them; the rest is text[sum of their lengths:].
+    Sliced by offset: a 1 GB document is never copied whole again."""
+    start = 0
+    while len(text) - start > PIECE_CHARS:
+        end = start + cut_point(text, start)
+        yield text[start:end]
+        start = end
 
 
 def pieces_of(text: str) -> Iterator[Piece]:
-    while len(text) > PIECE_CHARS:
-        cut = cut_point(text)
-        yield text[:cut], False
-        text = text[cut:]
-    yield text, True
+    start = 0
+    for piece in full_pieces(text):
+        yield piece, False
+        start += len(piece)
+    yield text[start:], True
 
 
 def text_file_pieces(f: Path, strip_front: bool, encoding: str = "utf-8") -> Iterator[Piece]:
@@ -87,10 +97,11 @@ def text_file_pieces(f: Path, strip_front: bool, encoding: str = "utf-8") -> Ite
                 buffer = buffer[1:] if buffer.startswith("\ufeff") else buffer
                 buffer = strip_front_matter(buffer) if strip_front else buffer
                 first = False
-            while len(buffer) > PIECE_CHARS:
-                cut = cut_point(buffer)
-                yield buffer[:cut], False
-                buffer = buffer[cut:]
+            start = 0
+            for piece in full_pieces(buffer):
+                yield piece, False
+                start += len(piece)
+            buffer = buffer[start:]
             if not data:
                 yield buffer, True
                 return
