@@ -52,8 +52,10 @@ class SweepSpec:
     common: list[str] = field(default_factory=list)  # overrides of every variant
     variants: list[Variant] = field(default_factory=list)
 
-    def run_overrides(self, variant: Variant, seed: int) -> list[str]:
-        return [f"run.tokens={self.tokens}", f"run.seed={seed}", *self.common, *variant.overrides]
+    def run_overrides(self, variant: Variant, seed: int | None) -> list[str]:
+        """The `--set` of one run of `variant`; `seed` None keeps the profile's own."""
+        seeded = [f"run.seed={seed}"] if seed is not None else []
+        return [f"run.tokens={self.tokens}", *seeded, *self.common, *variant.overrides]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "profile": self.profile, "mix": self.mix, "tokens": self.tokens,
@@ -143,8 +145,7 @@ def _check_variants(spec: SweepSpec, seeds: list[int] | None, where: str) -> Non
         raise ConfigError(f"{where}: two variants are named '{twice[0]}'; give each its own name")
     for variant in spec.variants:
         try:
-            profile, mix = load_run_inputs(spec.profile, spec.mix, [f"run.tokens={spec.tokens}", *spec.common,
-                                                                    *variant.overrides])
+            profile, mix = load_run_inputs(spec.profile, spec.mix, spec.run_overrides(variant, None))
         except ConfigError as e:
             raise ConfigError(f"{where}: variant '{variant.name}': {e}") from None
         if spec.metric == "wikitext_ppl" and mix.tokenizer != "gpt2":
