@@ -126,11 +126,12 @@ class _Progress:
             return
         self._last_emit = now
         snap = self.snapshot()
-        for p in self.paths if self.writing else ():
-            try:
-                write_json_atomic(p, snap)
-            except OSError:
-                pass  # progress is advisory; a full or read-only disk must not stop the work
+        if self.writing:
+            for p in self.paths:
+                try:
+                    write_json_atomic(p, snap)
+                except OSError:
+                    pass  # progress is advisory; a full or read-only disk must not stop the work
         if self.callback is not None:
             self.callback(snap)
 

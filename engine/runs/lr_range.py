@@ -16,8 +16,8 @@ def smoothed(losses: list[float]) -> list[float]:
     """A centred moving average over about a fifteenth of the steps (at least five). Read after the test, it needs
     no lag: a running average would put the lowest loss several steps, and so several times the rate, too late."""
     half = max(5, len(losses) // 15) // 2
-    return [sum(losses[max(0, i - half):i + half + 1]) / len(losses[max(0, i - half):i + half + 1])
-            for i in range(len(losses))]
+    windows = (losses[max(0, i - half):i + half + 1] for i in range(len(losses)))
+    return [sum(window) / len(window) for window in windows]
 
 
 def read_range(points: list[tuple[float, float]], ended_early: bool = False) -> dict:
