@@ -18,8 +18,7 @@ import torch
 
 from engine.cli.throughput import private_trainer
 from engine.config.loading import load_mix, load_profile
-
-GIB = 1 << 30
+from engine.hardware.memory_guard import GIB
 
 
 class Sampler:
@@ -78,10 +77,8 @@ def main(argv: list[str]) -> int:
             t = time.perf_counter()
             for _ in range(steps):
                 trainer.train_step(1.0)
-            if not steps:
-                trainer.validator.loss(trainer.raw_model)
-                if trainer.validator.wikitext_ids is not None:
-                    trainer.validator.wikitext_ppl(trainer.raw_model)
+            if not steps:  # the evaluation a run makes at an evaluation step, by the same call
+                trainer.held_out(evaluate=True, wikitext=trainer.validator.wikitext_ids is not None)
             print(row(name, sampler.take(), time.perf_counter() - t), flush=True)
         sampler.stop()
     return 0

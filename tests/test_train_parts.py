@@ -127,7 +127,7 @@ def test_the_in_training_evaluation_runs_the_weights_uncompiled(monkeypatch, log
             trainer.train_step(1.0)
         graphs = counters["stats"]["unique_graphs"]
         assert graphs > 0
-        figures = trainer._held_out(evaluate=True, wikitext=False)
+        figures = trainer.held_out(evaluate=True, wikitext=False)
         assert figures["val_loss"] > 0 and counters["stats"]["unique_graphs"] == graphs
         trainer.train_step(1.0)  # and training goes on with the graph it had
         assert counters["stats"]["unique_graphs"] == graphs

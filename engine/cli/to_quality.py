@@ -57,7 +57,7 @@ def train_curve(profile: Profile, mix, points: int) -> dict:
                 steady = trained_s / step if step else first_step_s  # the compiling step counts as a steady one
                 curve.append({"step": step + 1, "tokens": (step + 1) * profile.tokens_per_step,
                               "train_s": round(trained_s + steady, 3),
-                              "val_loss": round(trainer.validator.loss(trainer.raw_model), 5)})
+                              "val_loss": trainer.held_out(evaluate=True, wikitext=False)["val_loss"]})
                 _sync(device)
                 clock = time.perf_counter()  # the evaluation is not training time
         return {"profile": profile.name, "steps": steps, "tokens_per_step": profile.tokens_per_step,

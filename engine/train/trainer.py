@@ -343,7 +343,7 @@ class Trainer:
         measured = self.tokens - self.tokens_log  # none on a log step right after the compiling one
         tps = measured / interval if measured > 0 else None
         self.t_log, self.tokens_log = now, self.tokens
-        held_out = self._held_out(evaluate, wikitext)
+        held_out = self.held_out(evaluate, wikitext)
         row = MetricRow(step=self.step, tokens=self.tokens, loss=round(loss, 5), lr=lr, grad_norm=round(gnorm, 5),
                         tokens_per_s=round(tps, 1) if tps else None,
                         mfu=round(tps * self.flops_per_token / self.peak, 4) if self.peak and tps else None,
@@ -362,7 +362,7 @@ class Trainer:
                     eta_s=round(eta, 1) if eta is not None else None, mfu=row.mfu, update_every_s=round(interval, 2),
                     phase=Phase.TRAINING, **({"val_loss": row.val_loss} if evaluate else {}))
 
-    def _held_out(self, evaluate: bool, wikitext: bool) -> dict:
+    def held_out(self, evaluate: bool, wikitext: bool) -> dict:
         """The held-out figures a log step is due: validation loss, WikiText-2 perplexity."""
         figures = {}
         if evaluate:
