@@ -20,17 +20,13 @@ import torch
 from engine.config.ceilings import projected_tokens_per_s, save_ceilings
 from engine.config.loading import flops_per_token, load_profile
 from engine.formatting import NA, fmt_count
+from engine.hardware.device import synchronize
 from engine.hardware.memory_guard import GIB, read_meminfo
 from engine.kernels.attention import attention_line
 from engine.kernels.choice import PIECES, TITLES, choose, probe_device
 from engine.train.kernel_proof import fallback_message, prove
 
 SETUP_FIX = "./scripts/setup.sh replaces it with a CUDA build from PyTorch's own wheel index"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_matmul_tflops(device: torch.device) -> float:
@@ -41,11 +37,11 @@ def measure_matmul_tflops(device: torch.device) -> float:
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
 
 
@@ -55,12 +51,12 @@ def measure_bandwidth_gbs(device: torch.device) -> float:
     src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    _sync(device)
+    synchronize(device)
     reps = 10
     t0 = time.perf_counter()
     for _ in range(reps):
         dst.copy_(src)
-    _sync(device)
+    synchronize(device)
     return 2 * n_bytes * reps / (time.perf_counter() - t0) / 1e9
 
 

@@ -18,17 +18,13 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import Profile, flops_per_token, load_profile, load_run_inputs, model_parameter_count
+from engine.hardware.device import synchronize
 from engine.kernels.choice import PIECES, TITLES
 from engine.runs.rundir import create_run
 
 # full fp32 logits of 120 x 1024 tokens need over 70 GiB: the Trainer and the logits-based evaluation take at most
 # this many sequences at once
 MAX_LOGITS_BATCH = 24
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def is_boundary(done: int, warmup: int, interval: int, steps: int) -> bool:
@@ -69,17 +65,17 @@ def bench_sparknet(profile: Profile, mix, steps: int, warmup: int, interval: int
         trainer.model.train()
         times, losses = [], []
         data_after_warmup = 0.0
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         for step in range(steps):
             if step == warmup:
                 data_after_warmup = trainer.feeder.draw_s
             loss, _ = trainer.train_step(lr_factor(step, profile))
             if is_boundary(step + 1, warmup, interval, steps):
-                _sync(device)  # interval boundaries only
+                synchronize(device)  # interval boundaries only
                 losses.append((step + 1, loss.item()))
             times.append(time.perf_counter() - t0)
-        _sync(device)
+        synchronize(device)
         rates = _intervals(times, profile.tokens_per_step, warmup, interval)
         steady_time = times[-1] - (times[warmup - 1] if warmup > 0 else 0.0)
         out = {
@@ -167,12 +163,12 @@ def _timer(times: list[float], losses: list[float], device: torch.device, warmup
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             if not times and state.global_step == 0:
-                _sync(device)
+                synchronize(device)
                 self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             if is_boundary(state.global_step, warmup, interval, steps):
-                _sync(device)
+                synchronize(device)
             times.append(time.perf_counter() - self.t0)
 
         def on_log(self, args, state, control, logs=None, **kw):

@@ -13,16 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from engine import SparkNetError
 from engine.config.loading import load_run_inputs
 from engine.config.schema import Profile
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from engine.hardware.device import synchronize
 
 
 def eval_steps(steps: int, points: int) -> list[int]:
@@ -41,12 +35,12 @@ def train_curve(profile: Profile, mix, points: int) -> dict:
         device, curve = trainer.device, []
         trainer.model.train()
         trained_s, first_step_s = 0.0, 0.0
-        _sync(device)
+        synchronize(device)
         clock = time.perf_counter()
         for step in range(steps):
             trainer.train_step(lr_factor(step, profile))
             if step == 0 or step + 1 in marks:
-                _sync(device)  # the GPU's queue drained: the clock holds every step's work up to here
+                synchronize(device)  # the GPU's queue drained: the clock holds every step's work up to here
                 now = time.perf_counter()
                 if step == 0:
                     first_step_s = now - clock
@@ -58,7 +52,7 @@ def train_curve(profile: Profile, mix, points: int) -> dict:
                 curve.append({"step": step + 1, "tokens": (step + 1) * profile.tokens_per_step,
                               "train_s": round(trained_s + steady, 3),
                               "val_loss": trainer.held_out(evaluate=True, wikitext=False)["val_loss"]})
-                _sync(device)
+                synchronize(device)
                 clock = time.perf_counter()  # the evaluation is not training time
         return {"profile": profile.name, "steps": steps, "tokens_per_step": profile.tokens_per_step,
                 "first_step_s": round(first_step_s, 3), "curve": curve, **_trainer_facts(trainer)}

@@ -47,3 +47,9 @@ def pick_device(profile: Profile, local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device`: a timer read after it holds the GPU's work, not only its launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
