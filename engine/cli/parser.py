@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine import __version__
+from engine.config.loading import RECOMMENDED_PROFILE
 
 # engine.evaluate.PROTOCOLS, spelled here so that `sparknet --help` does not import torch (a test holds them equal)
 EVAL_PROTOCOLS = ("standard", "sparknet-2000", "held-out")
@@ -82,8 +83,8 @@ def _add_eval(sub) -> None:
 
 def _add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="check this machine before a long run: torch build, GPU, fast paths, ceiling")
-    p.add_argument("--profile", default="modern-70m", help=PROFILE_HELP + " whose fast paths to prove "
-                   "(default modern-70m)")
+    p.add_argument("--profile", default=RECOMMENDED_PROFILE, help=PROFILE_HELP + " whose fast paths to prove "
+                   f"(default {RECOMMENDED_PROFILE})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
 
@@ -112,9 +113,9 @@ def _add_bench(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="start a training run")
-    p.add_argument("--profile", default="modern-70m",
-                   help=PROFILE_HELP + " (default modern-70m, the recommended recipe; codelion-70m is the "
-                   "published one)")
+    p.add_argument("--profile", default=RECOMMENDED_PROFILE,
+                   help=PROFILE_HELP + f" (default {RECOMMENDED_PROFILE}, the recommended recipe; codelion-70m is "
+                   "the published one)")
     p.add_argument("--mix", default=None, help="overrides the profile's mix")
     p.add_argument("--name", default=None, help="a name for the run id")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -57,6 +57,8 @@ __all__ = [
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# the profile to start with: the better recipe (codelion-70m is the published one, for reproducing the challenge)
+RECOMMENDED_PROFILE = "modern-70m"
 
 
 def profiles_dir() -> Path:

@@ -12,7 +12,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
 from engine.config.ceilings import read_ceilings
-from engine.config.loading import ConfigError, list_mixes, list_profiles
+from engine.config.loading import RECOMMENDED_PROFILE, ConfigError, list_mixes, list_profiles
 from engine.formatting import fmt_count, fmt_duration, fmt_int, fmt_steps
 from engine.runs.rundir import run_name_part, sharing_warning
 from sparknet_tui.commands import CliResult, check_run_inputs
@@ -34,7 +34,6 @@ from sparknet_tui.screens.common import PanelScreen
 
 # Where the NVIDIA driver lists this machine's GPUs (Linux, the DGX Spark included): read without loading CUDA.
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
-RECOMMENDED_PROFILE = "modern-70m"  # the better recipe; codelion-70m is the published one, for the challenge
 CPU_PROFILE = "tiny-cpu"  # what trains in seconds where there is no GPU
 
 
