@@ -125,7 +125,7 @@ def test_zero_initialised_output_projections_start_each_block_as_the_identity():
 def test_the_warmdown_schedule_holds_then_falls_linearly_to_min_lr():
     from engine.train.schedule import lr_factor
 
-    profile = load_profile("modern-70m", ["run.tokens=6_144_000", 'schedule.decay="warmdown"',
+    profile = load_profile("modern-70m", ["run.tokens=6_144_000", "batch.micro_batch=60", 'schedule.decay="warmdown"',
                                           "schedule.warmdown=0.4", "schedule.warmup=10"])
     steps, o = profile.steps, profile.optim
     assert steps == 100
