@@ -42,9 +42,9 @@ def logs(tmp_path, monkeypatch):
     return d
 
 
-# The first documents of each stand-in corpus, about 2.0M, 1.2M and 0.8M tokens: a 3M-token run at 50/30/20 needs
-# 1.5M, 0.9M and 0.6M, and tokenizing the whole corpora (29M tokens) took minutes of the suite.
-STANDIN_CHARS = {"textbooks": 9_400_000, "web": 5_100_000, "educational": 3_400_000}
+# The first documents of each stand-in corpus, about 450k, 300k and 235k tokens: a 600k-token run at 50/30/20 needs
+# 300k, 180k and 120k (and 65,536 spare each); tokenizing the whole corpora (29M tokens) would take minutes.
+STANDIN_CHARS = {"textbooks": 2_100_000, "web": 1_300_000, "educational": 1_000_000}
 
 
 def _write_slice(name: str, dest: Path) -> None:
@@ -72,7 +72,8 @@ def standin_corpora(pytestconfig) -> dict[str, Path]:
     """Slices of the three stand-in corpora, kept beside the token cache so that every worker shares them."""
     d = Path(pytestconfig.rootpath) / ".pytest_cache" / "standin-slices"
     d.mkdir(parents=True, exist_ok=True)
-    paths = {name: d / f"{name}.jsonl.gz" for name in STANDIN_CHARS}
+    # the size in the name: a slice of another size, from an earlier checkout, is another file
+    paths = {name: d / f"{name}-{chars}.jsonl.gz" for name, chars in STANDIN_CHARS.items()}
     for name, path in paths.items():
         _write_slice(name, path)
     return paths

@@ -20,10 +20,12 @@ from engine.data.tokenizer import load_tokenizer
 
 # ---------------------------------------------------------------- the stand-in corpora, 50/30/20
 
+RUN_TOKENS = 600_000  # 4,688 windows of 128 tokens
+
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory, standin_corpora):
-    """The three stand-in corpora at 50/30/20, prepared for a 3M-token run into a private cache (whole: they
+    """The three stand-in corpora at 50/30/20, prepared for a RUN_TOKENS run into a private cache (whole: they
     are local)."""
     d = tmp_path_factory.mktemp("corpora")
     mix_path = write_mix(d / "standin.toml", [
@@ -33,7 +35,7 @@ def corpora(tmp_path_factory, standin_corpora):
     ], validation_share=0.01)
     mix = load_mix(str(mix_path))
     cache = d / "cache"
-    report = prepare_mix(mix, 3_000_000, cache_dir=cache, workers=1)
+    report = prepare_mix(mix, RUN_TOKENS, cache_dir=cache, workers=1)
     return mix, cache, report
 
 
@@ -42,7 +44,7 @@ def test_prepare_covers_every_share_plus_validation(corpora):
     mix, cache, report = corpora
     for name, share in mix.shares.items():
         r = report[name]
-        assert r["train_tokens"] >= data.required_train_tokens(share, 3_000_000)
+        assert r["train_tokens"] >= data.required_train_tokens(share, RUN_TOKENS)
         assert r["val_tokens"] == pytest.approx(0.01 * (r["train_tokens"] + r["val_tokens"]), rel=0.5)
         assert r["complete"]  # local sources are read whole, so a run samples all of each
         assert r["epochs_needed"] < 1
@@ -55,16 +57,16 @@ def test_prepare_covers_every_share_plus_validation(corpora):
 
 
 @pytest.mark.slow
-def test_shares_within_half_a_percent_over_3m_tokens(corpora):
+def test_shares_within_half_a_percent_over_4688_windows(corpora):
     mix, cache, _ = corpora
-    loader = MixLoader(mix, batch=16, context=1024, seed=7, cache_dir=cache, total_tokens=3_000_000)
+    loader = MixLoader(mix, batch=16, context=128, seed=7, cache_dir=cache, total_tokens=RUN_TOKENS)
     streams = {name: stream(Path(corpora[2][name]["cache"]), "train").tobytes() for name in mix.shares}
     drawn = 0
     sampled: list[np.ndarray] = []
-    while drawn < 3_000_000:
+    while drawn < RUN_TOKENS:
         batch = loader.next_batch()
-        assert batch.shape == (16, 1025) and batch.dtype == np.int64
-        drawn += batch.shape[0] * 1024
+        assert batch.shape == (16, 129) and batch.dtype == np.int64
+        drawn += batch.shape[0] * 128
         sampled.append(batch[0])
     by_source = loader.tokens_by_source()
     assert sum(by_source.values()) == drawn

@@ -15,6 +15,7 @@ rewrite its asserts: PYTEST_DONT_REWRITE.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -107,8 +108,26 @@ class TinyRuns:
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory) -> TinyRuns:
-    logs = tmp_path_factory.mktemp("tui-logs")
+def tiny_runs(tmp_path_factory, worker_id) -> TinyRuns:
+    """The two runs, made once a session. Under xdist the session's folder above the workers' own is shared: the
+    first worker to ask trains them there and the others wait for it, rather than each training its own pair. The
+    tests only read them (copy_run makes a copy to change)."""
+    if worker_id == "master":
+        return _make_tiny_runs(tmp_path_factory.mktemp("tiny-runs"))
+    folder = tmp_path_factory.getbasetemp().parent / "tiny-runs"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the maker fails
+        if not (folder / "made").exists():
+            _make_tiny_runs(folder)
+            (folder / "made").write_text("")
+    logs = folder / "logs"
+    return TinyRuns(logs, run_dir_named(logs, "finished"), run_dir_named(logs, "failed"))
+
+
+def _make_tiny_runs(folder: Path) -> TinyRuns:
+    logs = folder / "logs"
+    logs.mkdir()
     env = dict(os.environ, SPARKNET_LOGS=str(logs))
     overrides = [a for o in TINY_OVERRIDES for a in ("--set", o)]
     sparknet("train", "--profile", "tiny-cpu", "--mix", "demo", "--name", "finished", *overrides, env=env)
@@ -117,16 +136,18 @@ def tiny_runs(tmp_path_factory) -> TinyRuns:
     for protocol in ("standard", "sparknet-2000"):
         sparknet("eval", str(finished), "--protocol", protocol, "--max-tokens", "2048", env=env)
 
-    folder = tmp_path_factory.mktemp("tui-mix")
+    mix_folder = folder / "mix"
+    mix_folder.mkdir()
     # the records the pre-start check reads (its first 1 MB of text) are good, so the run starts; a later one is
     # broken, so the run fails while preparing
-    (folder / "broken-data.jsonl").write_text('{"text": "a good record, one of many"}\n' * BROKEN_LINE_AFTER
-                                              + '{"text": "cut off\n')
-    broken = folder / "broken-data.toml"
+    (mix_folder / "broken-data.jsonl").write_text('{"text": "a good record, one of many"}\n' * BROKEN_LINE_AFTER
+                                                  + '{"text": "cut off\n')
+    broken = mix_folder / "broken-data.toml"
     broken.write_text(f'description = "a source with a broken record"\ntokenizer = "{DEMO_TOKENIZER}"\n'
                       '[[sources]]\nname = "broken"\nweight = 1.0\npath = "broken-data.jsonl"\n')
     # detached, as the panel starts runs: its output, error included, goes to train.log
-    sparknet("train", "--profile", "tiny-cpu", "--mix", str(broken), "--name", "failed", *overrides, "--detach", env=env)
+    sparknet("train", "--profile", "tiny-cpu", "--mix", str(broken), "--name", "failed", *overrides, "--detach",
+             env=env)
     runs = TinyRuns(logs, run_dir_named(logs, "finished"), run_dir_named(logs, "failed"))
     assert json.loads((runs.finished / "status.json").read_text())["state"] == "finished"
     assert (runs.finished / "eval.json").exists()
