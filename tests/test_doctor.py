@@ -18,7 +18,11 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+CPU_BUILD = pytest.mark.skipif(torch.version.cuda is not None, reason="what a CPU build of torch says")
+
+
 @pytest.mark.slow
+@CPU_BUILD
 def test_doctor_on_the_cpu_names_the_build_each_fast_path_and_saves_the_ceiling(cache):
     proc = sparknet("doctor", "--profile", "tiny-cpu")
     out = proc.stdout
@@ -56,6 +60,7 @@ def test_doctor_times_each_attention_kernel_at_the_profiles_shape_and_names_sdpa
 
 
 @pytest.mark.slow
+@CPU_BUILD
 def test_a_cpu_build_on_a_machine_with_an_nvidia_gpu_is_a_problem_with_its_fix(cache, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -410,9 +410,11 @@ def test_the_in_training_curve_and_the_final_evaluation_are_one_procedure(logs):
     mix.write_text('tokenizer = "gpt2"\nvalidation_share = 0.1\n[[sources]]\nname = "stories"\nweight = 1.0\n'
                    f'path = "{Path(__file__).resolve().parents[1] / "profiles/mixes/demo/stories.jsonl"}"\n'
                    "repeat = true\n")
+    # 256 tokens a step: each step's logits over GPT-2's vocabulary are 50,304 floats a token on a CPU
     sparknet("train", "--profile", "tiny-cpu", "--mix", str(mix), "--set", "model.vocab_size=50257",
-             "--set", "run.tokens=8192", "--set", "run.wikitext_every=4", "--set", "run.wikitext_tokens=600",
-             "--set", "run.final_eval=false", "--set", "run.compile=false")
+             "--set", "batch.micro_batch=2", "--set", "batch.grad_accum=1", "--set", "run.tokens=1024",
+             "--set", "run.wikitext_every=2", "--set", "run.wikitext_tokens=600", "--set", "run.final_eval=false",
+             "--set", "run.compile=false")
     run = only_run(logs)
     curve = [r["wikitext_ppl"] for r in read_jsonl(run / "metrics.jsonl") if "wikitext_ppl" in r]
     assert eval_command(str(run), protocol="standard", wikitext=str(WIKITEXT_DIR), samples=False,
