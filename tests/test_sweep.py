@@ -1,5 +1,6 @@
-"""`sparknet sweep` and `sparknet lr-find` with real tiny-cpu runs: specs checked before anything is made, variants
-as ordinary runs under logs/sweeps/NAME/, one ranked table, and a sweep that survives a stop and a kill."""
+"""`sparknet sweep` with real tiny-cpu runs: specs checked before anything is made, variants as ordinary runs under
+logs/sweeps/NAME/, one ranked table, a sweep that survives a stop and a kill, and bad input to sweep and lr-find
+answered in one line. lr-find's own runs are in test_lr_find.py."""
 
 from __future__ import annotations
 
@@ -11,25 +12,11 @@ import sys
 
 import pytest
 from cli_helpers import PROJECT, events, reaches, scaled, sparknet
+from sweep_helpers import sweep_file, write_spec
 
-from engine.files import read_json, read_jsonl, wait_for
+from engine.files import read_jsonl, wait_for
 
 pytest_plugins = ["tui_fixtures"]  # private_profiles: a copy of profiles/ to save into
-
-BASE = ["run.log_every=1", "run.eval_every=5", "run.eval_tokens=2048", "run.final_eval=false",
-        "batch.grad_accum=1"]
-
-
-def write_spec(folder, name: str, body: str, tokens: int = 10240, seeds: str = "[1]", base=BASE) -> str:
-    spec = folder / f"{name}.toml"
-    common = ", ".join(f'"{s}"' for s in base)
-    spec.write_text(f'name = "{name}"\nprofile = "tiny-cpu"\nmix = "demo"\ntokens = {tokens}\nseeds = {seeds}\n'
-                    f"set = [{common}]\n{body}")
-    return str(spec)
-
-
-def sweep_file(logs, name: str) -> dict:
-    return read_json(logs / "sweeps" / name / "sweep.json")
 
 
 @pytest.fixture
@@ -127,52 +114,6 @@ def test_a_sweep_carries_on_after_a_stop_or_a_kill_and_never_repeats_a_run(logs,
         assert any(e["event"] == "resumed" for e in events(run))
     assert sorted(d.name for d in (logs / "sweeps" / "long").iterdir() if (d / "run.toml").exists()) == \
         sorted(e["run"] for e in entries)  # one run a variant, none repeated
-
-
-@pytest.mark.slow
-def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs, private_profiles):
-    done = sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "40", "--set", "schedule.range_to=100000",
-                    "--set", "batch.grad_accum=1", "--save-as", "tiny-found", timeout=300)
-    assert done.returncode == 0, done.stderr
-    run = next(logs.glob("*-lr-find-all"))
-    found = json.loads((run / "lr-find.json").read_text())
-    assert found["ran_away_at_lr"] is not None
-    assert found["suggested_lr"] < found["lowest_loss_lr"] < found["ran_away_at_lr"]
-    assert any(e["event"] == "range_end" for e in events(run))
-    assert json.loads((run / "status.json").read_text())["state"] == "finished"
-    rates = [row["lr"] for row in read_jsonl(run / "metrics.jsonl")]
-    assert rates == sorted(rates) and rates[0] == pytest.approx(3e-3 / 1000, rel=1e-6)  # rising from 1/1000
-    assert f"suggested optim.lr = {found['suggested_lr']:.2e}" in done.stdout
-    saved = (private_profiles / "tiny-found.toml").read_text()  # the suggested rate as a profile that trains
-    rate = float(format(found["suggested_lr"], ".3g"))
-    assert f"\nlr = {rate}" in saved and "lr-find run" in saved
-    assert sparknet("train", "--profile", "tiny-found", "--check").returncode == 0
-
-
-@pytest.mark.slow
-def test_lr_find_suggests_a_rate_near_the_best_of_a_sweep_over_rates(logs, tmp_path):
-    # the profile's own batch, as lr-find trains it
-    spec = write_spec(tmp_path, "rates", '[grid]\n"optim.lr" = [1e-3, 3e-3, 1e-2, 3e-2]\n', tokens=61440,
-                      base=["run.eval_every=30", "run.final_eval=false"])
-    assert sparknet("sweep", spec, timeout=600).returncode == 0
-    best = sweep_file(logs, "rates")["table"][0]
-    best_rate = float(best["set"][0].split("=")[1])
-    assert sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "60", timeout=300).returncode == 0
-    found = json.loads((next(logs.glob("*-lr-find-all")) / "lr-find.json").read_text())
-    assert best_rate / 3 <= found["suggested_lr"] <= best_rate * 3, (found["suggested_lr"], best)
-
-
-@pytest.mark.slow
-def test_lr_find_of_a_muon_profile_tests_each_rate_with_the_other_held(logs):
-    modern = ["--set", 'model.arch="modern"', "--set", 'optim.name="muon"', "--set", "batch.grad_accum=1"]
-    done = sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "20", *modern, timeout=300)
-    assert done.returncode == 0, done.stderr
-    for group, key in (("adamw", "optim.lr"), ("muon", "optim.muon_lr")):
-        run = next(logs.glob(f"*-lr-find-{group}"))
-        found = json.loads((run / "lr-find.json").read_text())
-        assert found["key"] == key
-        assert read_jsonl(run / "metrics.jsonl")[0]["lr"] == pytest.approx(found["profile_rate"] / 1000, rel=1e-6)
-    assert "optim.muon_lr was held at" in done.stdout and "optim.lr was held at" in done.stdout
 
 
 @pytest.mark.parametrize("args, says", [

@@ -20,7 +20,7 @@ from tui_fixtures import pid_alive
 
 pytest_plugins = ["tui_fixtures"]
 
-STEPS = 600
+STEPS = 360
 TOKENS = STEPS * 2048  # tens of seconds on 2 cores: time enough to close, reopen and stop it part-way
 
 
