@@ -12,7 +12,7 @@ from tui_fixtures import FROZEN_NOW
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.new_run import NewRunScreen
 
-POLL = 0.05  # fast polling keeps the tests short
+POLL = 0.25  # a quarter second: faster polling keeps the app busy, and every key the Pilot presses waits for it
 
 
 def make_app() -> SparkNetApp:

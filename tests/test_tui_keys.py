@@ -268,7 +268,7 @@ async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, privat
 async def test_an_lr_range_tests_rate_is_saved_from_its_live_screen(private_logs, private_profiles):
     from cli_helpers import sparknet
 
-    sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "60", timeout=300)
+    sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "20", "--set", "batch.grad_accum=1", timeout=300)
     run = next(private_logs.glob("*-lr-find-all"))
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
