@@ -14,13 +14,6 @@ from engine.files import read_jsonl
 pytest_plugins = ["tui_fixtures"]  # private_profiles: a copy of profiles/ to save into
 
 
-@pytest.fixture
-def logs(tmp_path, monkeypatch):
-    folder = tmp_path / "logs"
-    monkeypatch.setenv("SPARKNET_LOGS", str(folder))
-    return folder
-
-
 @pytest.mark.slow
 def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs, private_profiles):
     done = sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "40", "--set", "schedule.range_to=100000",
