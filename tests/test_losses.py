@@ -44,6 +44,18 @@ def test_loss_and_gradients_match_pytorch():
     assert torch.count_nonzero(w.grad[vocab:]) == 0  # padding rows get no gradient
 
 
+def test_the_reference_path_gives_the_sliced_loss_and_the_padding_rows_no_gradient():
+    hidden, weight, targets, vocab = case()
+    loss_ref, gh_ref, gw_ref = reference(hidden, weight, targets, vocab)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    loss = logits_or_loss(F.linear(h, w), vocab, targets)
+    loss.backward()
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-6)
+    assert torch.allclose(h.grad, gh_ref, atol=1e-6) and torch.allclose(w.grad, gw_ref, atol=1e-6)
+    assert torch.count_nonzero(w.grad[vocab:]) == 0
+
+
 def test_without_grad_only_the_loss_is_computed():
     hidden, weight, targets, vocab = case()
     loss_ref, _, _ = reference(hidden, weight, targets, vocab)

@@ -25,15 +25,16 @@ def check_length(idx: torch.Tensor, context: int) -> int:
 
 
 def logits_or_loss(logits: torch.Tensor, vocab_size: int, targets: torch.Tensor | None):
+    """The logits without their padding columns, or the mean cross-entropy over them; the loss fills the padding
+    columns of `logits` (an output layer's fresh output) in place."""
     if targets is None:
         return logits[..., :vocab_size]  # drop the padding columns
     padded = logits.size(-1)
     logits = logits.float().reshape(-1, padded)
     if padded > vocab_size:
-        # the padding columns get -inf rather than being sliced off: rows keep their
-        # aligned width, so the loss kernels read and write them at full bandwidth
-        column = torch.arange(padded, device=logits.device)
-        logits = logits.masked_fill(column >= vocab_size, float("-inf"))
+        # the padding columns get -inf rather than being sliced off: rows keep their aligned width, so the loss
+        # kernels read and write them at full bandwidth; filled in place, the other columns are not copied
+        logits[:, vocab_size:] = float("-inf")
     return F.cross_entropy(logits, targets.reshape(-1), ignore_index=-100)
 
 
