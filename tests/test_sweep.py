@@ -43,18 +43,17 @@ def test_a_bad_spec_is_refused_in_one_line_before_anything_is_made(logs, tmp_pat
 @pytest.mark.slow
 def test_a_sweep_ranks_its_variants_and_each_is_an_ordinary_run(logs, tmp_path, private_profiles):
     spec = write_spec(tmp_path, "lr", '[grid]\n"optim.lr" = [1e-3, 1e-2]\n[[variants]]\nname = "diverges"\n'
-                      'set = ["optim.lr=1e4", "optim.grad_clip=0", "schedule.warmup=0"]\n[[variants]]\n'
-                      'name = "wide"\nset = ["model.n_embd=96"]\n', seeds="[1, 2]")
+                      'set = ["optim.lr=1e4", "optim.grad_clip=0", "schedule.warmup=0"]\n', seeds="[1, 2]")
     done = sparknet("sweep", spec)
     assert done.returncode == 0, done.stderr
     table = sweep_file(logs, "lr")["table"]
-    assert [row["rank"] for row in table] == [1, 2, 3, None]  # the diverged variant has no figure and comes last
-    figures = [row["final_val_loss"] for row in table[:3]]
+    assert [row["rank"] for row in table] == [1, 2, None]  # the diverged variant has no figure and comes last
+    figures = [row["final_val_loss"] for row in table[:2]]
     assert figures == sorted(figures)
-    assert all(row["final_val_loss_spread"] is not None for row in table[:3])  # two seeds: mean ± half the range
-    assert table[3]["variant"] == "diverges" and table[3]["states"] == ["diverged"]
+    assert all(row["final_val_loss_spread"] is not None for row in table[:2])  # two seeds: mean ± half the range
+    assert table[2]["variant"] == "diverges" and table[2]["states"] == ["diverged"]
     entries = sweep_file(logs, "lr")["entries"]
-    assert len(entries) == 8 and all(e["run"] for e in entries)
+    assert len(entries) == 6 and all(e["run"] for e in entries)
     # ordinary runs: `sparknet runs` lists them and every verb finds them by id
     listed = sparknet("runs").stdout
     assert all(e["run"] in listed for e in entries)
@@ -66,7 +65,7 @@ def test_a_sweep_ranks_its_variants_and_each_is_an_ordinary_run(logs, tmp_path, 
     # the best variant saved as a profile that remembers its sweep, and trains
     assert sparknet("sweep", "save", "lr", "--as", "best-lr").returncode == 0
     saved = (private_profiles / "best-lr.toml").read_text()
-    assert f'measured = "rank 1 of 3 in sweep lr: val_loss {table[0]["final_val_loss"]:.4f}' in saved
+    assert f'measured = "rank 1 of 2 in sweep lr: val_loss {table[0]["final_val_loss"]:.4f}' in saved
     assert f'variant {table[0]["variant"]} of sweep lr' in saved
     assert sparknet("sweep", "save", "lr", "--as", "best-lr", check=False).returncode == 2  # never overwritten
     assert sparknet("train", "--profile", "best-lr", "--set", "run.tokens=4096", "--set", "run.final_eval=false",
@@ -89,8 +88,9 @@ def first_run(logs, name: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_a_sweep_carries_on_after_a_stop_or_a_kill_and_never_repeats_a_run(logs, tmp_path, how):
+    # a is stopped or killed part-way; b, the variant still to come, may be short
     spec = write_spec(tmp_path, "long", '[[variants]]\nname = "a"\nset = []\n[[variants]]\nname = "b"\n'
-                      'set = ["optim.lr=1e-3"]\n', tokens=120_000)
+                      'set = ["optim.lr=1e-3", "run.tokens=4096"]\n', tokens=60_000)
     env = dict(os.environ, SPARKNET_LOGS=str(logs))
     proc = sweep_process(spec, env=env)
     run = first_run(logs, "long")
