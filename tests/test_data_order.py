@@ -102,6 +102,7 @@ def test_a_hub_sources_validation_windows_stay_when_its_cache_grows(tmp_path):
     assert np.array_equal(pinned, few)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_resumed_run_keeps_its_held_out_windows_after_another_run_grows_the_cache(tmp_path, monkeypatch):
     """The run's checkpoint keeps the sizes of the validation splits it started with: resumed after a longer

@@ -34,6 +34,7 @@ def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs, private_pro
     assert sparknet("train", "--profile", "tiny-found", "--check").returncode == 0
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_lr_find_suggests_a_rate_near_the_best_of_a_sweep_over_rates(logs, tmp_path):
     # the profile's own batch, as lr-find trains it

@@ -13,6 +13,7 @@ TITLES = {"runs": "Runs", "new-run": "New run", "live": "Live", "evaluation": "E
           "sweeps": "Sweeps", "help": "runs screen"}
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_the_screenshot_script_pictures_every_screen(tmp_path):
     out = tmp_path / "panel"

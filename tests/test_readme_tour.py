@@ -56,6 +56,7 @@ def offline_env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_the_readme_tour_runs_offline_on_a_fresh_copy(tmp_path):
     commands = tour_commands()

@@ -42,6 +42,7 @@ def trainers_of(run_dir: Path) -> list[int]:
     return found
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_racing_resumes_never_start_two_trainers(logs):
     run = detached_run("--set", "run.tokens=204_800")

@@ -40,6 +40,7 @@ def test_a_bad_spec_is_refused_in_one_line_before_anything_is_made(logs, tmp_pat
     assert not (logs / "sweeps").exists()
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_sweep_ranks_its_variants_and_each_is_an_ordinary_run(logs, tmp_path, private_profiles):
     spec = write_spec(tmp_path, "lr", '[grid]\n"optim.lr" = [1e-3, 1e-2]\n[[variants]]\nname = "diverges"\n'

@@ -14,6 +14,7 @@ from engine.files import read_json, read_jsonl, wait_for
 from engine.runs.rundir import effective_status
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_tiny_cpu_learns_standin_text(logs, corpora_mix):
     sparknet("train", "--profile", "tiny-cpu", "--mix", str(corpora_mix), *FAST, "--set", "model.vocab_size=50257",

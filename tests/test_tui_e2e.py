@@ -36,6 +36,7 @@ def status_of(logs: Path) -> tuple[Path, dict]:
     return run, json.loads((run / "status.json").read_text())
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_panel_end_to_end_in_a_terminal(tmp_path):
     logs = tmp_path / "logs"

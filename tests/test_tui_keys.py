@@ -167,6 +167,7 @@ async def compare_keys(pilot, app, finished, failed) -> set[str]:
     return {"question_mark", "escape"}
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 async def test_every_key_of_every_screen(two_runs, private_profiles, size):
