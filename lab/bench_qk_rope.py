@@ -1,5 +1,5 @@
 """QK-norm with rotary embedding at modern-70m's shape (60 x 1,024 tokens, 8 heads of 64): the fused op
-(engine/qk_rope.py) at several block sizes against the compiled plain path, forward and backward.
+(engine/kernels/qk_rope.py) at several block sizes against the compiled plain path, forward and backward.
 
 usage: python lab/bench_qk_rope.py
 GB/s counts the forward's read of the heads and write of the output, and the backward's reads of the heads and
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import triton.testing
 
 import engine.kernels.qk_rope as Q
-from engine.models.modern import NORM_EPS, rotary_tables
 from engine.kernels.qk_rope import apply_rotary
+from engine.models.modern import NORM_EPS, rotary_tables
 
 B, T, H, D = 60, 1024, 8, 64
 

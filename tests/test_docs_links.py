@@ -52,6 +52,19 @@ def test_every_project_file_the_readme_and_docs_name_exists():
     assert missing == []
 
 
+SOURCE_CITED = re.compile(r"\b((?:engine|sparknet_tui|lab|scripts|docs|profiles)/[\w/.-]*\w\.(?:py|md|toml))\b")
+
+
+def test_every_project_file_the_code_names_exists():
+    """A comment or docstring that points to another file (`engine/kernels/gelu.py`) points to one the project
+    has: moving a module moves the pointers to it."""
+    sources = [p for folder in ("engine", "sparknet_tui", "lab", "scripts") for p in (PROJECT / folder).rglob("*.py")]
+    missing = [f"{p.relative_to(PROJECT)}: {cited}" for p in sources
+               for cited in SOURCE_CITED.findall(p.read_text(encoding="utf-8"))
+               if not (PROJECT / cited).exists() and not (p.parent / cited).exists()]
+    assert missing == []
+
+
 def test_no_page_names_the_machine_kinds_figures_were_measured_on():
     """Pages name a GPU and its software, never the name a lending service gave the machine."""
     pages = [PROJECT / "README.md", *sorted((PROJECT / "docs").rglob("*.md"))]

@@ -2,11 +2,11 @@
 
 The GB10 has no published dense bf16 peak, so a run's MFU there would have
 nothing to divide by; `sparknet doctor` measures a large bf16 matrix product
-and a device copy (engine/doctor.py) and saves both per device name in the
+and a device copy (engine/cli/doctor.py) and saves both per device name in the
 cache folder. No torch here: the panel's New run screen reads the saved figures
 for its time estimate. The
 trainer's MFU then uses, in order: run.peak_tflops, the datasheet figure of
-engine/device.py, this measured ceiling (and says which).
+engine/hardware/device.py, this measured ceiling (and says which).
 
 The tokens/s a device implies for a profile is a projection from one measured
 reference (an H200, docs/lab/performance.md): the step's time is split into the

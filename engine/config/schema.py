@@ -68,7 +68,7 @@ class BatchConfig:
 class RunConfig:
     tokens: int = 1_000_000_000
     precision: str = "bf16"  # bf16 | fp32
-    compile: bool = True  # a fast path too (engine/kernels.py)
+    compile: bool = True  # a fast path too (engine/kernels/choice.py)
     log_every: int = 10
     eval_every: int = 250
     eval_tokens: int = 262_144
@@ -84,12 +84,12 @@ class RunConfig:
     peak_tflops: float = 0.0  # 0 = from the device table; set it for GPUs without a published figure
     tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard as well (`tensorboard --logdir logs`)
     memory_floor_gb: float = 3.0  # checkpoint and stop when the machine's available memory falls below it; 0 = off
-    # the fast paths (engine/kernels.py): each runs where the device can and proves itself at start; false forces
-    # the reference PyTorch path, which computes the same function
-    fused_loss: bool = True  # output layer + cross-entropy as one node: one pass over the logits (engine/losses.py)
+    # the fast paths (engine/kernels/choice.py): each runs where the device can and proves itself at start; false
+    # forces the reference PyTorch path, which computes the same function
+    fused_loss: bool = True  # output layer and loss in one pass over the logits (engine/kernels/output_layer.py)
     fp8_head: bool = True  # within the one-pass loss, the output layer's three products in FP8
-    fused_gelu: bool = True  # GPT-2's MLP: GELU takes the first product's bias and sums its gradient (engine/gelu.py)
-    fused_qk_rope: bool = True  # the modern attention: QK-norm and rotary embedding as one op (engine/qk_rope.py)
+    fused_gelu: bool = True  # GPT-2's MLP: GELU takes the bias and sums its gradient (engine/kernels/gelu.py)
+    fused_qk_rope: bool = True  # the modern attention: QK-norm and rotary as one op (engine/kernels/qk_rope.py)
     bf16_residual: bool = True  # under bf16 precision, carry the residual stream in bf16 rather than fp32
 
 

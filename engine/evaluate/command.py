@@ -130,7 +130,7 @@ def eval_command(target: str, protocol: str | None = None, stride: int | None = 
                  task_path: str | None = None, limit: int | None = None) -> int:
     """Evaluate, print the tables, write eval.json; 0 when done, 1 when the model's loss is not a number.
 
-    tasks: lm-evaluation-harness tasks instead of perplexity (engine/evaluate/benchmarks.py; task_path adds a
+    tasks: lm-evaluation-harness tasks instead of perplexity (engine/evaluate/tasks.py; task_path adds a
     folder of task YAML files, limit caps the examples per task); both kinds of result share eval.json.
 
     protocol None runs both WikiText protocols for a GPT-2-tokenized model

@@ -9,7 +9,7 @@ from engine.config.loading import Profile
 
 # Dense bf16 tensor-core peaks by device name (published datasheet figures). A GPU
 # missing here (the DGX Spark's GB10 has no published dense figure) uses the ceiling
-# `sparknet doctor` measured (engine/ceiling.py), else run.peak_tflops, else mfu = null.
+# `sparknet doctor` measured (engine/config/ceilings.py), else run.peak_tflops, else mfu = null.
 PEAK_BF16_TFLOPS = [
     ("H200", 989.0),
     ("H100 PCIe", 756.0),

@@ -4,7 +4,7 @@ A piece is one of the engine's fast paths. Each has a reference path in plain
 PyTorch that computes the same function, so choosing decides speed, never the
 model. `choose` takes the device's facts and the profile's wishes (a profile
 can force a piece off; it cannot force one on where the device cannot run it)
-and gives each piece its state and one line of why. engine/kernel_proof.py then
+and gives each piece its state and one line of why. engine/train/kernel_proof.py then
 runs each chosen fast path once against the reference before training starts.
 """
 

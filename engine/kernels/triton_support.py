@@ -1,8 +1,8 @@
 """Triton where the installed torch has it, and whether a tensor's kernels run on it.
 
 Triton ships with CUDA builds of torch; CPU builds may not have it. The engine's own
-kernels (engine/losses.py, gelu.py, qk_rope.py) then run the same arithmetic as torch
-operations, and the kernels layer (engine/kernels.py) reports why Triton is off.
+kernels (engine/kernels/output_layer.py, gelu.py, qk_rope.py) then run the same arithmetic as torch
+operations, and the kernels layer (engine/kernels/choice.py) reports why Triton is off.
 """
 
 from __future__ import annotations

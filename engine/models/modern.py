@@ -1,13 +1,13 @@
 """A modern small GPT in one readable file, laid out as Hugging Face's Qwen3 so it exports without custom code.
 
-Differences from GPT-2 (engine/model.py): rotary position embeddings instead of
+Differences from GPT-2 (engine/models/gpt2.py): rotary position embeddings instead of
 learned ones, RMSNorm instead of LayerNorm, RMSNorm on queries and keys per head
 (QK-norm), a SwiGLU MLP, and no biases anywhere. The network is trained with
-Muon on its hidden matrices (engine/optim.py). With model.embed_norm the token
+Muon on its hidden matrices (engine/train/optim.py). With model.embed_norm the token
 embedding is RMS-normalised (no gain) before the first block; since that depends
 on the token alone, the export's input embedding is the normalised table and its
 output head the raw one (an untied Qwen3). Where the kernels choose it, QK-norm
-and the rotary embedding run as one op (engine/qk_rope.py), the same function.
+and the rotary embedding run as one op (engine/kernels/qk_rope.py), the same function.
 """
 
 from __future__ import annotations
