@@ -36,13 +36,12 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """The files of `long` tests first, then those of other `slow` ones, most such tests first: with `--dist
     loadfile` each file goes to one worker, and a long file handed out last keeps the others waiting at the end."""
-    weight: dict[str, tuple[int, int]] = {}
+    weight: dict[Path, tuple[int, int]] = {}
     for item in items:
-        long, slow = weight.get(item.fspath.strpath, (0, 0))
-        weight[item.fspath.strpath] = (long + bool(item.get_closest_marker("long")),
-                                       slow + bool(item.get_closest_marker("slow")))
+        long, slow = weight.get(item.path, (0, 0))
+        weight[item.path] = (long + bool(item.get_closest_marker("long")), slow + bool(item.get_closest_marker("slow")))
     first_seen = {path: i for i, path in enumerate(weight)}
-    items.sort(key=lambda item: (*(-n for n in weight[item.fspath.strpath]), first_seen[item.fspath.strpath]))
+    items.sort(key=lambda item: (*(-n for n in weight[item.path]), first_seen[item.path]))
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ from engine.files import read_jsonl, wait_for
 pytest_plugins = ["tui_fixtures"]  # private_profiles: a copy of profiles/ to save into
 
 
-@pytest.fixture
-def logs(tmp_path, monkeypatch):
-    folder = tmp_path / "logs"
-    monkeypatch.setenv("SPARKNET_LOGS", str(folder))
-    return folder
-
-
 @pytest.mark.parametrize("body, says", [
     ('[[variants]]\nname = "bad"\nset = ["model.n_layer=zero"]\n', "variant 'bad': "),
     ('[[variants]]\nname = "a"\nset = []\n[[variants]]\nname = "a"\nset = []\n', "two variants are named 'a'"),
