@@ -1,5 +1,5 @@
-"""`sparknet lr-find` with real tiny-cpu runs: a suggestion below where the loss ran away, near the best rate of a
-sweep, and one test per optimizer group for a Muon profile with the other group's rate held."""
+"""`sparknet lr-find` with real tiny-cpu runs: a suggestion below where the loss ran away, near the best of four
+rates trained in turn, and one test per optimizer group for a Muon profile with the other group's rate held."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 
 import pytest
 from cli_helpers import events, sparknet
-from sweep_helpers import sweep_file, write_spec
 
 from engine.files import read_jsonl
 
@@ -36,16 +35,20 @@ def test_lr_find_suggests_a_rate_below_where_the_loss_ran_away(logs, private_pro
 
 @pytest.mark.long
 @pytest.mark.slow
-def test_lr_find_suggests_a_rate_near_the_best_of_a_sweep_over_rates(logs, tmp_path):
-    # the profile's own batch, as lr-find trains it
-    spec = write_spec(tmp_path, "rates", '[grid]\n"optim.lr" = [1e-3, 3e-3, 1e-2, 3e-2]\n', tokens=61440,
-                      base=["run.eval_every=30", "run.final_eval=false"])
-    assert sparknet("sweep", spec, timeout=600).returncode == 0
-    best = sweep_file(logs, "rates")["table"][0]
-    best_rate = float(best["set"][0].split("=")[1])
+def test_lr_find_suggests_a_rate_near_the_best_of_four_trained_rates(logs):
+    # the rates trained one by one in this process, as a sweep would train them (sweeps are test_sweep.py's);
+    # each with the profile's own batch, as lr-find trains it
+    final_val_loss = {}
+    for rate in (1e-3, 3e-3, 1e-2, 3e-2):
+        sparknet("train", "--profile", "tiny-cpu", "--name", f"rate-{rate:g}", "--set", f"optim.lr={rate}",
+                 "--set", "run.tokens=61440", "--set", "run.seed=1", "--set", "run.eval_every=30",
+                 "--set", "run.final_eval=false")
+        rows = read_jsonl(next(logs.glob(f"*-rate-{rate:g}")) / "metrics.jsonl")
+        final_val_loss[rate] = [r["val_loss"] for r in rows if "val_loss" in r][-1]
+    best_rate = min(final_val_loss, key=final_val_loss.get)
     assert sparknet("lr-find", "--profile", "tiny-cpu", "--steps", "60", timeout=300).returncode == 0
     found = json.loads((next(logs.glob("*-lr-find-all")) / "lr-find.json").read_text())
-    assert best_rate / 3 <= found["suggested_lr"] <= best_rate * 3, (found["suggested_lr"], best)
+    assert best_rate / 3 <= found["suggested_lr"] <= best_rate * 3, (found["suggested_lr"], final_val_loss)
 
 
 @pytest.mark.slow
