@@ -1,4 +1,6 @@
 """Every key of every panel screen, pressed through Textual's Pilot at 80x24 and 120x40, does what its help says.
+The Sweeps screen's keys start real sweep processes and are pressed at 80x24 only: what a key does is the same at
+every size, and the screen's layout at both sizes is test_tui_snapshots.py's.
 
 The runs are copies of the session's real tiny-cpu runs (one finished, one failed), so keys that act on a
 run meet real run directories and, where they reach the CLI, the real `sparknet` command.
@@ -218,15 +220,14 @@ set = ["batch.grad_accum=1", "run.eval_every=2", "run.eval_tokens=1024", "run.fi
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", SIZES)
-async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, private_profiles, size):
+async def test_every_key_of_the_sweeps_screen(frozen_sweep, private_logs, private_profiles):
     import shutil
 
     shutil.copytree(frozen_sweep / "sweeps", private_logs / "sweeps")
     (private_profiles / "sweeps").mkdir(exist_ok=True)
     (private_profiles / "sweeps" / "tiny-keys.toml").write_text(TINY_SPEC)
     app = make_app()
-    async with app.run_test(size=size) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, app)
         await press(pilot, app, "w")
         screen = app.screen
