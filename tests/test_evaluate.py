@@ -436,11 +436,11 @@ def test_a_capped_evaluation_never_takes_the_place_of_a_fuller_one(tmp_path, tok
         (section,) = json.loads((model_dir / name).read_text())["evaluations"]
         return section["protocol"]["max_tokens"]
 
-    evaluate(4096)
-    evaluate(2048)  # a quick look after the real figure: kept beside it
-    assert cap("eval.json") == 4096 and cap("eval-capped.json") == 2048
-    evaluate(8192)  # more of the text than before: the better figure replaces it
-    assert cap("eval.json") == 8192 and cap("eval-capped.json") == 2048
+    evaluate(2048)
+    evaluate(1024)  # a quick look after the real figure: kept beside it
+    assert cap("eval.json") == 2048 and cap("eval-capped.json") == 1024
+    evaluate(4096)  # more of the text than before: the better figure replaces it
+    assert cap("eval.json") == 4096 and cap("eval-capped.json") == 1024
 
 
 def samples_of(run: Path) -> list[dict]:
