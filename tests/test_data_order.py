@@ -117,7 +117,7 @@ def test_a_resumed_run_keeps_its_held_out_windows_after_another_run_grows_the_ca
     # the mix names its folder relative to itself; the run's copy of the mix lives elsewhere
     assert mix.sources[0].hf == str(tmp_path.resolve() / "my-dataset")
     overrides = ["model.vocab_size=50257", "run.tokens=4096", "run.eval_tokens=32768", "run.wikitext_every=0",
-                 "run.final_eval_tokens=1024"]
+                 "run.final_eval=false"]
     run_dir = create_run(load_profile("tiny-cpu", overrides), mix, overrides, tmp_path / "run").run_dir
     trainer = Trainer(run_dir, resume=False)
     trainer.setup()
