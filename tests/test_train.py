@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -71,6 +72,22 @@ def test_detached_run_survives_parent_and_reports_in_runs(logs):
     frame = pd.read_json(run / "metrics.jsonl", lines=True)  # as the README says
     assert list(frame["step"]) == list(range(1, 41)) and frame["loss"].notna().all()
     assert frame["val_loss"].notna().sum() == 4 and {"lr", "grad_norm", "tokens_per_s"} <= set(frame.columns)
+
+
+@pytest.mark.slow
+def test_a_crashed_run_says_it_crashed_and_where(logs):
+    # a segmentation fault in a library (torch's compiler has been seen to crash so) kills the process at once
+    run_id = sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=400_000", *FAST,
+                      "--detach").stdout.strip().splitlines()[-1]
+    run = logs / run_id
+    assert reaches_step(run, 1)
+    os.kill(read_json(run / "status.json")["pid"], signal.SIGSEGV)
+    assert wait_for(lambda: effective_status(run)["state"] == "failed", scaled(60), 0.1)
+    error = effective_status(run)["error"]
+    assert "crashed (Segmentation fault); train.log holds where" in error, error
+    log = (run / "train.log").read_text()
+    assert "Fatal Python error: Segmentation fault" in log and 'File "' in log.split("Fatal Python error")[1]
+    assert re.search(rf"{run_id}\s+failed", sparknet("runs").stdout)
 
 
 def test_stale_pid_shows_as_failed(logs):

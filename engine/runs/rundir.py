@@ -30,6 +30,7 @@ from engine.files import (
     newest_jsonl_record,
     parse_utc,
     read_json,
+    tail_text,
     utc_now,
     write_json_atomic,
     write_text_atomic,
@@ -132,12 +133,23 @@ def effective_status(run_dir: Path, now: float | None = None) -> dict:
 
 def unsaid_end(run_dir: Path, status: dict) -> str:
     """Why a live run's process is gone though status.json does not say: the error its last event names (a full
-    disk may refuse status.json but take a short event line), else that it ended without saying so."""
+    disk may refuse status.json but take a short event line), the fatal error the process reported in train.log
+    as it crashed, else that it ended without saying so."""
     last = last_event(run_dir)
     if last is not None and last.event == "error" and last.message:
         return last.message
     said = f"; its last event: {last.event}: {last.message}" if last is not None and last.message else ""
+    fatal = fatal_error(run_dir / "train.log")
+    if fatal is not None:
+        return f"process {status.get('pid')} crashed ({fatal}); train.log holds where{said}"
     return f"process {status.get('pid')} ended without saying so (crashed, killed or the machine restarted){said}"
+
+
+def fatal_error(log: Path) -> str | None:
+    """The fatal error (a segmentation fault, an abort) Python's fault handler wrote at the end of a log."""
+    lines = tail_text(log, max_bytes=32768, lines=400)
+    fatal = [line for line in lines if line.startswith("Fatal Python error: ")]
+    return fatal[-1].removeprefix("Fatal Python error: ").strip() if fatal else None
 
 
 def last_event(run_dir: Path) -> Event | None:
