@@ -32,13 +32,6 @@ def pytest_configure(config):
     cache = Path(config.rootpath) / ".pytest_cache" / "sparknet-token-cache"
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["SPARKNET_CACHE"] = str(cache)
-    # The suite starts about two hundred Python processes (runs, sweeps, the panel's commands). Where
-    # PYTHONDONTWRITEBYTECODE is set, each compiles the project's modules from source again, about 0.4 s of CPU a
-    # process; their bytecode is kept in pytest's cache folder instead, so the checkout itself stays untouched.
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(Path(config.rootpath) / ".pytest_cache" / "bytecode")
-    sys.dont_write_bytecode = False
-    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 
 
 def pytest_collection_modifyitems(config, items):
