@@ -12,12 +12,12 @@ import sys
 
 import torch
 import triton.testing
+from profile_step import is_kernel
 from torch.profiler import ProfilerActivity, profile
 
 from engine.config.loading import load_profile
 from engine.models.registry import build_model
 from engine.train.optim import Muon
-from profile_step import is_kernel
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.kernels import gelu, output_layer as losses, qk_rope
+from engine.kernels import gelu, qk_rope
+from engine.kernels import output_layer as losses
 
 
 def launch_all(device: torch.device) -> dict:

@@ -9,8 +9,8 @@ from cli_helpers import losses, only_run, sparknet
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from engine.files import read_jsonl
-from engine.runs.records import MetricRow
 from engine.hardware.telemetry import TelemetrySampler
+from engine.runs.records import MetricRow
 from engine.train.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
 from tests.fake_nvml import FakeNVML
 
