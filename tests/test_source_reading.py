@@ -17,14 +17,12 @@ from engine.data.tokenizer import load_tokenizer
 
 
 def long_line(chars: int, seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
+    """Random words, one space between them, ending with the first whole word at or past `chars` characters."""
     words = "river stone äpple lantern quiet orbit maple cobalt thunder violet 海 meadow signal harbor".split()
-    out, size = [], 0
-    while size < chars:
-        word = str(rng.choice(words))
-        out.append(word)
-        size += len(word) + 1
-    return " ".join(out)
+    picks = np.random.default_rng(seed).integers(len(words), size=chars // 2 + 1)  # a word and its space: 2+
+    text = " ".join(words[i] for i in picks.tolist())
+    end = text.find(" ", chars)
+    return text if end == -1 else text[:end]
 
 
 def test_a_long_text_is_cut_after_whitespace_into_pieces_that_join_back():
