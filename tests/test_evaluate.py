@@ -32,6 +32,7 @@ from engine.evaluate import (
     wikitext_rows,
 )
 from engine.evaluate.protocols import StandardProtocol
+from engine.evaluate.wikitext import PREFIX_MARGIN_TOKENS, encode_prefix
 from engine.models.export_hf import export_hf
 from engine.models.gpt2 import GPT
 
@@ -355,6 +356,15 @@ def test_bad_targets_and_options_are_one_line_errors(tmp_path, logs):
 # ------------------------------------------------------------------ in-training evaluation and samples
 
 
+@pytest.mark.parametrize("n", [1, 1025, 4097])
+def test_a_capped_evaluation_encodes_a_prefix_with_the_whole_texts_first_ids(tok, test_rows, n):
+    text = standard_text(test_rows[:600])
+    whole = tok.encode(text)
+    assert len(whole) > n + PREFIX_MARGIN_TOKENS
+    assert encode_prefix(tok, text, n) == whole[:n]
+    assert encode_prefix(tok, text[:300], n) == tok.encode(text[:300])[:n]  # a text shorter than asked: all of it
+
+
 def test_capped_eval_uses_eval_mode_and_restores_training(test_ids):
     model = tiny_model(dropout=0.5).train()
     first = capped_wikitext_eval(model, test_ids, 300, 64, 32, "cpu")
@@ -451,7 +461,8 @@ def samples_of(run: Path) -> list[dict]:
 def assert_fits_80_columns(out: str, samples: list[dict]) -> None:
     lines = out.splitlines()
     paths = ("wrote /", "tokenizer ")  # a path is printed whole, for a terminal to fold
-    assert all(len(line) <= 80 for line in lines if not line.startswith(paths)), [l for l in lines if len(l) > 80]
+    long_lines = [line for line in lines if len(line) > 80 and not line.startswith(paths)]
+    assert not long_lines, long_lines
     assert "…" not in out  # no header or cell cut short
     for header in ("loss", "perplexity", "bits/byte", "tokenizer"):
         assert header in out

@@ -30,6 +30,7 @@ from engine.evaluate.wikitext import (
     SPARKNET_2000_LINES,
     SPARKNET_2000_SEED,
     byte_counter,
+    encode_prefix,
     raw_file_bytes,
     sparknet_2000_lines,
     standard_text,
@@ -98,10 +99,10 @@ class StandardProtocol:
     def measure(self, name: str, loaded: LoadedModel, device, amp, start_task: StartTask) -> dict:
         key = loaded.tokenizer.fingerprint
         if key not in self._ids:
-            self._ids[key] = np.asarray(loaded.tokenizer.encode(self.text), dtype=np.int64)
+            ids = (encode_prefix(loaded.tokenizer, self.text, self.max_tokens + 1) if self.max_tokens
+                   else loaded.tokenizer.encode(self.text))
+            self._ids[key] = np.asarray(ids, dtype=np.int64)
         ids = self._ids[key]
-        if self.max_tokens:
-            ids = ids[: self.max_tokens + 1]
         sm = as_scoring_model(loaded.model)
         _check_ids(ids, loaded, sm.vocab_size)
         stride = min(self.stride or default_stride(sm.context), sm.context)
@@ -141,17 +142,17 @@ class Sparknet2000Protocol:
     def measure(self, name: str, loaded: LoadedModel, device, amp, start_task: StartTask) -> dict:
         sm = as_scoring_model(loaded.model)
         max_len = min(self.max_len, sm.context)
-        line_ids = [loaded.tokenizer.encode(line)[:max_len] for line in self.lines]
         capped = False
-        if self.max_tokens:
-            kept, scored = [], 0
-            for ids in line_ids:
+        if self.max_tokens:  # lines encoded one at a time, only as many as the cap takes
+            line_ids, scored = [], 0
+            for line in self.lines:
                 if scored >= self.max_tokens:
                     capped = True
                     break
-                kept.append(ids)
-                scored += max(len(ids) - 1, 0)
-            line_ids = kept
+                line_ids.append(loaded.tokenizer.encode(line)[:max_len])
+                scored += max(len(line_ids[-1]) - 1, 0)
+        else:
+            line_ids = [ids[:max_len] for ids in loaded.tokenizer.encode_batch(self.lines)]
         for ids in line_ids:
             _check_ids(ids, loaded, sm.vocab_size)
         total = sum(max(len(ids) - 1, 0) for ids in line_ids)

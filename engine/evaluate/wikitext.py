@@ -82,6 +82,23 @@ def standard_text(rows: list[str]) -> str:
     return "\n\n".join(rows)
 
 
+# Ids at the end of an encoded prefix that may differ from the whole text's: the cut can fall inside a word
+PREFIX_MARGIN_TOKENS = 256
+
+
+def encode_prefix(tokenizer, text: str, n: int) -> list[int]:
+    """The first n ids of the whole text's encoding, from an encoding of only as much of it as they need (a capped
+    evaluation reads a few thousand tokens of a text whose whole encoding takes seconds). The prefix runs at least
+    PREFIX_MARGIN_TOKENS past them, so that the words the cut splits differently are not among them."""
+    chars = 8 * n
+    while chars < len(text):
+        ids = tokenizer.encode(text[:chars])
+        if len(ids) >= n + PREFIX_MARGIN_TOKENS:
+            return ids[:n]
+        chars *= 2
+    return tokenizer.encode(text)[:n]
+
+
 def raw_file_bytes(rows: list[str]) -> int:
     """The UTF-8 bytes of the split's file: each text row as it stands, each blank row one " \n" line."""
     return sum(len(row.encode("utf-8")) if row else 2 for row in rows)
