@@ -88,6 +88,9 @@ def test_a_crashed_run_says_it_crashed_and_where(logs):
     log = (run / "train.log").read_text()
     assert "Fatal Python error: Segmentation fault" in log and 'File "' in log.split("Fatal Python error")[1]
     assert re.search(rf"{run_id}\s+failed", sparknet("runs").stdout)
+    with open(run / "train.log", "a") as f:  # a later process (a resume) has logged since: the crash was not its
+        f.write("12:00:00 started: training 391 steps of 1024 tokens on cpu\n")
+    assert "ended without saying so" in effective_status(run)["error"]
 
 
 def test_stale_pid_shows_as_failed(logs):

@@ -131,6 +131,9 @@ def effective_status(run_dir: Path, now: float | None = None) -> dict:
     return status
 
 
+LOG_LINE = re.compile(r"\d\d:\d\d:\d\d ")  # a line the trainer logged (train.log's format), not the fault handler
+
+
 def unsaid_end(run_dir: Path, status: dict) -> str:
     """Why a live run's process is gone though status.json does not say: the error its last event names (a full
     disk may refuse status.json but take a short event line), the fatal error the process reported in train.log
@@ -146,10 +149,13 @@ def unsaid_end(run_dir: Path, status: dict) -> str:
 
 
 def fatal_error(log: Path) -> str | None:
-    """The fatal error (a segmentation fault, an abort) Python's fault handler wrote at the end of a log."""
+    """The fatal error (a segmentation fault, an abort) Python's fault handler wrote at the end of a log; None when
+    a later process (a resume) has logged since, for the crash was then an earlier one's."""
     lines = tail_text(log, max_bytes=32768, lines=400)
-    fatal = [line for line in lines if line.startswith("Fatal Python error: ")]
-    return fatal[-1].removeprefix("Fatal Python error: ").strip() if fatal else None
+    fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error: ")]
+    if not fatal or any(LOG_LINE.match(line) for line in lines[fatal[-1]:]):
+        return None
+    return lines[fatal[-1]].removeprefix("Fatal Python error: ").strip()
 
 
 def last_event(run_dir: Path) -> Event | None:
