@@ -55,6 +55,9 @@ def test_wikitext_rows_and_published_token_counts(tok, test_rows):
     assert len(tok.encode((WIKITEXT_DIR / "wiki.valid.raw").read_text(encoding="utf-8"))) == 249_887
     # the byte counter is exact over the whole split
     assert n_bytes(0, len(ids)) == len(joined.encode("utf-8"))
+    # a capped score (in training, in the bench) encodes only the start, and gets the same ids
+    first, first_bytes = load_wikitext_ids(tok, WIKITEXT_DIR, split="test", max_ids=50_001)
+    assert np.array_equal(first, ids[:50_001]) and first_bytes(0, 50_001) == n_bytes(0, 50_001)
 
 
 def test_sparknet_2000_lines_match_datasets_shuffle():

@@ -126,8 +126,9 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
 
     val_loss = held_out_loss(loss_of, mix, profile.run.eval_tokens, batch_size or min(profile.batch.micro_batch,
                              MAX_LOGITS_BATCH), profile.model.context, device)
-    ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test")
-    cap = profile.run.final_eval_tokens or len(ids)  # the same cap as the final evaluation of a run
+    cap = profile.run.final_eval_tokens  # the same cap as the final evaluation of a run (0: the whole split)
+    ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test", max_ids=cap + 1 if cap else None)
+    cap = cap or len(ids)
     wiki = capped_wikitext_eval(model, ids, cap, profile.model.context, None, device,
                                 autocast_dtype=dtype, n_bytes=n_bytes)
     model.train()

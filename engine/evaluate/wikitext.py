@@ -132,9 +132,11 @@ def byte_counter(tokenizer, ids) -> Callable[[int, int], int]:
     return n_bytes
 
 
-def load_wikitext_ids(tokenizer, wikitext_dir: str | os.PathLike | None = None,
-                      split: str = "test") -> tuple[np.ndarray, Callable[[int, int], int]]:
-    """The standard protocol's token stream of a split and its byte counter; SparkNetError when no copy is found."""
+def load_wikitext_ids(tokenizer, wikitext_dir: str | os.PathLike | None = None, split: str = "test",
+                      max_ids: int | None = None) -> tuple[np.ndarray, Callable[[int, int], int]]:
+    """The standard protocol's token stream of a split (its first max_ids ids when given) and its byte counter;
+    SparkNetError when no copy is found."""
     rows, _ = wikitext_rows(split, wikitext_dir)
-    ids = np.asarray(tokenizer.encode(standard_text(rows)), dtype=np.int64)
+    text = standard_text(rows)
+    ids = np.asarray(encode_prefix(tokenizer, text, max_ids) if max_ids else tokenizer.encode(text), dtype=np.int64)
     return ids, byte_counter(tokenizer, ids)

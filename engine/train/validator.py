@@ -46,7 +46,8 @@ class Validator:
         from engine.evaluate import load_wikitext_ids
 
         try:
-            self.wikitext_ids, _ = load_wikitext_ids(load_tokenizer(self.mix.tokenizer), split="test")
+            self.wikitext_ids, _ = load_wikitext_ids(load_tokenizer(self.mix.tokenizer), split="test",
+                                                     max_ids=self.profile.run.wikitext_tokens + 1)
         except SparkNetError as e:
             on_warning(f"in-training WikiText-2 evaluation off: {e}")
 
