@@ -128,8 +128,7 @@ def evaluate_model(model: torch.nn.Module, profile: Profile, mix, device: torch.
                              MAX_LOGITS_BATCH), profile.model.context, device)
     cap = profile.run.final_eval_tokens  # the same cap as the final evaluation of a run (0: the whole split)
     ids, n_bytes = load_wikitext_ids(load_tokenizer(mix.tokenizer), split="test", max_ids=cap + 1 if cap else None)
-    cap = cap or len(ids)
-    wiki = capped_wikitext_eval(model, ids, cap, profile.model.context, None, device,
+    wiki = capped_wikitext_eval(model, ids, cap or len(ids), profile.model.context, None, device,
                                 autocast_dtype=dtype, n_bytes=n_bytes)
     model.train()
     return {"val_loss": val_loss, "wikitext_loss": wiki["loss"], "wikitext_ppl": wiki["ppl"],

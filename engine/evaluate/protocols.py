@@ -99,9 +99,8 @@ class StandardProtocol:
     def measure(self, name: str, loaded: LoadedModel, device, amp, start_task: StartTask) -> dict:
         key = loaded.tokenizer.fingerprint
         if key not in self._ids:
-            ids = (encode_prefix(loaded.tokenizer, self.text, self.max_tokens + 1) if self.max_tokens
-                   else loaded.tokenizer.encode(self.text))
-            self._ids[key] = np.asarray(ids, dtype=np.int64)
+            first = self.max_tokens + 1 if self.max_tokens else None
+            self._ids[key] = np.asarray(encode_prefix(loaded.tokenizer, self.text, first), dtype=np.int64)
         ids = self._ids[key]
         sm = as_scoring_model(loaded.model)
         _check_ids(ids, loaded, sm.vocab_size)

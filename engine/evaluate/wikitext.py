@@ -86,11 +86,14 @@ def standard_text(rows: list[str]) -> str:
 PREFIX_MARGIN_TOKENS = 256
 
 
-def encode_prefix(tokenizer, text: str, n: int) -> list[int]:
-    """The first n ids of the whole text's encoding, from an encoding of only as much of it as they need (a capped
-    evaluation reads a few thousand tokens of a text whose whole encoding takes seconds). The prefix runs at least
-    PREFIX_MARGIN_TOKENS past them, so that the words the cut splits differently are not among them."""
-    chars = 8 * n
+def encode_prefix(tokenizer, text: str, n: int | None) -> list[int]:
+    """The first n ids of the whole text's encoding (n None: all of them), from an encoding of only as much of it
+    as they need (a capped evaluation reads a few thousand tokens of a text whose whole encoding takes seconds).
+    The prefix runs at least PREFIX_MARGIN_TOKENS past them, so that the words the cut splits differently are not
+    among them."""
+    if n is None:
+        return tokenizer.encode(text)
+    chars = max(8 * n, 4096)  # never 0, which doubling would keep at 0
     while chars < len(text):
         ids = tokenizer.encode(text[:chars])
         if len(ids) >= n + PREFIX_MARGIN_TOKENS:
@@ -137,6 +140,5 @@ def load_wikitext_ids(tokenizer, wikitext_dir: str | os.PathLike | None = None, 
     """The standard protocol's token stream of a split (its first max_ids ids when given) and its byte counter;
     SparkNetError when no copy is found."""
     rows, _ = wikitext_rows(split, wikitext_dir)
-    text = standard_text(rows)
-    ids = np.asarray(encode_prefix(tokenizer, text, max_ids) if max_ids else tokenizer.encode(text), dtype=np.int64)
+    ids = np.asarray(encode_prefix(tokenizer, standard_text(rows), max_ids), dtype=np.int64)
     return ids, byte_counter(tokenizer, ids)
