@@ -131,7 +131,9 @@ def effective_status(run_dir: Path, now: float | None = None) -> dict:
     return status
 
 
-LOG_LINE = re.compile(r"\d\d:\d\d:\d\d ")  # a line the trainer logged (train.log's format), not the fault handler
+# train.log's lines as the trainer logs them, told apart from what the fault handler writes by their time
+LOG_FORMAT, LOG_TIME_FORMAT = "%(asctime)s %(message)s", "%H:%M:%S"
+LOG_LINE = re.compile(r"\d\d:\d\d:\d\d ")
 
 
 def unsaid_end(run_dir: Path, status: dict) -> str:

@@ -16,7 +16,7 @@ from engine.data import PrepareStopped
 from engine.files import utc_now
 from engine.hardware import distributed
 from engine.runs.records import Phase
-from engine.runs.rundir import deleted_run_message, newest_checkpoint_step
+from engine.runs.rundir import LOG_FORMAT, LOG_TIME_FORMAT, deleted_run_message, newest_checkpoint_step
 from engine.runs.status import State
 from engine.train.notify import Notifier
 from engine.train.trainer import Trainer
@@ -28,7 +28,7 @@ def setup_logging(run_dir: Path, rank: int, log_to_file: bool) -> None:
     if log_to_file and rank == 0:  # detached runs already have stdout in train.log
         handlers.append(logging.FileHandler(run_dir / "train.log"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+                        format=LOG_FORMAT, datefmt=LOG_TIME_FORMAT, force=True)
 
 
 def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False, lock=None,
