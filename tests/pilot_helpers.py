@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 
+from frozen_runs import FROZEN_NOW
 from rich.console import Console
 from rich.text import Text
 from textual.widgets import DataTable
-from tui_fixtures import FROZEN_NOW
 
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.new_run import NewRunScreen

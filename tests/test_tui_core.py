@@ -26,7 +26,7 @@ from sparknet_tui.watch import RunWatcher
 from sparknet_tui.widgets.chart import ChartData, Series, render_chart, spark
 from sparknet_tui.widgets.hardware import fmt_gpu_memory, fmt_throttle, hardware_text, memory_line
 
-pytest_plugins = ["tui_fixtures"]
+pytest_plugins = ["tui_fixtures", "frozen_runs"]
 
 
 # ---------------------------------------------------------------- the panel never imports the training stack

@@ -24,7 +24,7 @@ from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
 from sparknet_tui.screens.sweeps import SweepsScreen
 
-pytest_plugins = ["tui_fixtures"]
+pytest_plugins = ["tui_fixtures", "frozen_runs"]
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

@@ -12,7 +12,7 @@ from tui_fixtures import copy_run
 from engine.config.loading import load_mix, load_profile
 from sparknet_tui.screens.new_run import field_id
 
-pytest_plugins = ["tui_fixtures"]
+pytest_plugins = ["tui_fixtures", "frozen_runs"]
 
 
 # ---------------------------------------------------------------- New run

@@ -7,9 +7,10 @@ import math
 import shutil
 
 import pytest
+from frozen_runs import FROZEN_NOW
 from pilot_helpers import POLL, make_app, plain, select_row, settle, table_rows, wait_until
 from textual.widgets import DataTable, Static
-from tui_fixtures import BROKEN_LINE_AFTER, FROZEN_NOW, copy_run, read_jsonl
+from tui_fixtures import BROKEN_LINE_AFTER, copy_run, read_jsonl
 
 from sparknet_tui.app import SparkNetApp
 from sparknet_tui.screens.compare import CompareScreen
@@ -19,7 +20,7 @@ from sparknet_tui.screens.new_run import NewRunScreen
 from sparknet_tui.screens.runs import RunsScreen
 from sparknet_tui.widgets.chart import LineChart
 
-pytest_plugins = ["tui_fixtures"]
+pytest_plugins = ["tui_fixtures", "frozen_runs"]
 
 
 # ---------------------------------------------------------------- Runs

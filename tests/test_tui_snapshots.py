@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import pytest_textual_snapshot
+from frozen_runs import FROZEN_NOW
 from textual.widgets import DataTable
-from tui_fixtures import FROZEN_NOW
 
 from sparknet_tui.app import SparkNetApp
 
-pytest_plugins = ["tui_fixtures"]
+pytest_plugins = ["tui_fixtures", "frozen_runs"]
 
 
 def _screenshot_script():
