@@ -127,8 +127,8 @@ def test_a_capped_evaluation_never_takes_the_place_of_a_fuller_one(tmp_path, tok
     model_dir = export_hf(tiny_model(), tmp_path / "model", tok)
 
     def evaluate(max_tokens: int) -> None:
-        sparknet("eval", str(model_dir), "--protocol", "standard", "--max-tokens", str(max_tokens), "--device", "cpu",
-                 "--no-samples")
+        assert eval_command(str(model_dir), protocol="standard", wikitext=str(WIKITEXT_DIR), device="cpu",
+                            samples=False, max_tokens=max_tokens) == 0
 
     def cap(name: str):
         (section,) = json.loads((model_dir / name).read_text())["evaluations"]
