@@ -85,6 +85,13 @@ def _task_manager(task_manager_class, tasks: list[str], task_path: str | None):
     return task_manager_class()
 
 
+def announce(stage: str, progress: ProgressFile | None) -> None:
+    """A stage of the benchmarks, on stderr and in the run's progress file."""
+    print(f"sparknet eval: {stage}", file=sys.stderr, flush=True)
+    if progress is not None:
+        progress.stage(stage, None, "")
+
+
 def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_path: str | None = None,
                    limit: int | None = None, progress: ProgressFile | None = None, who: str = "") -> dict:
     """lm-eval's simple_evaluate on a Hugging Face model folder, one task after another (the model loaded once),
@@ -95,6 +102,7 @@ def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_pa
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise SparkNetError("--tasks needs lm-evaluation-harness: pip install 'lm-eval>=0.4,<0.5'") from None
+    announce("indexing lm-eval's tasks", progress)  # the harness's own index alone takes seconds
     manager = _task_manager(TaskManager, tasks, task_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
@@ -104,10 +112,7 @@ def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_pa
     version = getattr(lm_eval, "__version__", "unknown")
     rows = []
     for i, task in enumerate(tasks):
-        stage = f"benchmark {task} ({i + 1} of {len(tasks)}){f' of {who}' if who else ''}"
-        print(f"sparknet eval: {stage}", file=sys.stderr, flush=True)
-        if progress is not None:
-            progress.stage(stage, None, "")
+        announce(f"benchmark {task} ({i + 1} of {len(tasks)}){f' of {who}' if who else ''}", progress)
         started = time.monotonic()
         results = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                           log_samples=False)
