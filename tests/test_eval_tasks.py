@@ -143,7 +143,9 @@ def test_a_baseline_is_measured_on_the_same_tasks_where_its_weights_load(model_d
     assert gpt2["tasks"][TASK]["value"] == pytest.approx(100 * direct["results"][TASK]["acc,none"])
     codelion = baselines["CodeLion GPT-2 70M"]
     assert codelion["source"] == "published" and codelion["reason"]
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.err.count("indexing lm-eval's tasks") == 1  # one index for the model and both baselines
+    out = captured.out
     assert f"GPT-2 (124M): measured here, from {other}" in out
     assert "CodeLion GPT-2 70M: not measured (" in out
     assert f"{gpt2['tasks'][TASK]['value']:.2f}" in out.split(TASK, 1)[1].splitlines()[0]  # in the task's row

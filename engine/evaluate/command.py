@@ -218,18 +218,19 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
     """The harness on the model's Hugging Face folder (a checkpoint is exported to a temporary one first)."""
     import tempfile
 
-    from engine.evaluate.tasks import measure_baselines, run_benchmarks
+    from engine.evaluate.tasks import measure_baselines, run_benchmarks, task_index
     from engine.files import utc_now
     from engine.models.export_hf import export_hf
 
     dev = resolve_device(device)
     loaded = load_target(target)
+    index = task_index(tasks, task_path, progress)
     with tempfile.TemporaryDirectory() as staging:
         folder = Path(loaded.path)
         if not (folder / "config.json").exists():
             folder = export_hf(loaded.model, Path(staging), loaded.tokenizer)
-        benchmarks = run_benchmarks(folder, tasks, str(dev), task_path, limit, progress)
-    benchmarks["baselines"] = measure_baselines(tasks, str(dev), task_path, limit, baselines, dirs, progress)
+        benchmarks = run_benchmarks(folder, tasks, str(dev), index, limit, progress)
+    benchmarks["baselines"] = measure_baselines(tasks, str(dev), index, limit, baselines, dirs, progress)
     doc = {"created_at": utc_now(), "target": loaded.path, "checkpoint_step": loaded.checkpoint_step,
            "final": loaded.final, "evaluations": [], "benchmarks": benchmarks, "samples": [],
            "settings": {"device": str(dev), "engine_version": __version__}}

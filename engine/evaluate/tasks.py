@@ -74,15 +74,25 @@ def published_rows(tasks: list[str]) -> list[dict]:
     return out
 
 
-def _task_manager(task_manager_class, tasks: list[str], task_path: str | None):
-    """The harness's task index: the folder's own tasks alone when they are every task asked for, since indexing
-    the harness's thousands of built-in tasks takes longer than scoring a small model on a small task."""
+def task_index(tasks: list[str], task_path: str | None, progress: ProgressFile | None = None):
+    """The harness's index of the tasks asked for (an lm_eval TaskManager), built once per evaluation; a task it
+    does not know is a one-line error. The folder's own tasks alone when they are every task asked for, since
+    indexing the harness's thousands of built-in tasks takes longer than scoring a small model on a small task."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise SparkNetError("--tasks needs lm-evaluation-harness: pip install 'lm-eval>=0.4,<0.5'") from None
+    announce("indexing lm-eval's tasks", progress)  # the harness's own index alone takes seconds
     if task_path:
-        local = task_manager_class(include_path=task_path, include_defaults=False)
-        if all(t in local.all_tasks for t in tasks):
-            return local
-        return task_manager_class(include_path=task_path)
-    return task_manager_class()
+        local = TaskManager(include_path=task_path, include_defaults=False)
+        manager = local if all(t in local.all_tasks for t in tasks) else TaskManager(include_path=task_path)
+    else:
+        manager = TaskManager()
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise SparkNetError(f"--tasks: lm-eval knows no task {', '.join(unknown)}"
+                            + ("" if task_path else "; give a folder of task YAML files with --task-path DIR"))
+    return manager
 
 
 def announce(stage: str, progress: ProgressFile | None) -> None:
@@ -92,37 +102,28 @@ def announce(stage: str, progress: ProgressFile | None) -> None:
         progress.stage(stage, None, "")
 
 
-def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, task_path: str | None = None,
-                   limit: int | None = None, progress: ProgressFile | None = None, who: str = "") -> dict:
+def run_benchmarks(model_dir: Path | str, tasks: list[str], device: str, index, limit: int | None = None,
+                   progress: ProgressFile | None = None, who: str = "") -> dict:
     """lm-eval's simple_evaluate on a Hugging Face model folder, one task after another (the model loaded once),
-    so progress and each task's wall time can be told; the part of eval.json it fills."""
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError:
-        raise SparkNetError("--tasks needs lm-evaluation-harness: pip install 'lm-eval>=0.4,<0.5'") from None
-    announce("indexing lm-eval's tasks", progress)  # the harness's own index alone takes seconds
-    manager = _task_manager(TaskManager, tasks, task_path)
-    unknown = [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise SparkNetError(f"--tasks: lm-eval knows no task {', '.join(unknown)}"
-                            + ("" if task_path else "; give a folder of task YAML files with --task-path DIR"))
+    so progress and each task's wall time can be told; the part of eval.json it fills. index: task_index's."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
     lm = HFLM(pretrained=str(model_dir), device=device, batch_size=8)
     version = getattr(lm_eval, "__version__", "unknown")
     rows = []
     for i, task in enumerate(tasks):
         announce(f"benchmark {task} ({i + 1} of {len(tasks)}){f' of {who}' if who else ''}", progress)
         started = time.monotonic()
-        results = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
+        results = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=index, limit=limit,
                                           log_samples=False)
         wall_s = round(time.monotonic() - started, 1)
         rows += [dict(row, wall_s=wall_s) for row in benchmark_rows(results, version)]
     return {"harness": f"lm-eval {version}", "limit": limit, "tasks": rows, "published": published_rows(tasks)}
 
 
-def measure_baselines(tasks: list[str], device: str, task_path: str | None, limit: int | None, live: bool,
-                      dirs: dict[str, str], progress: ProgressFile | None = None) -> dict:
+def measure_baselines(tasks: list[str], device: str, index, limit: int | None, live: bool, dirs: dict[str, str],
+                      progress: ProgressFile | None = None) -> dict:
     """The card's models scored on the same tasks where asked for (--baselines: from the hub; --baseline-dir
     NAME=DIR: a local folder) and their weights load; a model that does not load says why and keeps its
     published figures."""
@@ -134,7 +135,7 @@ def measure_baselines(tasks: list[str], device: str, task_path: str | None, limi
             continue
         source = dirs.get(b.key) or b.hf_id
         try:
-            rows = run_benchmarks(source, tasks, device, task_path, limit, progress, who=b.name)["tasks"]
+            rows = run_benchmarks(source, tasks, device, index, limit, progress, who=b.name)["tasks"]
         except Exception as e:  # any failure to load or run it: show the published figures, say why
             reason = one_line(e)
             print(f"sparknet eval: {b.name}: {reason}; showing its published figures", file=sys.stderr)
