@@ -17,13 +17,16 @@ def apply(options: str) -> None:
     for item in filter(None, options.split(",")):
         name, _, value = item.partition("=")
         if not hasattr(inductor_config, name) or value not in ("0", "1"):
-            sys.exit(f"bench_inductor: {item!r} is not NAME=0 or NAME=1 for an option of torch._inductor.config")
+            print(f"bench_inductor: {item!r} is not NAME=0 or NAME=1 for an option of torch._inductor.config",
+                  file=sys.stderr)
+            sys.exit(2)
         setattr(inductor_config, name, value == "1")
         print(f"inductor: {name} = {value == '1'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit(__doc__)
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
     apply(sys.argv[1])
     sys.exit(main(["bench", *sys.argv[2:]]))
