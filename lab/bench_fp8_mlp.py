@@ -14,16 +14,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
-E5M2_MAX = torch.finfo(torch.float8_e5m2).max
+from engine.kernels.output_layer import fp8_tensorwise
+
 LAYERS = 12
-
-
-def quantised(t: torch.Tensor, dtype: torch.dtype, largest: float):
-    """(t in `dtype` scaled so its largest magnitude maps to `largest`, the same transposed and contiguous, scale)."""
-    scale = t.abs().amax().float().clamp(min=1e-30) / largest
-    q = (t.float() / scale).to(dtype)
-    return q, q.t().contiguous(), scale
 
 
 class Fp8Linear(torch.autograd.Function):
@@ -31,8 +24,8 @@ class Fp8Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w):
-        xq, xq_t, sx = quantised(x, torch.float8_e4m3fn, E4M3_MAX)
-        wq, wq_t, sw = quantised(w, torch.float8_e4m3fn, E4M3_MAX)
+        xq, xq_t, sx = fp8_tensorwise(x)
+        wq, wq_t, sw = fp8_tensorwise(w)
         ctx.save_for_backward(xq_t, sx, wq_t, sw)
         ctx.dtypes = x.dtype, w.dtype
         return torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)
@@ -40,7 +33,7 @@ class Fp8Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         xq_t, sx, wq_t, sw = ctx.saved_tensors
-        gq, gq_t, sg = quantised(grad, torch.float8_e5m2, E5M2_MAX)
+        gq, gq_t, sg = fp8_tensorwise(grad, torch.float8_e5m2)
         grad_x = torch._scaled_mm(gq, wq_t.t(), scale_a=sg, scale_b=sw, out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(gq_t, xq_t.t(), scale_a=sg, scale_b=sx, out_dtype=torch.bfloat16)
         return grad_x.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1])
@@ -98,8 +91,8 @@ def compare(name: str, mlp, rows: int, shapes: list[tuple[int, ...]], out_dim: i
 def products_alone(rows: int, inner: int, outer: int) -> None:
     a = torch.randn(rows, inner, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(outer, inner, device="cuda", dtype=torch.bfloat16)
-    aq, _, sa = quantised(a, torch.float8_e4m3fn, E4M3_MAX)
-    bq, _, sb = quantised(b, torch.float8_e4m3fn, E4M3_MAX)
+    aq, _, sa = fp8_tensorwise(a)
+    bq, _, sb = fp8_tensorwise(b)
     flops = 2 * rows * inner * outer
     bf16 = median_ms(lambda: a @ b.t())
     fp8 = median_ms(lambda: torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))

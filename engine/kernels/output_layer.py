@@ -38,7 +38,6 @@ FP8_GRAD_SCALE = 2.0 ** 15
 # (lab/bench_fp8_head.py compares them)
 PAIR_BLOCK_COLUMNS, PAIR_KERNEL_WARPS = 2048, 4
 TRANSPOSE_TILE_R, TRANSPOSE_TILE_C, TRANSPOSE_WARPS = 128, 128, 8
-E4M3_MAX = 448.0
 
 
 if triton is not None:
@@ -177,16 +176,20 @@ def fp8_shapes_ok(rows: int, dim: int, columns: int) -> bool:
     return rows > 0 and rows % 16 == 0 and dim % 16 == 0 and columns % 16 == 0
 
 
-def fp8_operands(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """e4m3 copies of the output layer's operands, each with one scale (its largest magnitude maps to e4m3's
-    largest), as they are for the forward product and transposed for the backward ones, whose shared dimension
-    runs along their rows. Returns (hidden, hidden transposed, hidden scale, weight, weight transposed, scale)."""
-    def quantised(t):
-        scale = t.abs().amax().float().clamp(min=1e-30) / E4M3_MAX
-        q = (t.float() / scale).to(torch.float8_e4m3fn)
-        return q, q.t().contiguous(), scale
+def fp8_tensorwise(t: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, ...]:
+    """t in `dtype` with one scale (its largest magnitude maps to the format's largest), as it is and transposed
+    contiguous (an FP8 product needs both operands contiguous along their shared dimension). Returns (q, q
+    transposed, scale)."""
+    scale = t.abs().amax().float().clamp(min=1e-30) / torch.finfo(dtype).max
+    q = (t.float() / scale).to(dtype)
+    return q, q.t().contiguous(), scale
 
-    return (*quantised(hidden), *quantised(weight))
+
+def fp8_operands(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """e4m3 copies of the output layer's operands, for the forward product and transposed for the backward ones,
+    whose shared dimension runs along their rows. Returns (hidden, hidden transposed, hidden scale, weight, weight
+    transposed, scale)."""
+    return (*fp8_tensorwise(hidden), *fp8_tensorwise(weight))
 
 
 def loss_and_grad_pair(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int,
