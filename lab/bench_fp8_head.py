@@ -39,12 +39,16 @@ def main(argv: list[str]) -> int:
         ms = median_ms(fn)
         print(f"  {name:20s} {ms:7.3f} ms  {product / ms / 1e9:6.0f} TFLOP/s")
 
-    logits = (h16 @ w16.t())
+    print_loss_kernels(h16 @ w16.t(), targets, rows)
+    print_whole_layer(hidden, weight, targets, product)
+    return 0
+
+
+def print_loss_kernels(logits: torch.Tensor, targets: torch.Tensor, rows: int) -> None:
+    """The device copy of the logits, then the FP8 path's loss kernels at several tile shapes."""
     moved = 2 * logits.numel() * 2 + 2 * logits.numel()
-    copy = torch.empty_like(logits)
-    ms = median_ms(lambda: copy.copy_(logits))
+    ms = device_copy_ms(logits)
     print(f"device copy of the logits: {ms:7.3f} ms  {2 * logits.numel() * 2 / ms / 1e6:6.0f} GB/s")
-    del copy
     print(f"FP8 loss kernels ({moved / 1e9:.1f} GB: two reads of bf16 logits, two e5m2 gradients written; "
           f"the transpose also reads one)")
     chosen = L.TRANSPOSE_TILE_R, L.TRANSPOSE_TILE_C, L.TRANSPOSE_WARPS, L.PAIR_BLOCK_COLUMNS, L.PAIR_KERNEL_WARPS
@@ -63,11 +67,17 @@ def main(argv: list[str]) -> int:
                                                          num_warps=warps))
         print(f"  the e5m2 transpose alone, tile {tile_r:3d} x {tile_c:3d} warps {warps:2d}: {ms:7.3f} ms  "
               f"{2 * grad.numel() / ms / 1e6:6.0f} GB/s")
-    del grad, grad_t
     ms = median_ms(lambda: L.loss_and_grad_(logits, targets, VOCAB))
     print(f"  (the bf16 one-pass kernel: {ms:7.3f} ms)")
-    del logits
 
+
+def device_copy_ms(t: torch.Tensor) -> float:
+    """One device-to-device copy of t; the copy's buffer is freed on return."""
+    copy = torch.empty_like(t)
+    return median_ms(lambda: copy.copy_(t))
+
+
+def print_whole_layer(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, product: int) -> None:
     print("output layer + loss, forward and backward, operand quantisation included")
     results = {}
     for name, fp8 in (("bf16 one-pass", False), ("fp8", True)):
@@ -87,10 +97,12 @@ def main(argv: list[str]) -> int:
         print(f"  {name:14s} {ms:7.3f} ms  ({3 * product / ms / 1e9:5.0f} TFLOP/s counting the products alone), "
               f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     (l0, gh0, gw0), (l1, gh1, gw1) = results["bf16 one-pass"], results["fp8"]
-    rel = lambda a, b: ((a - b).norm() / b.norm()).item()
-    print(f"fp8 against bf16: loss {l1:.5f} vs {l0:.5f}; gradient relative error hidden {rel(gh1, gh0):.4f}, "
-          f"weight {rel(gw1, gw0):.4f}")
-    return 0
+    print(f"fp8 against bf16: loss {l1:.5f} vs {l0:.5f}; gradient relative error hidden {relative(gh1, gh0):.4f}, "
+          f"weight {relative(gw1, gw0):.4f}")
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
 
 
 if __name__ == "__main__":
