@@ -1,5 +1,5 @@
 """`--check` is the run's own start: every failure that can be known before a run exists stops `train --check`,
-`train` and `train --detach` alike, in one line with exit code 2, and leaves no run folder; what a ready run will
+`train`, `train --detach` and `bench` alike, in one line with exit code 2, and leaves no run folder; what a ready run will
 need (its memory) is said. Real files, real processes; the machine's memory is read from a meminfo file the test
 writes where it must be small."""
 
@@ -18,8 +18,10 @@ GPT2 = ["--set", "model.vocab_size=50257"]
 
 
 def refused_before_start(logs, args: list[str], env: dict, *words: str) -> None:
-    for how in (["--check"], [], ["--detach"]):
-        proc = sparknet("train", *args, *how, check=False, env=env)
+    """Each verb that trains refuses in the same line: the bench trains a run of its own, checked the same way."""
+    for how in (["train", "--check"], ["train"], ["train", "--detach"], ["bench", "--steps", "4"],
+                ["bench", "--to-quality", "--against", "tiny-cpu", "--steps", "4"]):
+        proc = sparknet(*how, *args, check=False, env=env)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and "\n" not in err and "Traceback" not in err, (how, proc.stderr)
         assert all(word in err for word in words), err
@@ -40,10 +42,14 @@ def cases(tmp_path):
     (tmp_path / "blob.txt").write_bytes(os.urandom(200_000))
     binary = write_mix(tmp_path / "binary.toml", [{"name": "blob", "weight": 1, "path": str(tmp_path / "blob.txt")}])
     hub = write_mix(tmp_path / "hub.toml", [{"name": "edu", "weight": 1, "hf": "HuggingFaceFW/fineweb-edu"}])
+    gpt2_text = write_mix(tmp_path / "gpt2.toml", [{"name": "notes", "weight": 1, "path": str(
+        write_jsonl(tmp_path / "notes.jsonl", unique_docs(200)))}])
     offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
     return {
         "an empty corpus file": (["--mix", str(empty), *GPT2], {}, ("e.jsonl", "holds no text")),
         "a binary file named .txt": (["--mix", str(binary), *GPT2], {}, ("blob.txt", "not UTF-8")),
+        "a model smaller than the tokenizer": (["--mix", str(gpt2_text)], {},
+                                               ("tiny-cpu.toml", "set model.vocab_size = 50257")),
         "run.device cuda without one": (["--set", 'run.device="cuda"'], {}, ("run.device", "no CUDA GPU")),
         "a width of 100,000,000": (["--set", "model.n_embd=100000000", "--set", "model.n_head=1"], {},
                                    ("TiB", "choose a smaller model")),
@@ -116,3 +122,14 @@ def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_for(logs, tmp
     err = proc.stderr.strip()
     assert proc.returncode == 2 and "\n" not in err and "the run needs about" in err and "free on the CPU" in err
     assert (run / "status.json").read_text() == status  # nothing written: the run is as it was
+
+
+def test_the_bench_names_the_users_mix_when_a_source_proves_too_small(tmp_path):
+    """Found only while tokenizing (nothing cached yet): the bench's run is a temporary copy that is gone when
+    the error is read, so the line must name the user's own mix file."""
+    notes = write_jsonl(tmp_path / "notes.jsonl", unique_docs(50, seed=7))
+    mix = write_mix(tmp_path / "small.toml", [{"name": "notes", "weight": 1, "path": str(notes)}])
+    proc = sparknet("bench", "--profile", "tiny-cpu", "--mix", mix, *GPT2, "--steps", "4", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and "Traceback" not in err, proc.stderr
+    assert f"set repeat = true for it in {mix}" in err and "sparknet-bench-" not in err, err

@@ -44,13 +44,16 @@ def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: 
 @contextlib.contextmanager
 def private_trainer(profile: Profile, mix):
     """A Trainer of the profile, set up in a temporary run folder nobody else can see, to run in this process
-    (the bench, and the scripts in lab/ that time a step)."""
+    (the bench, and the scripts in lab/ that time a step). It is refused as `sparknet train` would refuse the same
+    run, before anything is made: the checks name the user's files, not the temporary run's."""
+    from engine.train.preflight import check_run
     from engine.train.trainer import Trainer
 
+    check_run(profile, mix)
     with tempfile.TemporaryDirectory(prefix="sparknet-bench-") as tmp:
         lock = create_run(profile, mix, [], Path(tmp) / "bench")
         lock.release()  # no other process will run it
-        trainer = Trainer(lock.run_dir, resume=False)
+        trainer = Trainer(lock.run_dir, resume=False, mix_source=mix.source)  # not the copy that will vanish
         trainer.setup()
         yield trainer
 

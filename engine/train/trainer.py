@@ -8,6 +8,7 @@ with the device except on log, eval and checkpoint steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -41,8 +42,9 @@ from engine.train.validator import Validator
 log = logging.getLogger("sparknet")
 
 class Trainer:
-    def __init__(self, run_dir: Path, resume: bool, from_scratch: bool = False):
+    def __init__(self, run_dir: Path, resume: bool, from_scratch: bool = False, mix_source: str = ""):
         self.run_dir = Path(run_dir)
+        self.mix_source = mix_source  # the mix file errors name, where the run's own copy is temporary (the bench)
         self.resume = resume
         self.from_scratch = from_scratch  # a resume whose checkpoints all fail may start over only when asked
         self.rank, self.world, self.local_rank = distributed.ranks()
@@ -75,6 +77,8 @@ class Trainer:
 
     def setup(self) -> None:
         self.profile, self.mix, self.run_data = load_run(self.run_dir)
+        if self.mix_source:
+            self.mix = dataclasses.replace(self.mix, source=self.mix_source)
         p = self.profile
         self.checkpointer = Checkpointer(self.run_dir, p.run.keep_checkpoints, self.report, self.world)
         distributed.start(self.world, use_cuda=torch.cuda.is_available() and p.run.device != "cpu")
