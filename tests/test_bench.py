@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import scaled
+from cli_helpers import scaled, sparknet
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -124,3 +124,16 @@ def test_to_quality_refuses_two_profiles_on_different_mixes_before_training(logs
     proc = sparknet("bench", "--to-quality", "--profile", "tiny-cpu", "--against", "codelion-70m", check=False)
     assert proc.returncode == 2 and "pass --mix NAME" in proc.stderr and "\n" not in proc.stderr.strip()
     assert list(logs.iterdir()) == []
+
+
+def test_a_json_out_that_cannot_be_written_is_refused_before_the_bench_trains(tmp_path):
+    """Found at the end, it would cost the whole bench: the folder is checked first, for both kinds of bench."""
+    missing = tmp_path / "no-such-folder" / "bench.json"
+    for extra in ([], ["--to-quality", "--against", "tiny-cpu"]):
+        for target, words in ((missing, f"the folder {missing.parent} does not exist"), (tmp_path, "is a folder")):
+            proc = sparknet("bench", "--profile", "tiny-cpu", "--steps", "4", *extra, "--json-out", target,
+                            check=False)
+            err = proc.stderr.strip()
+            assert proc.returncode == 2 and "\n" not in err and words in err, (extra, proc.stderr)
+            assert proc.stdout == "", proc.stdout  # no figures: nothing was trained
+    assert not missing.parent.exists()

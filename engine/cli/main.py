@@ -19,9 +19,10 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from engine.cli.throughput import bench_command
+    from engine.cli.throughput import bench_command, json_out_target
     from engine.cli.to_quality import to_quality_command
 
+    args.json_out = json_out_target(args.json_out)  # checked before anything trains
     return to_quality_command(args) if args.to_quality else bench_command(args)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import Profile, flops_per_token, load_profile, load_run_inputs, model_parameter_count
+from engine.files import write_text_atomic
 from engine.hardware.device import synchronize
 from engine.kernels.choice import PIECES, TITLES
 from engine.runs.rundir import create_run
@@ -39,6 +41,26 @@ def _intervals(times: list[float], tokens_per_step: int, warmup: int, interval: 
         dt = times[start + interval - 1] - (times[start - 1] if start > 0 else 0.0)
         rates.append(interval * tokens_per_step / dt)
     return rates
+
+
+def json_out_target(name: str | None) -> Path | None:
+    """The file --json-out names, checked before the bench trains: minutes of training must not end in a path
+    that cannot be written."""
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise SparkNetError(f"--json-out {name} is a folder; give a file in it, such as {path / 'bench.json'}")
+    if not path.parent.is_dir():
+        raise SparkNetError(f"--json-out {name}: the folder {path.parent} does not exist; make it, or give another file")
+    if not os.access(path.parent, os.W_OK):
+        raise SparkNetError(f"--json-out {name}: the folder {path.parent} is not writable; give another file")
+    return path
+
+
+def write_json_out(path: Path | None, line: str) -> None:
+    if path is not None:
+        write_text_atomic(path, line + "\n", make_folder=False)
 
 
 @contextlib.contextmanager
@@ -277,8 +299,7 @@ def bench_command(args) -> int:
             result["speedup_vs_baseline"] = round(tps / base["tokens_per_s"], 3)
     line = json.dumps(result)
     print(line)
-    if args.json_out:
-        Path(args.json_out).write_text(line + "\n")
+    write_json_out(args.json_out, line)
     Console(file=sys.stderr).print(result_table(result, profile.name, args.eval))
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 from engine import SparkNetError
 from engine.config.loading import load_run_inputs
@@ -98,11 +97,12 @@ def to_quality_command(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from engine.cli.throughput import write_json_out
+
     result = to_quality(args)
     line = json.dumps(result)
     print(line)
-    if args.json_out:
-        Path(args.json_out).write_text(line + "\n")
+    write_json_out(args.json_out, line)
     table = Table(title=f"sparknet bench --to-quality on {result['device']}: held-out loss {result['target_loss']:.4f}"
                         f" ({result['runs'][0]['profile']}'s final, {result['tokens']:,} tokens of {result['mix']})",
                   box=None)
