@@ -46,10 +46,10 @@ def lr_find_command(args) -> int:
     groups = [args.group] if args.group else (["adamw", "muon"] if profile.optim.name == "muon" else ["all"])
     plans = []
     for group in groups:  # every test is checked before the first starts
-        overrides = range_overrides(profile, group, args.steps) + list(args.overrides)
-        tested, mix = load_run_inputs(args.profile, args.mix, overrides)
+        settings = range_overrides(profile, group, args.steps)
+        tested, mix = load_run_inputs(args.profile, args.mix, list(args.overrides), settings)
         check_run(tested, mix)
-        plans.append((group, tested, overrides))
+        plans.append((group, tested, list(args.overrides) + settings))
     readings = []
     for group, tested, overrides in plans:
         run_dir = run_test(args.profile, args.mix, group, overrides)

@@ -277,8 +277,8 @@ def bench_command(args) -> int:
         raise SparkNetError(f"--steps must be at least 2, got {steps}")
     # the bench's run is its steps: the schedule (warm-up, decay) spans them, for both trainers
     probe = load_profile(args.profile, list(args.overrides))
-    overrides = list(args.overrides) + [f"run.tokens={steps * probe.tokens_per_step}"]
-    profile, mix = load_run_inputs(args.profile, args.mix, overrides)
+    profile, mix = load_run_inputs(args.profile, args.mix, list(args.overrides),
+                                   settings=[f"run.tokens={steps * probe.tokens_per_step}"])
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, min(10, steps // 3))
     if not 0 < warmup < steps:
         raise SparkNetError(f"--warmup-steps must be between 1 and {steps - 1}, got {warmup}")

@@ -210,19 +210,25 @@ def profile_from_dict(data: dict, where: str, name: str = "") -> Profile:
     return prof
 
 
-def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
+def load_profile(name_or_path: str, overrides: list[str] | None = None, settings: list[str] | None = None) -> Profile:
+    """The profile with the user's --set overrides, then the command's own `settings` (the bench's length, a range
+    test's schedule). Messages name the file and the user's overrides only: the user never typed the settings."""
     path = resolve_profile_path(name_or_path)
     data = read_toml(path)
     where = str(path)
     if overrides:
         data = apply_overrides(data, overrides)
         where = f"{path} with --set {' '.join(overrides)}"
+    if settings:
+        data = apply_overrides(data, settings)
     return profile_from_dict(data, where, name=path.stem)
 
 
-def load_run_inputs(profile_ref: str, mix_ref: str | None, overrides: list[str]) -> tuple[Profile, MixConfig]:
-    """The profile (with its overrides) and the mix a run trains on: `mix_ref`, else the profile's own mix."""
-    profile = load_profile(profile_ref, overrides)
+def load_run_inputs(profile_ref: str, mix_ref: str | None, overrides: list[str],
+                    settings: list[str] | None = None) -> tuple[Profile, MixConfig]:
+    """The profile (with its overrides and the command's settings, as in load_profile) and the mix a run trains
+    on: `mix_ref`, else the profile's own mix."""
+    profile = load_profile(profile_ref, overrides, settings)
     mix_name = mix_ref or profile.mix
     if not mix_name:
         raise ConfigError(f"{profile.source}: no mix given; add mix = \"NAME\" to the profile or pass --mix NAME")
