@@ -21,6 +21,8 @@ pytest_plugins = ["tui_fixtures"]  # private_profiles: a copy of profiles/ to sa
 
 @pytest.mark.parametrize("body, says", [
     ('[[variants]]\nname = "bad"\nset = ["model.n_layer=zero"]\n', "variant 'bad': "),
+    ('[[variants]]\nname = "small-vocab"\nset = ["model.vocab_size=16"]\n',  # refused by the run's own checks
+     "variant 'small-vocab': "),
     ('[[variants]]\nname = "a"\nset = []\n[[variants]]\nname = "a"\nset = []\n', "two variants are named 'a'"),
     ('colour = "blue"\n', "unknown key 'colour'"),
     ('metric = "wikitext_ppl"\n', "needs a mix with tokenizer = \"gpt2\""),

@@ -79,7 +79,10 @@ def create_sweep(spec_path: Path, parallel: int) -> Path:
                             "carries it on, or give the spec another name")
     for variant in spec.variants:
         profile, mix = load_run_inputs(spec.profile, spec.mix, spec.run_overrides(variant, spec.seeds[0]))
-        check_run(profile, mix)
+        try:
+            check_run(profile, mix)
+        except SparkNetError as e:
+            raise SparkNetError(f"{spec_path}: variant '{variant.name}': {e}") from None
     entries = [Entry(v.name, seed, v.overrides) for v in spec.variants for seed in spec.seeds]
     state = SweepState(folder, spec.to_dict(), entries, parallel=parallel)
     folder.mkdir(parents=True, exist_ok=True)
