@@ -95,7 +95,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--steps", type=int, default=50, help="training steps to time (default 50)")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="first steps left out of the figures, compilation included (default: a third of --steps, at most 10)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one profile key, e.g. batch.micro_batch=60 (repeatable); the bench's length is "
+                        "--steps, except with --to-quality, which trains for run.tokens")
     p.add_argument("--baseline", choices=["hf-trainer"], default=None,
                    help="also time Hugging Face's Trainer on the same model, data and batch")
     p.add_argument("--baseline-micro-batch", type=int, default=None, metavar="N",
@@ -165,4 +167,6 @@ def _add_sweep(sub) -> None:
                         "held)")
     p.add_argument("--save-as", default=None, metavar="PROFILE",
                    help="save the profile with the suggested rates as a new profile")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one profile key, e.g. batch.micro_batch=16 (repeatable); the test keeps its own "
+                        "schedule, length, logging and evaluation")
