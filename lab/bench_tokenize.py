@@ -1,6 +1,6 @@
 """Tokenization throughput of `sparknet prepare` on the stand-in corpora, and what 1B tokens would take.
 
-    python lab/bench_tokenize.py [--corpora DIR] [--tokenizer DIR] [--mb 6] [--workers N]
+    python lab/bench_tokenize.py --corpora DIR [--tokenizer DIR] [--mb 6] [--workers N]
 
 Measures, on this machine:
   1. one process: tokens/s of the tokenizer alone, per corpus (no reading, no writing);
@@ -9,8 +9,8 @@ Measures, on this machine:
 Then projects the time to prepare 1B tokens on a DGX Spark (20 cores), assuming a Spark core tokenizes
 as fast as a core here.
 
-Corpora default to ../shared/data/corpora beside the project (or SPARKNET_CORPORA); the tokenizer to
-SPARKNET_TOKENIZER, else ../shared/data/gpt2-tokenizer/hf when it exists, else "gpt2".
+DIR holds textbooks.jsonl.gz, web.jsonl.gz and educational.jsonl.gz (or set SPARKNET_CORPORA); the tokenizer is
+--tokenizer, else "gpt2" as the engine finds it (SPARKNET_TOKENIZER, the local cache, the hub).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import engine.data as data  # noqa: E402
 from engine.config.loading import load_mix  # noqa: E402
 from engine.data.tokenizer import load_tokenizer  # noqa: E402
 
-SHARED_DATA = PROJECT.parent / "shared" / "data"
 CORPORA = {"textbooks": 0.5, "web": 0.3, "educational": 0.2}
 SPARK_CORES = 20
 TARGET_TOKENS = 1_000_000_000
@@ -52,8 +51,9 @@ def read_texts(path: Path, max_chars: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpora", type=Path,
-                    default=Path(os.environ.get("SPARKNET_CORPORA") or SHARED_DATA / "corpora"))
+    corpora = os.environ.get("SPARKNET_CORPORA")
+    ap.add_argument("--corpora", type=Path, default=Path(corpora) if corpora else None, required=not corpora,
+                    help="folder of the three stand-in corpora (default: SPARKNET_CORPORA)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder or name (default: see module doc)")
     ap.add_argument("--mb", type=float, default=6.0, help="MB of text per corpus for the one-process test")
     ap.add_argument("--tokens", type=int, default=6_000_000, help="tokens to prepare in the total test")
@@ -61,8 +61,7 @@ def main() -> int:
                     help="comma-separated worker counts for the total test (1 = in-process)")
     args = ap.parse_args()
 
-    spec = args.tokenizer or os.environ.get("SPARKNET_TOKENIZER") or (
-        str(SHARED_DATA / "gpt2-tokenizer" / "hf") if (SHARED_DATA / "gpt2-tokenizer" / "hf").is_dir() else "gpt2")
+    spec = args.tokenizer or "gpt2"
     tok = load_tokenizer(spec)
     files = {name: args.corpora / f"{name}.jsonl.gz" for name in CORPORA}
     missing = [str(p) for p in files.values() if not p.is_file()]
