@@ -137,3 +137,21 @@ def test_a_json_out_that_cannot_be_written_is_refused_before_the_bench_trains(tm
             assert proc.returncode == 2 and "\n" not in err and words in err, (extra, proc.stderr)
             assert proc.stdout == "", proc.stdout  # no figures: nothing was trained
     assert not missing.parent.exists()
+
+
+def test_to_quality_checks_both_profiles_before_it_trains_either(tmp_path, monkeypatch):
+    """The reference trains for minutes before the contender would start: a contender the run's checks refuse is
+    refused before the reference trains."""
+    import engine.cli.to_quality as to_quality
+
+    trained = []
+    real_train_curve = to_quality.train_curve
+    monkeypatch.setattr(to_quality, "train_curve", lambda *a: trained.append(a[0].name) or real_train_curve(*a))
+    contender = tmp_path / "small-vocab.toml"
+    contender.write_text((PROJECT / "profiles" / "tiny-cpu.toml").read_text().replace("vocab_size = 1024",
+                                                                                     "vocab_size = 16"))
+    proc = sparknet("bench", "--to-quality", "--profile", contender, "--against", "tiny-cpu", "--steps", "4",
+                    check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and "set model.vocab_size = 1024" in err, proc.stderr
+    assert trained == []

@@ -72,6 +72,8 @@ def first_reaching(curve: list[dict], target: float) -> dict | None:
 
 
 def to_quality(args) -> dict:
+    from engine.train.preflight import check_run
+
     points = args.eval_points
     if points < 2:
         raise SparkNetError(f"--eval-points must be at least 2, got {points}")
@@ -80,6 +82,7 @@ def to_quality(args) -> dict:
     if against[1].source != contender[1].source:
         raise SparkNetError(f"{args.against} trains on mix {against[1].name} and {args.profile} on mix "
                             f"{contender[1].name}: held-out losses compare on one mix; pass --mix NAME")
+    check_run(*contender)  # before the reference trains for minutes; each is checked again as its training starts
     reference = train_curve(*against, points)
     target = reference["curve"][-1]["val_loss"]
     candidate = train_curve(*contender, points)
