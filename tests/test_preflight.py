@@ -1,7 +1,7 @@
 """`--check` is the run's own start: every failure that can be known before a run exists stops `train --check`,
 `train`, `train --detach`, `bench` and `lr-find` alike, in one line with exit code 2, and leaves no run folder;
-what a ready run will need (its memory) is said. Real files, real processes; the machine's memory is read from a meminfo file the test
-writes where it must be small."""
+what a ready run will need (its memory) is said. Real files, real processes; the machine's memory is read from a
+meminfo file the test writes where it must be small."""
 
 from __future__ import annotations
 
