@@ -33,7 +33,7 @@ def refused_before_start(logs, args: list[str], env: dict, *words: str) -> set[s
 
 
 def fake_meminfo(tmp_path, available_gib: float) -> str:
-    path = tmp_path / "meminfo"
+    path = tmp_path / f"meminfo-{available_gib}"
     path.write_text(f"MemTotal: {int(available_gib * 2 * 2**20)} kB\nMemAvailable: {int(available_gib * 2**20)} kB\n")
     return str(path)
 
@@ -55,8 +55,9 @@ def cases(tmp_path):
         "a model smaller than the tokenizer": (["--mix", str(gpt2_text)], {},
                                                ("tiny-cpu.toml", "set model.vocab_size = 50257")),
         "run.device cuda without one": (["--set", 'run.device="cuda"'], {}, ("run.device", "no CUDA GPU")),
-        "a width of 100,000,000": (["--set", "model.n_embd=100000000", "--set", "model.n_head=1"], {},
-                                   ("TiB", "choose a smaller model")),
+        "a width of 100,000,000": (["--set", "model.n_embd=100000000", "--set", "model.n_head=1"],
+                                   {"SPARKNET_MEMINFO": fake_meminfo(tmp_path, 64.0)},  # the line names what is free
+                                   ("TiB", "64.0 GiB free", "choose a smaller model")),
         "a context of 100,000,000": (["--set", "model.context=100000000"], {}, ("model.context",)),
         "a hub source offline with no cached copy": (["--mix", str(hub), *GPT2], offline, ("fineweb-edu",)),
         "more memory than the machine has": (["--set", "batch.micro_batch=4096", "--set", "run.memory_floor_gb=0.5"],
