@@ -82,6 +82,29 @@ def cache_under_a_file(place: Place) -> tuple[str, ...]:
     return "SPARKNET_CACHE", str(place.root / "notes"), "not a folder"
 
 
+def logs_cannot_be_made(place: Place) -> tuple[str, ...]:
+    place.env["SPARKNET_LOGS"] = "/proc/sparknet-logs"  # no folder can be made in /proc, even by root
+    return "SPARKNET_LOGS", "cannot make a folder in /proc", "a folder you can write"
+
+
+def cache_cannot_be_made(place: Place) -> tuple[str, ...]:
+    place.env["SPARKNET_CACHE"] = "/proc/sparknet-cache"
+    return "SPARKNET_CACHE", "cannot make a folder in /proc", "a folder you can write"
+
+
+def alert_url_unknown(place: Place) -> tuple[str, ...]:
+    place.env["SPARKNET_NOTIFY"] = "json://127.0.0.1:9/hook garbage://secret"
+    return "SPARKNET_NOTIFY", "notification URL garbage://… is not one apprise understands", "remove it"
+
+
+def alert_file_url_unknown(place: Place) -> tuple[str, ...]:
+    (place.root / "config" / "sparknet").mkdir(parents=True)
+    (place.root / "config" / "sparknet" / "notify.toml").write_text('urls = ["ntfy://my-topic", "nonsense"]\n')
+    place.env["XDG_CONFIG_HOME"] = str(place.root / "config")
+    place.env.pop("SPARKNET_NOTIFY", None)
+    return str(place.root / "config" / "sparknet" / "notify.toml"), "URL nonsense is not one apprise understands"
+
+
 def profile_not_toml(place: Place) -> tuple[str, ...]:
     place.profile = place.root / "mine.toml"
     place.profile.write_text("[model\nwidth = 8\n")
@@ -132,6 +155,10 @@ def run_record_empty(place: Place) -> tuple[str, ...]:
 FAULTS = {
     logs_is_a_file: ("train", "train --check", "train --detach", "sweep", "lr-find", "runs", *RUN_VERBS),
     cache_under_a_file: (*DATA_VERBS, "doctor"),
+    logs_cannot_be_made: ("train", "train --check", "train --detach", "sweep", "lr-find"),
+    cache_cannot_be_made: (*DATA_VERBS, "doctor"),
+    alert_url_unknown: ("train", "train --check", "train --detach", "sweep", "lr-find"),
+    alert_file_url_unknown: ("train", "train --check", "train --detach", "sweep", "lr-find"),
     profile_not_toml: ("train", "train --check", "bench", "doctor", "sweep", "lr-find"),
     tokenizer_damaged: DATA_VERBS,
     source_not_text: ("train", "train --check", "prepare", "lr-find", "sweep"),

@@ -74,6 +74,24 @@ def test_every_pre_start_failure_exits_2_and_makes_no_run_folder(logs, cases):
         assert len(lines) == 1, (name, lines)  # none of these depends on the run's length: every verb says the same
 
 
+def test_the_ready_line_says_where_alerts_will_go(tmp_path):
+    """Refusals of bad URLs are in test_fault_table.py; a good one is named without what may be a secret."""
+    config = tmp_path / "config"
+    (config / "sparknet").mkdir(parents=True)
+    (config / "sparknet" / "notify.toml").write_text('urls = ["ntfy://my-topic"]\nevents = ["failed"]\n')
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config)}
+    env.pop("SPARKNET_NOTIFY", None)
+    ready = sparknet("train", "--check", "--profile", "tiny-cpu", env=env).stdout
+    assert ready.strip().endswith("; alerts of failed to ntfy://my-topic"), ready
+    slack = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"  # apprise's own example; its tokens are secret
+    env["SPARKNET_NOTIFY"] = f"json://127.0.0.1:9/hook, {slack}"  # all events; the file is not read
+    ready = sparknet("train", "--check", "--profile", "tiny-cpu", env=env).stdout
+    assert ready.strip().endswith("; alerts to json://127.0.0.1:9, slack://…"), ready
+    env["SPARKNET_NOTIFY"] = ""
+    (config / "sparknet" / "notify.toml").unlink()
+    assert "alerts" not in sparknet("train", "--check", "--profile", "tiny-cpu", env=env).stdout
+
+
 @pytest.mark.slow
 def test_a_source_too_small_for_its_share_is_refused_from_the_prepared_cache(logs, tmp_path):
     env = {**os.environ, "SPARKNET_CACHE": str(tmp_path / "cache")}
@@ -118,7 +136,7 @@ def test_the_memory_estimate_matches_the_peaks_measured_on_an_h100():
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_for(logs, tmp_path):
+def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_or_the_alerts_for(logs, tmp_path):
     sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=false")
     (run,) = logs.iterdir()
     status = (run / "status.json").read_text().replace('"finished"', '"stopped"')
@@ -128,6 +146,9 @@ def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_for(logs, tmp
     err = proc.stderr.strip()
     assert proc.returncode == 2 and "\n" not in err and "the run needs about" in err and "free on the CPU" in err
     assert (run / "status.json").read_text() == status  # nothing written: the run is as it was
+    proc = sparknet("resume", str(run), check=False, env={**os.environ, "SPARKNET_NOTIFY": "garbage://x"})
+    assert proc.returncode == 2 and "SPARKNET_NOTIFY: notification URL garbage://…" in proc.stderr, proc.stderr
+    assert (run / "status.json").read_text() == status
 
 
 def test_the_bench_names_the_users_mix_when_a_source_proves_too_small(tmp_path):

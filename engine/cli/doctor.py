@@ -19,6 +19,7 @@ import torch
 
 from engine.config.ceilings import projected_tokens_per_s, save_ceilings
 from engine.config.loading import flops_per_token, load_profile
+from engine.config.paths import cache_root, writable_folder
 from engine.formatting import NA, fmt_count
 from engine.hardware.device import synchronize
 from engine.hardware.memory_guard import GIB, read_meminfo
@@ -131,6 +132,8 @@ def device_lines(facts) -> list[tuple[str, str]]:
 
 
 def doctor_command(args) -> int:
+    profile = load_profile(args.profile, list(args.overrides))
+    writable_folder(cache_root(), "SPARKNET_CACHE")  # where the measured ceilings are saved, known before measuring
     problems: list[str] = []
     rows = environment_lines(problems)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -138,7 +141,6 @@ def doctor_command(args) -> int:
     rows += device_lines(facts)
     for label, value in rows:
         print(f"{label:<11} {value}")
-    profile = load_profile(args.profile, list(args.overrides))
     use_bf16 = profile.run.precision == "bf16" and device.type == "cuda"
     proof = prove(choose(facts, profile.run, profile.model, use_bf16), profile.model, device, use_bf16)
     failed = dict(proof.failures)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from engine.config.loading import load_mix
-from engine.config.paths import cache_root
+from engine.config.paths import cache_root, writable_folder
 from engine.data.prepare import DEFAULT_PREPARE_TOKENS, prepare_mix
 from engine.formatting import fmt_duration
 
@@ -51,7 +51,7 @@ def prepare_command(mix_name: str, tokens: int | None, cache_dir: Path | None = 
     out = out or sys.stdout
     try:
         mix = load_mix(mix_name)
-        root = cache_root(cache_dir)
+        root = cache_root(cache_dir) if cache_dir else writable_folder(cache_root(), "SPARKNET_CACHE")
         budget = f"local sources whole, hub sources their share of {tokens or DEFAULT_PREPARE_TOKENS:,} tokens"
         print(f"preparing mix '{mix.name}' ({budget}) into {root}", file=out, flush=True)
         start = time.monotonic()

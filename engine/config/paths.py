@@ -4,6 +4,8 @@ check of a folder a setting names."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from engine import SparkNetError
@@ -18,6 +20,21 @@ def checked_folder(path: Path, variable: str) -> Path:
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == path else f"lies under {existing}, which is a file"
         raise SparkNetError(f"{variable}: {path} {where}, not a folder; point {variable} at a folder")
+    return path
+
+
+def writable_folder(path: Path, variable: str) -> Path:
+    """`path` as checked_folder leaves it, refused in one line when no folder can be made in it (or in the nearest
+    part of it that exists): a real folder is made there and removed, since permissions alone do not tell (a
+    read-only mount, /proc, a full disk)."""
+    existing = checked_folder(path, variable)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix=".sparknet-probe-", dir=existing))
+    except OSError as e:
+        raise SparkNetError(f"{variable}: cannot make a folder in {existing} ({e.strerror or e}); point {variable} "
+                            "at a folder you can write") from None
     return path
 
 

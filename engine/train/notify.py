@@ -64,6 +64,26 @@ def shown(url: str) -> str:
     return f"{scheme}://{m.group(2)}" if scheme in _HOST_SCHEMES else f"{scheme}://…"
 
 
+def check_settings() -> str:
+    """Before a run starts: the settings load and apprise understands every URL, as the run's deliveries will ask;
+    where alerts will go, for the ready line ("" when notifications are off)."""
+    import apprise
+
+    from engine import SparkNetError
+
+    urls, events, origin = load_settings()
+    for url in urls:
+        if not apprise.Apprise().add(url):
+            raise SparkNetError(f"{origin}: notification URL {shown(url)} is not one apprise understands; fix it "
+                                "(https://github.com/caronc/apprise/wiki lists the services) or remove it")
+    if not urls:
+        return ""
+    if not events:
+        return f"no alerts ({origin} chooses no events)"
+    chosen = "" if set(events) == set(EVENTS) else f" of {', '.join(events)}"
+    return f"alerts{chosen} to {', '.join(shown(u) for u in urls)}"
+
+
 class Notifier:
     """Sends alerts for one run; warn(message) hears of each delivery that failed."""
 

@@ -25,7 +25,7 @@ def check_run(profile: Profile, mix: MixConfig) -> str:
 def check_run_inputs(profile: Profile, mix: MixConfig) -> list[str]:
     """The tokenizer loads and fits the model; every source exists and opens, or its prepared cache verifies and
     holds the source's share; hub sources are reachable or cached. Returns what the run will repair first."""
-    from engine.config.paths import cache_root
+    from engine.config.paths import cache_root, writable_folder
     from engine.data import SourceReader, cache_damage, read_manifest, source_cache_dir
     from engine.data.hub import hub_offline
     from engine.data.prepare import check_enough, holds, required_train_tokens, source_target
@@ -52,12 +52,25 @@ def check_run_inputs(profile: Profile, mix: MixConfig) -> list[str]:
                 check_enough(reader, manifest, required_train_tokens(share, tokens), share, tokens)
                 continue  # tokenized and intact: the run never reads the source again
             notes.append(f"source '{src.name}': its cached tokens are damaged ({damage}); the run tokenizes it again")
+        writable_folder(root, "SPARKNET_CACHE")  # the run tokenizes this source into the cache
         if reader.kind == "hf" and not hub_offline():
             reader.check_hub()  # reachable; the first documents are read when preparation starts
         else:
             reader.check()  # reads its first documents: a local file, or the hub's cached copy when offline
     check_free_space(root, "the token cache", 0)
     return notes
+
+
+def check_logs_and_notifications() -> list[str]:
+    """What a run kept in the logs folder needs besides its inputs: a folder it can write, and alerts that can
+    go out. Returns where alerts will go, as a note for the ready line."""
+    from engine.config.paths import writable_folder
+    from engine.runs.rundir import logs_dir
+    from engine.train.notify import check_settings
+
+    writable_folder(logs_dir(), "SPARKNET_LOGS")
+    alerts = check_settings()
+    return [alerts] if alerts else []
 
 
 def check_free_space(folder: Path, what: str, need_b: int, floor_b: int = 64 << 20) -> None:
