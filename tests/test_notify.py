@@ -76,8 +76,11 @@ def test_settings_from_the_user_config_file(tmp_path, monkeypatch):
     (tmp_path / "sparknet" / "notify.toml").write_text('urls = ["ntfy://my-topic"]\nevents = ["failed", "stalled"]\n')
     urls, chosen, where = load_settings()
     assert urls == ["ntfy://my-topic"] and chosen == ("failed", "stalled") and where.endswith("notify.toml")
-    (tmp_path / "sparknet" / "notify.toml").write_text('urls = ["ntfy://t"]\nevents = ["sometimes"]\n')
-    with pytest.raises(SparkNetError, match="unknown event 'sometimes'"):
-        load_settings()
+    for body, says in (('urls = ["ntfy://t"]\nevents = ["sometimes"]\n', "unknown event 'sometimes'"),
+                       ('urls = ["ntfy://t"]\nevents = "failed"\n', "events must be a list"),
+                       ('url = ["ntfy://t"]\n', "unknown key 'url'")):  # a misspelling never turns alerts off
+        (tmp_path / "sparknet" / "notify.toml").write_text(body)
+        with pytest.raises(SparkNetError, match=says):
+            load_settings()
     assert shown("slack://TokenA/TokenB/TokenC") == "slack://…"
     assert shown("mailto://user:secret@example.com") == "mailto://example.com"

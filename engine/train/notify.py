@@ -33,19 +33,21 @@ def load_settings() -> tuple[list[str], tuple[str, ...], str]:
     path = config_path()
     if not path.is_file():
         return [], EVENTS, ""
+    from engine import SparkNetError
     from engine.config.loading import read_toml
 
     data = read_toml(path)
+    stray = [k for k in data if k not in ("urls", "events")]
+    if stray:  # a misspelt `urls` would otherwise turn alerts off without a word
+        raise SparkNetError(f"{path}: unknown key {stray[0]!r}; the file holds urls = [...] and events = [...]")
     urls = data.get("urls", [])
     events = data.get("events", list(EVENTS))
     if not (isinstance(urls, list) and all(isinstance(u, str) for u in urls)):
-        from engine import SparkNetError
-
         raise SparkNetError(f"{path}: urls must be a list of strings, for example urls = [\"ntfy://my-topic\"]")
+    if not isinstance(events, list):
+        raise SparkNetError(f"{path}: events must be a list, for example events = [\"failed\", \"stalled\"]")
     unknown = [e for e in events if e not in EVENTS]
     if unknown:
-        from engine import SparkNetError
-
         raise SparkNetError(f"{path}: unknown event {unknown[0]!r} in events; choose from {', '.join(EVENTS)}")
     return urls, tuple(events), str(path)
 
