@@ -152,6 +152,15 @@ def run_record_empty(place: Place) -> tuple[str, ...]:
     return run.name,
 
 
+def run_state_unknown(place: Place) -> tuple[str, ...]:
+    run = place.logs / "20260101-000000-edited"
+    run.mkdir()
+    (run / "run.toml").write_text('run_id = "20260101-000000-edited"\n')
+    (run / "status.json").write_text(json.dumps({"state": "training", "step": "x"}))  # no state SparkNet writes
+    place.run = run.name
+    return run.name, "is unknown, not running"
+
+
 FAULTS = {
     logs_is_a_file: ("train", "train --check", "train --detach", "sweep", "lr-find", "runs", *RUN_VERBS),
     cache_under_a_file: (*DATA_VERBS, "doctor"),
@@ -166,6 +175,7 @@ FAULTS = {
     run_missing: RUN_VERBS,
     run_record_damaged: RUN_VERBS,
     run_record_empty: ("resume", "eval", "export"),
+    run_state_unknown: ("stop",),
 }
 CASES = [pytest.param(fault, verb, id=f"{fault.__name__}-{verb.replace(' --', '-')}")
          for fault, verbs in FAULTS.items() for verb in verbs]

@@ -26,7 +26,7 @@ from engine.runs.rundir import (
     resolve_run,
     sharing_warning,
 )
-from engine.runs.status import State
+from engine.runs.status import RunStatus, State
 
 
 def _dist_overrides(args) -> list[str]:
@@ -157,9 +157,9 @@ def refuse_to_start_over(run_dir: Path) -> None:
 
 def cmd_stop(args) -> int:
     run_dir = resolve_run(args.run)
-    status = effective_status(run_dir)
-    if status.get("state") not in LIVE_STATES:
-        raise SparkNetError(f"run {run_dir.name} is {status.get('state')}, not running; nothing to stop")
+    status = RunStatus(effective_status(run_dir))
+    if not status.live:  # a state no SparkNet wrote reads as unknown, never as the word in the file
+        raise SparkNetError(f"run {run_dir.name} is {status.state}, not running; nothing to stop")
     request_stop(run_dir)
     if args.wait <= 0:
         print(f"stop requested for {run_dir.name}")
