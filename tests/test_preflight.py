@@ -55,8 +55,7 @@ def cases(tmp_path):
         "a model smaller than the tokenizer": (["--mix", str(gpt2_text)], {},
                                                ("tiny-cpu.toml", "set model.vocab_size = 50257")),
         "run.device cuda without one": (["--set", 'run.device="cuda"'], {}, ("run.device", "no CUDA GPU")),
-        "a width of 100,000,000": (["--set", "model.n_embd=100000000", "--set", "model.n_head=1"],
-                                   {"SPARKNET_MEMINFO": fake_meminfo(tmp_path, 64.0)},  # the line names what is free
+        "a width of 100,000,000": (["--set", "model.n_embd=100000000", "--set", "model.n_head=1"], {},
                                    ("TiB", "64.0 GiB free", "choose a smaller model")),
         "a context of 100,000,000": (["--set", "model.context=100000000"], {}, ("model.context",)),
         "a hub source offline with no cached copy": (["--mix", str(hub), *GPT2], offline, ("fineweb-edu",)),
@@ -68,9 +67,11 @@ def cases(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_pre_start_failure_exits_2_and_makes_no_run_folder(logs, cases):
+def test_every_pre_start_failure_exits_2_and_makes_no_run_folder(logs, cases, tmp_path):
+    steady = fake_meminfo(tmp_path, 64.0)  # a refusal for memory names what is free, which moves on a real machine
     for name, (args, extra, words) in cases.items():
-        lines = refused_before_start(logs, ["--profile", "tiny-cpu", *args], {**os.environ, **extra}, *words)
+        env = {**os.environ, "SPARKNET_MEMINFO": steady, **extra}
+        lines = refused_before_start(logs, ["--profile", "tiny-cpu", *args], env, *words)
         assert len(lines) == 1, (name, lines)  # none of these depends on the run's length: every verb says the same
 
 
