@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine import SparkNetError
 from engine.config.loading import MixConfig, Profile
+from engine.config.paths import nearest_existing
 from engine.formatting import fmt_bytes
 
 
@@ -75,9 +76,7 @@ def check_logs_and_notifications() -> list[str]:
 
 def check_free_space(folder: Path, what: str, need_b: int, floor_b: int = 64 << 20) -> None:
     """Refuse to start when the disk holding `folder` has less than need_b + floor_b bytes free."""
-    probe = Path(folder)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = nearest_existing(folder)
     free = shutil.disk_usage(probe).free
     if free < need_b + floor_b:
         need = f"; {what} needs about {math.ceil(need_b / 1e6):,} MB" if need_b else ""
