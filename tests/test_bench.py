@@ -130,7 +130,8 @@ def test_a_json_out_that_cannot_be_written_is_refused_before_the_bench_trains(tm
     """Found at the end, it would cost the whole bench: the folder is checked first, for both kinds of bench."""
     missing = tmp_path / "no-such-folder" / "bench.json"
     for extra in ([], ["--to-quality", "--against", "tiny-cpu"]):
-        for target, words in ((missing, f"the folder {missing.parent} does not exist"), (tmp_path, "is a folder")):
+        for target, words in ((missing, f"the folder {missing.parent} does not exist"), (tmp_path, "is a folder"),
+                              ("/proc/bench.json", "cannot write in /proc")):  # not even root writes there
             proc = sparknet("bench", "--profile", "tiny-cpu", "--steps", "4", *extra, "--json-out", target,
                             check=False)
             err = proc.stderr.strip()

@@ -54,5 +54,9 @@ def test_a_gguf_file_is_kept_unless_forced_beside_other_files(run, tmp_path):
 def test_a_file_where_the_folder_goes_and_a_place_that_cannot_be_made_are_one_line(run, tmp_path):
     (tmp_path / "taken").write_text("a file")
     one_line_error(sparknet("export", str(run), str(tmp_path / "taken"), check=False), 2, "is a file")
-    one_line_error(sparknet("export", str(run), str(tmp_path / "taken" / "inside"), check=False), 1,
-                   str(tmp_path / "taken"))
+    one_line_error(sparknet("export", str(run), str(tmp_path / "taken" / "inside"), check=False), 2,
+                   f"lies under {tmp_path / 'taken'}, which is a file")
+    for fmt in ("hf", "gguf"):  # no folder can be made in /proc, even by root: refused before the model loads
+        proc = sparknet("export", str(run), "/proc/sparknet-export", "--format", fmt, check=False)
+        one_line_error(proc, 2, "export folder /proc/sparknet-export: cannot write in /proc")
+        assert "using checkpoint" not in proc.stdout, proc.stdout

@@ -84,12 +84,12 @@ def cache_under_a_file(place: Place) -> tuple[str, ...]:
 
 def logs_cannot_be_made(place: Place) -> tuple[str, ...]:
     place.env["SPARKNET_LOGS"] = "/proc/sparknet-logs"  # no folder can be made in /proc, even by root
-    return "SPARKNET_LOGS", "cannot make a folder in /proc", "a folder you can write"
+    return "SPARKNET_LOGS", "cannot write in /proc", "a folder you can write"
 
 
 def cache_cannot_be_made(place: Place) -> tuple[str, ...]:
     place.env["SPARKNET_CACHE"] = "/proc/sparknet-cache"
-    return "SPARKNET_CACHE", "cannot make a folder in /proc", "a folder you can write"
+    return "SPARKNET_CACHE", "cannot write in /proc", "a folder you can write"
 
 
 def alert_url_unknown(place: Place) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import torch
 
 from engine import SparkNetError
 from engine.config.loading import Profile, flops_per_token, load_profile, load_run_inputs, model_parameter_count
+from engine.config.paths import writable_folder
 from engine.files import write_text_atomic
 from engine.hardware.device import synchronize
 from engine.kernels.choice import PIECES, TITLES
@@ -53,9 +53,7 @@ def json_out_target(name: str | None) -> Path | None:
         raise SparkNetError(f"--json-out {name} is a folder; give a file in it, such as {path / 'bench.json'}")
     if not path.parent.is_dir():
         raise SparkNetError(f"--json-out {name}: the folder {path.parent} does not exist; make it, or give another file")
-    if not os.access(path.parent, os.W_OK):
-        raise SparkNetError(f"--json-out {name}: the folder {path.parent} is not writable; give another file")
-    return path
+    return writable_folder(path.parent, f"--json-out {name}", "give a file in a folder you can write") / path.name
 
 
 def write_json_out(path: Path | None, line: str) -> None:

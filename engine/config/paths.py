@@ -29,7 +29,7 @@ def checked_folder(path: Path, variable: str) -> Path:
     return path
 
 
-def writable_folder(path: Path, variable: str) -> Path:
+def writable_folder(path: Path, variable: str, fix: str = "") -> Path:
     """`path` as checked_folder leaves it, refused in one line when no folder can be made in it (or in the nearest
     part of it that exists): a real folder is made there and removed, since permissions alone do not tell (a
     read-only mount, /proc, a full disk)."""
@@ -37,8 +37,8 @@ def writable_folder(path: Path, variable: str) -> Path:
     try:
         shutil.rmtree(tempfile.mkdtemp(prefix=".sparknet-probe-", dir=existing))
     except OSError as e:
-        raise SparkNetError(f"{variable}: cannot make a folder in {existing} ({e.strerror or e}); point {variable} "
-                            "at a folder you can write") from None
+        fix = fix or f"point {variable} at a folder you can write"
+        raise SparkNetError(f"{variable}: cannot write in {existing} ({e.strerror or e}); {fix}") from None
     return path
 
 
