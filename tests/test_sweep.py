@@ -119,12 +119,15 @@ def test_a_sweep_carries_on_after_a_stop_or_a_kill_and_never_repeats_a_run(logs,
     (["sweep", "a.toml", "b.toml"], "give one spec file"),
     (["lr-find", "--profile", "tiny-cpu", "--steps", "3"], "--steps must be at least 20"),
     (["lr-find", "--profile", "tiny-cpu", "--group", "muon"], "has no Muon rate"),
+    (["lr-find", "--profile", "tiny-cpu", "--save-as", "tiny-cpu"], "a profile with this name exists"),
+    (["lr-find", "--profile", "tiny-cpu", "--save-as", "my rates"], "use letters, digits"),
 ])
 def test_sweep_and_lr_find_answer_bad_input_in_one_line(logs, args, says):
     (logs / "sweeps" / "broken").mkdir(parents=True)
     (logs / "sweeps" / "broken" / "sweep.json").write_text('{"entries": "cut sh')
     done = sparknet(*args, check=False)
     assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert [d.name for d in logs.iterdir()] == ["sweeps"]  # refused before a range test trained
 
 
 def test_a_spec_without_seeds_runs_at_the_profiles_own_seed(tmp_path):

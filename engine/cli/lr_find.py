@@ -40,6 +40,10 @@ def lr_find_command(args) -> int:
     if args.steps < 20:
         raise SparkNetError(f"--steps must be at least 20 for a curve worth reading, got {args.steps}")
     profile, _ = load_run_inputs(args.profile, args.mix, args.overrides)
+    if args.save_as is not None:  # known before minutes of range tests, not after them
+        from engine.config.saving import new_profile_path
+
+        new_profile_path(args.save_as)
     if args.group == "muon" and profile.optim.name != "muon":
         raise SparkNetError(f"--group muon: profile {profile.name} has no Muon rate (optim.name = "
                             f"\"{profile.optim.name}\"); leave --group out")

@@ -16,6 +16,7 @@ from engine.config.loading import (
     read_toml,
     resolve_profile_path,
 )
+from engine.config.paths import writable_folder
 from engine.files import write_text_atomic
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -33,9 +34,15 @@ def check_new_name(name: str, folder: Path, kind: str) -> Path:
     return path
 
 
+def new_profile_path(name: str) -> Path:
+    """Where a new profile NAME goes, refused when the name is not one, is taken, or its folder cannot be written:
+    a command that saves what it measured asks before it measures."""
+    return check_new_name(name, writable_folder(profiles_dir(), "SPARKNET_PROFILES"), "profile")
+
+
 def write_new_profile(data: dict, name: str) -> Path:
     """profiles/<name>.toml holding `data`, checked to load first. Raises ConfigError."""
-    path = check_new_name(name, profiles_dir(), "profile")
+    path = new_profile_path(name)
     profile_from_dict(copy.deepcopy(data), str(path), name=path.stem)  # what is written must load
     try:
         write_text_atomic(path, dump_toml(data))
