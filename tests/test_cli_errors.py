@@ -111,17 +111,30 @@ def tmpfs(path: Path, size: str, read_only: bool = False):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_a_read_only_runs_folder_and_a_full_cache_disk_are_one_line_with_exit_1(tmp_path):
-    with tmpfs(tmp_path / "ro", "1m", read_only=True) as logs:
+def test_a_read_only_runs_folder_is_refused_before_start_and_a_full_cache_disk_is_one_line(tmp_path):
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as logs:  # the setting is the user's, and known at start
         env = {**os.environ, "SPARKNET_LOGS": str(logs)}
-        one_line_error(sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", check=False, env=env),
-                       1, str(logs), "Read-only file system")
+        for check in ([], ["--check"]):
+            one_line_error(sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", *check,
+                                    check=False, env=env), 2, f"SPARKNET_LOGS: cannot write in {logs}",
+                           "Read-only file system")
     with tmpfs(tmp_path / "full", "96k") as cache:
         env = {**os.environ, "SPARKNET_CACHE": str(cache)}
         one_line_error(sparknet("prepare", "--mix", "demo", check=False, env=env), 1, "No space left on device")
         # what was committed verifies; an uncommitted tail is cut off by the next prepare, never read
         for manifest in cache.glob("tokens/*/*/manifest.json"):
             assert read_manifest(manifest.parent) is not None
+
+
+def test_an_evaluation_whose_results_could_not_be_saved_is_refused_before_it_scores(tmp_path, tok):
+    with tmpfs(tmp_path / "model", "16m") as folder:  # a model folder on a mount made read-only after the export
+        export_hf(tiny_model(), folder, tok)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        for tasks in ([], ["--tasks", "no-such-task"]):
+            proc = sparknet("eval", str(folder), "--device", "cpu", *tasks, check=False)
+            one_line_error(proc, 2, f"{folder}: cannot write in {folder} (Read-only file system)",
+                           "evaluate the copy")
+            assert "perplexity" not in proc.stdout, proc.stdout  # nothing was scored
 
 
 def test_an_unexpected_failure_is_one_line_and_the_debug_switch_shows_the_traceback(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from engine import SparkNetError, __version__
+from engine.config.paths import writable_folder
 from engine.evaluate.models import (
     BASELINES,
     Baseline,
@@ -177,6 +178,7 @@ def _evaluate(target, protocol, stride, wikitext, baselines, dirs, device, sampl
     dev = resolve_device(device)
     amp = default_autocast(dev)
     loaded = load_target(target)
+    check_results_folder(loaded)
     gpt2_tokenized = is_gpt2_tokenizer(loaded.tokenizer)
     # every protocol's text is found before the first token is scored
     runners = [make_protocol(name, loaded, stride, wikitext, max_tokens)
@@ -224,6 +226,7 @@ def _evaluate_benchmarks(target: str, tasks: list[str], task_path: str | None, l
 
     dev = resolve_device(device)
     loaded = load_target(target)
+    check_results_folder(loaded)
     index = task_index(tasks, task_path, progress)
     with tempfile.TemporaryDirectory() as staging:
         folder = Path(loaded.path)
@@ -291,6 +294,12 @@ def _score_all(runner, loaded: LoadedModel, baselines: bool, dirs: dict, dev, am
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     return results
+
+
+def check_results_folder(loaded: LoadedModel) -> None:
+    """Refuse before scoring when eval.json could not be written where it goes: the scores take minutes."""
+    folder = Path(loaded.out_dir or loaded.path)
+    writable_folder(folder, str(folder), "copy the model folder somewhere you can write, and evaluate the copy")
 
 
 def _write_eval(doc: dict, loaded: LoadedModel) -> Path:
