@@ -105,6 +105,11 @@ def alert_file_url_unknown(place: Place) -> tuple[str, ...]:
     return str(place.root / "config" / "sparknet" / "notify.toml"), "URL nonsense is not one apprise understands"
 
 
+def telemetry_interval_not_a_number(place: Place) -> tuple[str, ...]:
+    place.env["SPARKNET_TELEMETRY_INTERVAL"] = "5s"  # read by the trainer once the run had started
+    return "SPARKNET_TELEMETRY_INTERVAL='5s'", "a number of seconds"
+
+
 def profile_not_toml(place: Place) -> tuple[str, ...]:
     place.profile = place.root / "mine.toml"
     place.profile.write_text("[model\nwidth = 8\n")
@@ -168,6 +173,7 @@ FAULTS = {
     cache_cannot_be_made: (*DATA_VERBS, "doctor"),
     alert_url_unknown: ("train", "train --check", "train --detach", "sweep", "lr-find"),
     alert_file_url_unknown: ("train", "train --check", "train --detach", "sweep", "lr-find"),
+    telemetry_interval_not_a_number: ("train", "train --check", "train --detach", "sweep", "lr-find"),
     profile_not_toml: ("train", "train --check", "bench", "doctor", "sweep", "lr-find"),
     tokenizer_damaged: DATA_VERBS,
     source_not_text: ("train", "train --check", "prepare", "lr-find", "sweep"),

@@ -137,7 +137,7 @@ def test_the_memory_estimate_matches_the_peaks_measured_on_an_h100():
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_or_the_alerts_for(logs, tmp_path):
+def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_or_the_settings_for(logs, tmp_path):
     sparknet("train", "--profile", "tiny-cpu", "--set", "run.tokens=4096", "--set", "run.final_eval=false")
     (run,) = logs.iterdir()
     status = (run / "status.json").read_text().replace('"finished"', '"stopped"')
@@ -147,9 +147,11 @@ def test_resume_refuses_a_run_the_machine_no_longer_has_the_memory_or_the_alerts
     err = proc.stderr.strip()
     assert proc.returncode == 2 and "\n" not in err and "the run needs about" in err and "free on the CPU" in err
     assert (run / "status.json").read_text() == status  # nothing written: the run is as it was
-    proc = sparknet("resume", str(run), check=False, env={**os.environ, "SPARKNET_NOTIFY": "garbage://x"})
-    assert proc.returncode == 2 and "SPARKNET_NOTIFY: notification URL garbage://…" in proc.stderr, proc.stderr
-    assert (run / "status.json").read_text() == status
+    for setting, value, says in (("SPARKNET_NOTIFY", "garbage://x", "garbage://…"),
+                                 ("SPARKNET_TELEMETRY_INTERVAL", "soon", "'soon' is not a number of seconds")):
+        proc = sparknet("resume", str(run), check=False, env={**os.environ, setting: value})
+        assert proc.returncode == 2 and setting in proc.stderr and says in proc.stderr, proc.stderr
+        assert (run / "status.json").read_text() == status
 
 
 def test_the_bench_names_the_users_mix_when_a_source_proves_too_small(tmp_path):

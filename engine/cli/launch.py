@@ -87,12 +87,12 @@ def launch(run_dir: Path, resume: bool, detach: bool, lock: RunLock, from_scratc
 
 
 def cmd_train(args) -> int:
-    from engine.train.preflight import check_logs_and_notifications, check_run
+    from engine.train.preflight import check_run, check_surroundings
 
     overrides = list(args.overrides) + _dist_overrides(args)
     profile, mix = load_run_inputs(args.profile, args.mix, overrides)
     run_id = new_run_id(profile.name, args.name)
-    ready = "; ".join([check_run(profile, mix), *check_logs_and_notifications()])
+    ready = "; ".join([check_run(profile, mix), *check_surroundings()])
     if args.check:
         steps = fmt_steps(profile.steps)
         print(f"ready: profile {profile.name}, mix {mix.name}, {steps}, {ready}")
@@ -114,14 +114,14 @@ def warn_about_live_runs(but: str = "") -> None:
 
 def cmd_resume(args) -> int:
     from engine.runs.resume import apply_resume_overrides, checkpoint_size
-    from engine.train.preflight import check_free_space, check_logs_and_notifications, check_memory
+    from engine.train.preflight import check_free_space, check_memory, check_surroundings
 
     run_dir = resolve_run(args.run)
     lock = RunLock.acquire(run_dir)  # refuses at once when a trainer owns the run
     try:
         profile, _, _ = load_run(run_dir)  # a run.toml that cannot start a trainer is refused before any write
         check_memory(profile)
-        check_logs_and_notifications()
+        check_surroundings()
         state = (read_json(run_dir / "status.json") or {}).get("state")
         if state == "finished":
             raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")

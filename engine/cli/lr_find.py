@@ -31,7 +31,7 @@ def range_overrides(profile: Profile, group: str, steps: int) -> list[str]:
 
 
 def lr_find_command(args) -> int:
-    from engine.train.preflight import check_logs_and_notifications, check_run
+    from engine.train.preflight import check_run, check_surroundings
 
     if args.from_run:
         return save_from_run(args.from_run, args.save_as)
@@ -54,7 +54,7 @@ def lr_find_command(args) -> int:
         tested, mix = load_run_inputs(args.profile, args.mix, list(args.overrides), settings)
         check_run(tested, mix)
         plans.append((group, tested, list(args.overrides) + settings))
-    check_logs_and_notifications()
+    check_surroundings()
     readings = []
     for group, tested, overrides in plans:
         run_dir = run_test(args.profile, args.mix, group, overrides)

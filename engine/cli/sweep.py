@@ -68,7 +68,7 @@ def sweep_command(args) -> int:
 
 def create_sweep(spec_path: Path, parallel: int) -> Path:
     """Check every variant as its run would be checked, then write the sweep's folder. Raises before writing."""
-    from engine.train.preflight import check_logs_and_notifications, check_run
+    from engine.train.preflight import check_run, check_surroundings
 
     if parallel < 1:
         raise SparkNetError(f"--parallel must be at least 1, got {parallel}")
@@ -83,7 +83,7 @@ def create_sweep(spec_path: Path, parallel: int) -> Path:
             check_run(profile, mix)
         except SparkNetError as e:
             raise SparkNetError(f"{spec_path}: variant '{variant.name}': {e}") from None
-    check_logs_and_notifications()
+    check_surroundings()
     entries = [Entry(v.name, seed, v.overrides) for v in spec.variants for seed in spec.seeds]
     state = SweepState(folder, spec.to_dict(), entries, parallel=parallel)
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ Pure Python apart from psutil and the optional pynvml: no torch here.
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -43,6 +45,24 @@ _REASON_HW_THERMAL = 0x40
 _REASON_HW_POWER_BRAKE = 0x80
 
 _MIN_CPU_WINDOW_S = 0.02
+
+
+INTERVAL_ENV, DEFAULT_INTERVAL_S = "SPARKNET_TELEMETRY_INTERVAL", 5.0
+
+
+def sample_interval_s() -> float:
+    """Seconds between two rows of system.jsonl: SPARKNET_TELEMETRY_INTERVAL, else 5."""
+    text = os.environ.get(INTERVAL_ENV, "").strip()
+    if not text:
+        return DEFAULT_INTERVAL_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise SparkNetError(f"{INTERVAL_ENV}={text!r} is not a number of seconds above 0; set one such as 1, or "
+                            f"unset it for {DEFAULT_INTERVAL_S:g}")
+    return seconds
 
 
 def throttle_reasons(mask: int) -> list[str]:

@@ -4,7 +4,6 @@ training while the GPU is too hot."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable
 
 import torch
@@ -25,7 +24,7 @@ class HardwareWatch:
 
     def start(self) -> None:
         try:
-            from engine.hardware.telemetry import TelemetrySampler
+            from engine.hardware.telemetry import TelemetrySampler, sample_interval_s
             from engine.hardware.thermal import ThermalWatch
         except ImportError:
             return
@@ -34,8 +33,7 @@ class HardwareWatch:
         def torch_memory(i: int) -> int | None:
             return torch.cuda.memory_reserved(i) if i == index else None
 
-        interval = float(os.environ.get("SPARKNET_TELEMETRY_INTERVAL", "5"))
-        self.sampler = TelemetrySampler(self.rd.system, interval=interval,
+        self.sampler = TelemetrySampler(self.rd.system, interval=sample_interval_s(),
                                         torch_memory=torch_memory if self.device.type == "cuda" else None)
         self.sampler.start()
         if self.sampler.nvml_error:

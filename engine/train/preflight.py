@@ -62,14 +62,16 @@ def check_run_inputs(profile: Profile, mix: MixConfig) -> list[str]:
     return notes
 
 
-def check_logs_and_notifications() -> list[str]:
-    """What a run kept in the logs folder needs besides its inputs: a folder it can write, and alerts that can
-    go out. Returns where alerts will go, as a note for the ready line."""
+def check_surroundings() -> list[str]:
+    """What a run kept in the logs folder needs besides its inputs: a folder it can write, alerts that can go out
+    and a telemetry interval that is one. Returns where alerts will go, as a note for the ready line."""
     from engine.config.paths import writable_folder
+    from engine.hardware.telemetry import sample_interval_s
     from engine.runs.rundir import logs_dir
     from engine.train.notify import check_settings
 
     writable_folder(logs_dir(), "SPARKNET_LOGS")
+    sample_interval_s()
     alerts = check_settings()
     return [alerts] if alerts else []
 
