@@ -19,8 +19,9 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from engine import SparkNetError
+from engine.config.paths import checked_folder
 from engine.runs.lock import EVAL_LOCK_NAME, lock_held
-from engine.runs.rundir import LIVE_STATES, delete_run, resolve_run
+from engine.runs.rundir import LIVE_STATES, delete_run, logs_dir, resolve_run
 from sparknet_tui.commands import (
     CliResult,
     evaluate_run,
@@ -240,15 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", help="open this run (id or directory) on the Live screen")
     parser.add_argument("--logs", help="folder of run directories (default: logs/, or $SPARKNET_LOGS)")
     args = parser.parse_args(argv)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # else it draws into a pipe and waits for keys forever
+        print("sparknet: error: the panel needs a terminal; over SSH use `ssh -t HOST sparknet`, and in a script "
+              "a verb such as `sparknet runs` (`sparknet --help` lists them)", file=sys.stderr)
+        return 2
     if args.logs:
         os.environ["SPARKNET_LOGS"] = str(Path(args.logs).expanduser().resolve())
     open_run = None
-    if args.run:
-        try:
+    try:
+        if args.logs:
+            checked_folder(Path(args.logs).expanduser(), "--logs")
+        logs_dir()  # a folder that is a file is said here, not on an empty Runs screen
+        if args.run:
             open_run = resolve_run(args.run)
-        except SparkNetError as e:
-            print(f"sparknet: error: {e}", file=sys.stderr)
-            return 2
+    except SparkNetError as e:
+        print(f"sparknet: error: {e}", file=sys.stderr)
+        return 2
     app = SparkNetApp(open_run=open_run)
     app.run()
     return app.return_code or 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,25 @@ def test_a_closed_pipe_ends_the_runs_table_without_a_traceback(tmp_path):
     proc.stdout.close()  # as `| head -1` does
     _, err = proc.communicate(timeout=scaled(60))
     assert proc.returncode == 1 and b"Traceback" not in err and err == b"", err
+
+
+def test_the_panel_outside_a_terminal_and_on_a_logs_file_is_one_line(tmp_path):
+    """Without a terminal the panel would draw into the pipe and wait for keys forever."""
+    panel = [sys.executable, "-m", "sparknet_tui.entry"]
+    proc = subprocess.run(panel, cwd=PROJECT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=scaled(60))
+    assert proc.returncode == 2 and proc.stdout == "" and "the panel needs a terminal" in proc.stderr, proc.stderr
+    notes = tmp_path / "notes"
+    notes.write_text("mine\n")
+    main, terminal = pty.openpty()  # a terminal of its own: stdin and stdout are one
+    try:
+        proc = subprocess.run([*panel, "--logs", str(notes)], cwd=PROJECT, stdin=terminal, stdout=terminal,
+                              stderr=subprocess.PIPE, text=True, timeout=scaled(60))
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert proc.returncode == 2 and f"--logs: {notes} is a file, not a folder" in proc.stderr, proc.stderr
+    assert notes.read_text() == "mine\n"
 
 
 # ---------------------------------------------------------------- the fault table: every verb, one line each
