@@ -35,6 +35,19 @@ def test_a_closed_pipe_ends_the_runs_table_without_a_traceback(tmp_path):
     assert proc.returncode == 1 and b"Traceback" not in err and err == b"", err
 
 
+@pytest.mark.slow
+def test_a_run_whose_console_reader_goes_away_trains_on_without_a_word_of_it(logs):
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--profile", "tiny-cpu", *FAST, "--set",
+                             "run.tokens=61_440"], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()  # as `sparknet train ... | head -1` does
+    _, err = proc.communicate(timeout=scaled(120))
+    assert proc.returncode == 0 and b"Traceback" not in err and b"Logging error" not in err, err[-2000:]
+    run = only_run(logs)
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert "finished: finished 60 steps" in (run / "train.log").read_text()  # train.log keeps every line
+
+
 def test_the_panel_outside_a_terminal_and_on_a_logs_file_is_one_line(tmp_path):
     """Without a terminal the panel would draw into the pipe and wait for keys forever."""
     panel = [sys.executable, "-m", "sparknet_tui.entry"]

@@ -23,8 +23,19 @@ from engine.train.trainer import Trainer
 from engine.train.watchdog import StallWatch
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """The run's lines on stdout. When its reader goes away (`sparknet train ... | head`), the run goes on with
+    train.log alone, not with a logging error and its traceback for every later line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # what is still buffered goes nowhere
+            return
+        super().handleError(record)
+
+
 def setup_logging(run_dir: Path, rank: int, log_to_file: bool) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    handlers: list[logging.Handler] = [ConsoleHandler(sys.stdout)]
     if log_to_file and rank == 0:  # detached runs already have stdout in train.log
         handlers.append(logging.FileHandler(run_dir / "train.log"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers,
