@@ -93,6 +93,19 @@ def test_the_ready_line_says_where_alerts_will_go(tmp_path):
     assert "alerts" not in sparknet("train", "--check", "--profile", "tiny-cpu", env=env).stdout
 
 
+def test_the_ready_line_says_when_in_training_wikitext_will_be_off(tmp_path):
+    """The run trains on without it (a warning event); --check says so before the run, and names the fix."""
+    check = ["train", "--check", "--profile", "tiny-cpu", "--set", "run.wikitext_every=5"]
+    ready = sparknet(*check).stdout  # the suite names a local copy in SPARKNET_WIKITEXT
+    assert ready.startswith("ready:") and "WikiText" not in ready, ready
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("SPARKNET_WIKITEXT")
+    ready = sparknet(*check, env=env).stdout
+    assert "; in-training WikiText-2 evaluation off: WikiText-2 not available" in ready, ready
+    assert "set SPARKNET_WIKITEXT=DIR" in ready and "\n" not in ready.strip(), ready
+    assert "WikiText" not in sparknet("train", "--check", "--profile", "tiny-cpu", env=env).stdout  # not asked for
+
+
 @pytest.mark.slow
 def test_a_source_too_small_for_its_share_is_refused_from_the_prepared_cache(logs, tmp_path):
     env = {**os.environ, "SPARKNET_CACHE": str(tmp_path / "cache")}

@@ -73,8 +73,8 @@ def wikitext_rows(split: str, wikitext_dir: str | os.PathLike | None = None) -> 
         return rows_from_file(path), str(path)
     rows, why = _rows_from_hub(split)
     if rows is None:
-        raise SparkNetError(f"WikiText-2 not available: {why} and no local copy was named; pass --wikitext DIR "
-                            "or set SPARKNET_WIKITEXT=DIR (a folder holding wiki.test.raw and wiki.valid.raw)")
+        raise SparkNetError(f"WikiText-2 not available: {why} and no local copy was named; set SPARKNET_WIKITEXT=DIR "
+                            "(`eval` also takes --wikitext DIR), a folder holding wiki.test.raw and wiki.valid.raw")
     return rows, f"hub:{HUB_DATASET}/{HUB_CONFIG}"
 
 

@@ -59,7 +59,21 @@ def check_run_inputs(profile: Profile, mix: MixConfig) -> list[str]:
         else:
             reader.check()  # reads its first documents: a local file, or the hub's cached copy when offline
     check_free_space(root, "the token cache", 0)
-    return notes
+    return notes + check_wikitext(profile)
+
+
+def check_wikitext(profile: Profile) -> list[str]:
+    """The run scores WikiText-2 as it trains only where the text can be had; otherwise it trains without (a
+    warning event), and the ready line says so first."""
+    from engine.evaluate.wikitext import wikitext_rows
+
+    if not profile.run.wikitext_every:
+        return []
+    try:
+        wikitext_rows("test")
+    except SparkNetError as e:
+        return [f"in-training WikiText-2 evaluation off: {e}"]
+    return []
 
 
 def check_surroundings() -> list[str]:
