@@ -166,6 +166,17 @@ def run_state_unknown(place: Place) -> tuple[str, ...]:
     return run.name, "is unknown, not running"
 
 
+def run_source_gone(place: Place) -> tuple[str, ...]:
+    sparknet(*place.args("train"), env=place.env)
+    (run,) = place.logs.iterdir()
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "stopped"}))  # as a run stopped part-way reads
+    place.run = run.name
+    place.stories.unlink()  # moved away since, and its cached tokens with it
+    shutil.rmtree(place.cache)
+    return f"path {place.stories} does not exist",
+
+
 FAULTS = {
     logs_is_a_file: ("train", "train --check", "train --detach", "sweep", "lr-find", "runs", *RUN_VERBS),
     cache_under_a_file: (*DATA_VERBS, "doctor"),
@@ -182,6 +193,7 @@ FAULTS = {
     run_record_damaged: RUN_VERBS,
     run_record_empty: ("resume", "eval", "export"),
     run_state_unknown: ("stop",),
+    run_source_gone: ("resume",),
 }
 CASES = [pytest.param(fault, verb, id=f"{fault.__name__}-{verb.replace(' --', '-')}")
          for fault, verbs in FAULTS.items() for verb in verbs]

@@ -114,17 +114,17 @@ def warn_about_live_runs(but: str = "") -> None:
 
 def cmd_resume(args) -> int:
     from engine.runs.resume import apply_resume_overrides, checkpoint_size
-    from engine.train.preflight import check_free_space, check_memory, check_surroundings
+    from engine.train.preflight import check_free_space, check_run, check_surroundings
 
     run_dir = resolve_run(args.run)
     lock = RunLock.acquire(run_dir)  # refuses at once when a trainer owns the run
     try:
-        profile, _, _ = load_run(run_dir)  # a run.toml that cannot start a trainer is refused before any write
-        check_memory(profile)
-        check_surroundings()
+        profile, mix, _ = load_run(run_dir)  # a run.toml that cannot start a trainer is refused before any write
         state = (read_json(run_dir / "status.json") or {}).get("state")
         if state == "finished":
             raise SparkNetError(f"run {run_dir.name} already finished; start a new run to train further")
+        check_run(profile, mix)  # as `train` checks: a source moved or gone since is said before the run changes
+        check_surroundings()
         check_free_space(run_dir, "a checkpoint of this run", checkpoint_size(run_dir))
         if not args.from_scratch:
             refuse_to_start_over(run_dir)
