@@ -241,10 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", help="open this run (id or directory) on the Live screen")
     parser.add_argument("--logs", help="folder of run directories (default: logs/, or $SPARKNET_LOGS)")
     args = parser.parse_args(argv)
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # else it draws into a pipe and waits for keys forever
-        print("sparknet: error: the panel needs a terminal; over SSH use `ssh -t HOST sparknet`, and in a script "
-              "a verb such as `sparknet runs` (`sparknet --help` lists them)", file=sys.stderr)
-        return 2
     if args.logs:
         os.environ["SPARKNET_LOGS"] = str(Path(args.logs).expanduser().resolve())
     open_run = None
@@ -256,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             open_run = resolve_run(args.run)
     except SparkNetError as e:
         print(f"sparknet: error: {e}", file=sys.stderr)
+        return 2
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # else it draws into a pipe and waits for keys forever
+        print("sparknet: error: the panel needs a terminal; over SSH use `ssh -t HOST sparknet`, and in a script "
+              "a verb such as `sparknet runs` (`sparknet --help` lists them)", file=sys.stderr)
         return 2
     app = SparkNetApp(open_run=open_run)
     app.run()
