@@ -1,5 +1,6 @@
 """The engine never imports Textual: it runs headless on a GPU box without the panel's dependencies."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,17 @@ def test_the_sparknet_command_opens_the_panel_only_without_a_verb():
     assert out.stdout.strip().splitlines()[-1] == "0 []"
     assert "_run" not in subprocess.run([sys.executable, "-m", "engine.cli", "--help"], cwd=PROJECT,
                                         capture_output=True, text=True, timeout=scaled(120)).stdout
+
+
+def test_the_check_of_a_cpu_run_never_loads_torch(tmp_path):
+    """The New run screen asks `train --check` again as its form changes: a CPU run's check reads files and asks
+    no device, and torch alone takes a second or more to import. Alerts and logs are checked as a run needs."""
+    code = ("import sys; from engine.cli.main import main; rc = main(['train', '--check', '--profile', 'tiny-cpu']); "
+            "print(rc, sorted(m for m in ('torch', 'apprise') if m in sys.modules))")
+    env = {**os.environ, "SPARKNET_LOGS": str(tmp_path / "logs"), "SPARKNET_NOTIFY": "", "XDG_CONFIG_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, env=env,
+                         timeout=scaled(120))
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "0 []", (out.stdout, out.stderr)
 
 
 # The engine's floors, lowest first: a module imports only from its own package or from a lower floor (two

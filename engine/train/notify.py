@@ -69,11 +69,11 @@ def shown(url: str) -> str:
 def check_settings() -> str:
     """Before a run starts: the settings load and apprise understands every URL, as the run's deliveries will ask;
     where alerts will go, for the ready line ("" when notifications are off)."""
-    import apprise
-
     from engine import SparkNetError
 
     urls, events, origin = load_settings()
+    if urls:
+        import apprise  # half a second to import: only where there is a URL to ask it of
     for url in urls:
         if not apprise.Apprise().add(url):
             raise SparkNetError(f"{origin}: notification URL {shown(url)} is not one apprise understands; fix it "

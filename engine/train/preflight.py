@@ -65,10 +65,10 @@ def check_run_inputs(profile: Profile, mix: MixConfig) -> list[str]:
 def check_wikitext(profile: Profile) -> list[str]:
     """The run scores WikiText-2 as it trains only where the text can be had; otherwise it trains without (a
     warning event), and the ready line says so first."""
-    from engine.evaluate.wikitext import wikitext_rows
-
     if not profile.run.wikitext_every:
         return []
+    from engine.evaluate.wikitext import wikitext_rows  # torch comes with it: only where the run asks for it
+
     try:
         wikitext_rows("test")
     except SparkNetError as e:
