@@ -66,7 +66,7 @@ def _in_process(args: list[str], env: dict | None) -> subprocess.CompletedProces
     from engine.cli.main import main
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     out, err = io.StringIO(), io.StringIO()
     if env is not None:
         os.environ.clear()

@@ -317,9 +317,11 @@ def test_resume_with_no_usable_checkpoint_refuses_unless_from_scratch(logs):
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_a_foreground_run_stops_it_after_a_checkpoint_and_exits_130(logs):
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGHUP"])  # Ctrl-C, and the terminal closing (an SSH drop)
+def test_ctrl_c_or_a_closed_terminal_stops_a_foreground_run_after_a_checkpoint(logs, stop_signal):
     import signal
 
+    number = getattr(signal, stop_signal)
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--profile", "tiny-cpu", *FAST,
                              "--set", "run.tokens=400_000"], cwd=PROJECT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -327,12 +329,14 @@ def test_ctrl_c_on_a_foreground_run_stops_it_after_a_checkpoint_and_exits_130(lo
         assert wait_for(lambda: any(logs.iterdir()), scaled(60), 0.05)
         run = only_run(logs)
         assert reaches_step(run, 2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(number)
         _, err = proc.communicate(timeout=scaled(120))
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err  # so that `sparknet train ... && sparknet export ...` exports nothing
+    assert proc.returncode == 128 + number, err  # so that `sparknet train ... && sparknet export ...` exports nothing
     status = read_json(run / "status.json")
     assert status["state"] == "stopped" and status["step"] < status["steps"]
     assert (run / "checkpoints" / f"step-{status['step']:08d}").is_dir()
+    stopped = [e["message"] for e in read_jsonl(run / "events.jsonl") if e["event"] == "stopped"]
+    assert stopped and ("its terminal closed" in stopped[-1]) == (stop_signal == "SIGHUP"), stopped

@@ -325,6 +325,8 @@ class Trainer:
         return out
 
     def _stopped(self, how: str) -> None:
+        if self.stop_signal == signal.SIGHUP:
+            how += " (its terminal closed: `sparknet train --detach` keeps a run going without one)"
         if self.is_main:
             self.rd.clear_stop()
         self.status(state=State.STOPPED, phase=Phase.NONE, eta_s=None, step=self.step, tokens=self.tokens)

@@ -24,11 +24,11 @@ from engine.train.watchdog import StallWatch
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """The run's lines on stdout. When its reader goes away (`sparknet train ... | head`), the run goes on with
-    train.log alone, not with a logging error and its traceback for every later line."""
+    """The run's lines on stdout. When its reader goes away (`sparknet train ... | head`, a closed terminal), the run
+    goes on with train.log alone, not with a logging error and its traceback for every later line."""
 
     def handleError(self, record: logging.LogRecord) -> None:
-        if isinstance(sys.exc_info()[1], BrokenPipeError):
+        if isinstance(sys.exc_info()[1], OSError):  # EPIPE for a pipe, EIO for a terminal that hung up
             os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # what is still buffered goes nowhere
             return
         super().handleError(record)
@@ -56,8 +56,8 @@ def run_training(run_dir: Path, resume: bool = False, log_to_file: bool = False,
             print(f"sparknet: error: {e}", file=sys.stderr)
             return 2
     setup_logging(run_dir, trainer.rank, log_to_file)
-    signal.signal(signal.SIGTERM, trainer._on_signal)
-    signal.signal(signal.SIGINT, trainer._on_signal)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: a foreground run's terminal closed
+        signal.signal(stop_signal, trainer._on_signal)
     watch = None
     try:
         if trainer.is_main:
