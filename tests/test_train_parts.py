@@ -131,3 +131,30 @@ def test_the_in_training_evaluation_runs_the_weights_uncompiled(monkeypatch, log
         assert figures["val_loss"] > 0 and counters["stats"]["unique_graphs"] == graphs
         trainer.train_step(1.0)  # and training goes on with the graph it had
         assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("how, code", [("SIGTERM", 115), ("SIGINT", 102), ("the STOP file", 100)])
+def test_a_stop_inside_torch_compile_ends_the_process_without_raising_through_it(tmp_path, how, code):
+    """While torch.compile works, an exception raised by a signal handler may land inside a callback its C++ code
+    made into Python, and abort the process: `exit_now` ends it without raising anything (100 + the signal here)."""
+    import subprocess
+    import sys
+
+    from cli_helpers import PROJECT, scaled
+
+    stop_file = tmp_path / "STOP"
+    script = (
+        "import os, signal, sys, time\n"
+        "from engine.train.interrupt import interruptible\n"
+        f"stop = {str(stop_file)!r}\n"
+        "with interruptible(lambda: os.path.exists(stop), poll_s=0.05, exit_now=lambda s: os._exit(100 + s)):\n"
+        f"    how = {how!r}\n"
+        "    if how.startswith('SIG'):\n"
+        "        os.kill(os.getpid(), getattr(signal, how))\n"
+        "    else:\n"
+        "        open(stop, 'w').close()\n"
+        "    time.sleep(30)\n"
+        "sys.exit(1)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=scaled(60))
+    assert proc.returncode == code and proc.stderr == "", (proc.returncode, proc.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import time
 from contextlib import nullcontext
@@ -32,7 +33,7 @@ from engine.train.checkpointer import Checkpointer
 from engine.train.feeder import BatchFeeder
 from engine.train.finish import Finisher
 from engine.train.guards import DivergenceGuard, divergence_advice
-from engine.train.interrupt import Interrupted, interruptible
+from engine.train.interrupt import interruptible
 from engine.train.kernel_proof import settle_kernels
 from engine.train.optim import build_optimizer
 from engine.train.reporter import Reporter
@@ -232,10 +233,7 @@ class Trainer:
                 if self._check_stop():
                     return 0
                 factor = lr_factor(self.step, p)
-                out = self._first_step(factor) if compiling else self.train_step(factor)
-                if out is None:
-                    return 0
-                loss_t, gnorm_t = out
+                loss_t, gnorm_t = self._first_step(factor) if compiling else self.train_step(factor)
                 compiling = False
                 self.step += 1
                 self.tokens += p.tokens_per_step
@@ -311,18 +309,23 @@ class Trainer:
         self.model.train()
 
     def _first_step(self, factor: float):
-        """The step that compiles the model: a stop abandons it at once (one process; ranks would have to agree),
-        and then it gives None."""
-        try:
-            with interruptible(self.stop_requested) if self.world == 1 else nullcontext():
-                out = self.train_step(factor)
-        except Interrupted:
-            self._stopped("while compiling the model; nothing since the last checkpoint was lost")
-            return None
+        """The step that compiles the model, minutes on a small GPU: a stop ends the process there and then, the run
+        marked stopped (one process; ranks would have to agree)."""
+        with interruptible(self.stop_requested, exit_now=self._exit_while_compiling) if self.world == 1 else \
+                nullcontext():
+            out = self.train_step(factor)
         self.status(phase=Phase.TRAINING)
         # the compiling step is not a rate: speed and time left count from its end
         self.t_log, self.tokens_log = time.monotonic(), self.tokens + self.profile.tokens_per_step
         return out
+
+    def _exit_while_compiling(self, signum: int) -> None:
+        """No exception may unwind from here (see interruptible); nothing since the last checkpoint is lost."""
+        self.stop_signal = signum
+        self._stopped("while compiling the model; nothing since the last checkpoint was lost")
+        self.report.close()
+        logging.shutdown()
+        os._exit(128 + signum if signum else 0)
 
     def _stopped(self, how: str) -> None:
         if self.stop_signal == signal.SIGHUP:
