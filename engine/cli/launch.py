@@ -15,7 +15,6 @@ from engine.runs.lock import ENV_FD, RunLock, lock_held
 from engine.runs.reader import list_runs
 from engine.runs.records import Phase
 from engine.runs.rundir import (
-    LIVE_STATES,
     RunWriter,
     create_run,
     effective_status,
@@ -165,7 +164,7 @@ def cmd_stop(args) -> int:
         print(f"stop requested for {run_dir.name}")
         return 0
     # done when the state says so and the trainer has let go of the run, so a resume right after works
-    done = wait_for(lambda: effective_status(run_dir).get("state") not in LIVE_STATES and not lock_held(run_dir),
+    done = wait_for(lambda: not RunStatus(effective_status(run_dir)).live and not lock_held(run_dir),
                     args.wait, 0.2)
     final = effective_status(run_dir)
     if not done:

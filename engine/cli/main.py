@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from engine import SparkNetError, one_line
+from engine import SparkNetError, one_line, send_to_devnull
 from engine.cli.launch import cmd_resume, cmd_stop, cmd_train, cmd_worker
 from engine.cli.models import cmd_eval, cmd_export
 from engine.cli.parser import build_parser
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # the reader went away (`sparknet runs | head -3`): nothing is left to say, nor anyone to say it to
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        send_to_devnull(sys.stdout)
         return 1
     except Exception as e:
         if os.environ.get("SPARKNET_DEBUG") == "1":

@@ -18,8 +18,9 @@ def export_target(out: Path, fmt: str, gguf_name: str, force: bool) -> Path:
     both, and then replaces only the files an export writes)."""
     if out.exists() and not out.is_dir():
         raise SparkNetError(f"{out} is a file; give a folder to export into")
-    if not nearest_existing(out).is_dir():
-        raise SparkNetError(f"{out} lies under {nearest_existing(out)}, which is a file; give a folder to export into")
+    existing = nearest_existing(out)
+    if not existing.is_dir():
+        raise SparkNetError(f"{out} lies under {existing}, which is a file; give a folder to export into")
     writable_folder(out, f"export folder {out}", "give a folder you can write")
     if fmt == "gguf":
         target = out / gguf_name

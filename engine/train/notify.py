@@ -72,14 +72,14 @@ def check_settings() -> str:
     from engine import SparkNetError
 
     urls, events, origin = load_settings()
-    if urls:
-        import apprise  # half a second to import: only where there is a URL to ask it of
+    if not urls:
+        return ""
+    import apprise  # half a second to import: only where there is a URL to ask it of
+
     for url in urls:
         if not apprise.Apprise().add(url):
             raise SparkNetError(f"{origin}: notification URL {shown(url)} is not one apprise understands; fix it "
                                 "(https://github.com/caronc/apprise/wiki lists the services) or remove it")
-    if not urls:
-        return ""
     if not events:
         return f"no alerts ({origin} chooses no events)"
     chosen = "" if set(events) == set(EVENTS) else f" of {', '.join(events)}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine import SparkNetError
 from engine.config.loading import MixConfig, Profile
-from engine.config.paths import nearest_existing
+from engine.config.paths import nearest_existing, writable_folder
 from engine.formatting import fmt_bytes
 
 
@@ -26,7 +26,7 @@ def check_run(profile: Profile, mix: MixConfig) -> str:
 def check_run_inputs(profile: Profile, mix: MixConfig) -> list[str]:
     """The tokenizer loads and fits the model; every source exists and opens, or its prepared cache verifies and
     holds the source's share; hub sources are reachable or cached. Returns what the run will repair first."""
-    from engine.config.paths import cache_root, writable_folder
+    from engine.config.paths import cache_root
     from engine.data import SourceReader, cache_damage, read_manifest, source_cache_dir
     from engine.data.hub import hub_offline
     from engine.data.prepare import check_enough, holds, required_train_tokens, source_target
@@ -79,7 +79,6 @@ def check_wikitext(profile: Profile) -> list[str]:
 def check_surroundings() -> list[str]:
     """What a run kept in the logs folder needs besides its inputs: a folder it can write, alerts that can go out
     and a telemetry interval that is one. Returns where alerts will go, as a note for the ready line."""
-    from engine.config.paths import writable_folder
     from engine.hardware.telemetry import sample_interval_s
     from engine.runs.rundir import logs_dir
     from engine.train.notify import check_settings

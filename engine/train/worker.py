@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from engine import SparkNetError, one_line
+from engine import SparkNetError, one_line, send_to_devnull
 from engine.data import PrepareStopped
 from engine.files import utc_now
 from engine.hardware import distributed
@@ -29,7 +29,7 @@ class ConsoleHandler(logging.StreamHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], OSError):  # EPIPE for a pipe, EIO for a terminal that hung up
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # what is still buffered goes nowhere
+            send_to_devnull(self.stream)
             return
         super().handleError(record)
 
